@@ -1,0 +1,76 @@
+//! Operation codes.
+
+/// The operation a request asks for; echoed in its response.
+///
+/// Frames carry the opcode as a raw byte so that an unknown opcode is still a well-formed
+/// frame that the server can answer with [`Status::UnknownOpcode`](crate::Status) without
+/// closing the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Opcode {
+    /// Protocol version negotiation; returns the server's version and limits.
+    Hello = 0x00,
+    /// Liveness check; echoes its payload.
+    Ping = 0x01,
+    /// Read a value, optionally extending its TTL in the same round trip.
+    Get = 0x02,
+    /// Write a value in one of four modes (upsert, create-only, update-only, if-version).
+    Set = 0x03,
+    /// Set a new TTL without changing the value or its version.
+    Touch = 0x04,
+    /// Remove a key, optionally only if its version matches.
+    Del = 0x05,
+    /// Server counters as text.
+    Stats = 0x06,
+}
+
+impl Opcode {
+    /// Every defined opcode, in numeric order.
+    pub const ALL: [Opcode; 7] = [
+        Opcode::Hello,
+        Opcode::Ping,
+        Opcode::Get,
+        Opcode::Set,
+        Opcode::Touch,
+        Opcode::Del,
+        Opcode::Stats,
+    ];
+
+    /// The opcode for a wire byte, or `None` if the byte is not a defined opcode.
+    pub fn from_u8(byte: u8) -> Option<Opcode> {
+        Opcode::ALL.get(usize::from(byte)).copied()
+    }
+
+    /// The upper-case name used in the specification and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Opcode::Hello => "HELLO",
+            Opcode::Ping => "PING",
+            Opcode::Get => "GET",
+            Opcode::Set => "SET",
+            Opcode::Touch => "TOUCH",
+            Opcode::Del => "DEL",
+            Opcode::Stats => "STATS",
+        }
+    }
+}
+
+impl From<Opcode> for u8 {
+    fn from(op: Opcode) -> u8 {
+        op as u8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_u8_inverts_the_discriminant() {
+        for op in Opcode::ALL {
+            assert_eq!(Opcode::from_u8(op as u8), Some(op));
+        }
+        assert_eq!(Opcode::from_u8(0x07), None);
+        assert_eq!(Opcode::from_u8(0xff), None);
+    }
+}

@@ -1,0 +1,1116 @@
+//! Every hex example in `proto/PROTOCOL.md`, checked against the crate.
+//!
+//! The constants below are copies of the specification's ```` ```hex ```` blocks (annotations
+//! included). For each one, encoding the typed request or reply must produce exactly those
+//! bytes, and decoding them through [`ServerCodec`] or [`ClientCodec`] must give the typed value
+//! back. [`every_hex_block_in_the_spec_is_tested`] reads the specification itself and fails if a
+//! block there is missing here or differs by a single byte, so the two cannot drift apart.
+
+use bytes::{Bytes, BytesMut};
+use sessiond_proto::codec::{FrameError, Inbound};
+use sessiond_proto::command::{
+    Del, DelOutcome, Entry, Get, GetReply, Hello, HelloReply, Ping, PingReply, ReplyError, Set,
+    SetMode, SetOutcome, Stats, StatsReply, Touch, TouchReply,
+};
+use sessiond_proto::{
+    ClientCodec, CommandError, Limits, Opcode, Request, RequestFrame, ResponseFrame, ServerCodec,
+    Status,
+};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The specification itself; `include_str!` also makes cargo rerun these tests when it changes.
+const SPEC: &str = include_str!("../../../proto/PROTOCOL.md");
+
+const KEY: &[u8] = b"s:42";
+const OTHER_KEY: &[u8] = b"s:43";
+const VALUE: &[u8] = br#"{"u":7}"#;
+const NEW_VALUE: &[u8] = br#"{"u":8}"#;
+const THIRTY_MINUTES: u64 = 30 * 60 * 1000;
+const ONE_HOUR: u64 = 60 * 60 * 1000;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The bytes of a hex block: pairs of hex digits, with everything after `#` ignored.
+fn hex(block: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in block.lines() {
+        let data = line.split('#').next().unwrap_or("");
+        for token in data.split_whitespace() {
+            assert_eq!(token.len(), 2, "not a hex byte: {token:?} in line {line:?}");
+            let byte = u8::from_str_radix(token, 16)
+                .unwrap_or_else(|_| panic!("not a hex byte: {token:?} in line {line:?}"));
+            bytes.push(byte);
+        }
+    }
+    bytes
+}
+
+/// The contents of every ```` ```hex ```` block in a markdown text, in order.
+fn hex_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match current.as_mut() {
+            None if line.trim() == "```hex" => current = Some(String::new()),
+            None => {}
+            Some(_) if line.trim() == "```" => blocks.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+    }
+    assert!(current.is_none(), "unterminated hex block in the spec");
+    blocks
+}
+
+fn encode_request(frame: &RequestFrame) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    ClientCodec::new().encode(frame, &mut buf).unwrap();
+    assert_eq!(buf.len(), frame.encoded_len());
+    buf.to_vec()
+}
+
+fn encode_response(frame: &ResponseFrame) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    ServerCodec::new(Limits::default())
+        .encode(frame, &mut buf)
+        .unwrap();
+    assert_eq!(buf.len(), frame.encoded_len());
+    buf.to_vec()
+}
+
+/// Decodes exactly one request from `bytes` with the default limits.
+fn decode_request(bytes: &[u8]) -> Inbound {
+    let mut codec = ServerCodec::new(Limits::default());
+    let mut buf = BytesMut::from(bytes);
+    let inbound = codec.decode(&mut buf).unwrap().expect("a whole frame");
+    assert!(buf.is_empty(), "{} bytes left after the frame", buf.len());
+    inbound
+}
+
+/// Decodes exactly one response from `bytes`.
+fn decode_response(bytes: &[u8]) -> ResponseFrame {
+    let mut buf = BytesMut::from(bytes);
+    let frame = ClientCodec::new()
+        .decode(&mut buf)
+        .unwrap()
+        .expect("a whole frame");
+    assert!(buf.is_empty(), "{} bytes left after the frame", buf.len());
+    frame
+}
+
+/// The request frame in `block`, decoded by the server codec.
+fn request_frame(block: &str) -> RequestFrame {
+    match decode_request(&hex(block)) {
+        Inbound::Request(frame) => frame,
+        Inbound::Rejected(rejection) => panic!("rejected: {rejection:?}"),
+    }
+}
+
+/// `request` encodes to the bytes of `block`, and those bytes decode and parse back to it.
+fn check_request(block: &str, opaque: u32, request: Request) {
+    let bytes = hex(block);
+    assert_eq!(encode_request(&request.to_frame(opaque)), bytes, "encoding");
+    let frame = request_frame(block);
+    assert_eq!(frame.opaque, opaque);
+    assert_eq!(Request::parse(frame, &Limits::default()), Ok(request));
+}
+
+/// `frame` encodes to the bytes of `block`, and those bytes decode back to it.
+fn check_response(block: &str, frame: &ResponseFrame) -> ResponseFrame {
+    let bytes = hex(block);
+    assert_eq!(encode_response(frame), bytes, "encoding");
+    let decoded = decode_response(&bytes);
+    assert_eq!(&decoded, frame);
+    decoded
+}
+
+/// `frame` is an error response with `status` and a message, as a client sees it.
+fn assert_server_error<T: std::fmt::Debug>(
+    reply: Result<T, ReplyError>,
+    status: Status,
+    message: &str,
+) {
+    match reply {
+        Err(ReplyError::Server {
+            status: s,
+            message: m,
+        }) => {
+            assert_eq!(s, status);
+            assert_eq!(m, message);
+        }
+        other => panic!("expected a {status} error, got {other:?}"),
+    }
+}
+
+fn b(bytes: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The examples, copied from the specification
+// ---------------------------------------------------------------------------------------------
+
+const HELLO_REQUEST: &str = r##"
+b5 01 00 00  # magic, version 1, opcode HELLO, flags 0x00
+00 00 00 01  # opaque 1
+00 00 02 00  # key length 0, extras length 2, reserved
+00 00 00 04  # value length 4
+01 01        # min_version 1, max_version 1
+64 65 6d 6f  # client name "demo"
+"##;
+
+const HELLO_RESPONSE: &str = r##"
+b6 01 00 18              # magic, version 1, opcode HELLO, extras length 24
+00 00 00 01              # opaque 1
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 0e              # value length 14
+01 00 00 00              # version 1, reserved
+00 00 04 00 00 10 00 00  # max_key_len 1024, max_value_len 1048576
+00 00 00 00              # reserved
+00 00 00 08 0b ef c0 00  # max_ttl_ms 34560000000
+73 65 73 73 69 6f 6e 64  # server "sessiond"
+2f 30 2e 31 2e 30        # ... "/0.1.0"
+"##;
+
+const HELLO_UNSUPPORTED_REQUEST: &str = r##"
+b5 01 00 00  # magic, version 1, opcode HELLO, flags 0x00
+00 00 00 01  # opaque 1
+00 00 02 00  # key length 0, extras length 2, reserved
+00 00 00 00  # value length 0
+02 03        # min_version 2, max_version 3
+"##;
+
+const HELLO_UNSUPPORTED_RESPONSE: &str = r##"
+b6 01 00 00                                      # magic, version 1, opcode HELLO, extras length 0
+00 00 00 01                                      # opaque 1
+00 83 00 00                                      # status UNSUPPORTED_VERSION (0x0083), reserved
+00 00 00 44                                      # value length 68
+6e 6f 20 63 6f 6d 6d 6f 6e 20 70 72 6f 74 6f 63  # message "no common protoc"
+6f 6c 20 76 65 72 73 69 6f 6e 3a 20 63 6c 69 65  # ... "ol version: clie"
+6e 74 20 73 70 65 61 6b 73 20 32 2e 2e 3d 33 2c  # ... "nt speaks 2..=3,"
+20 73 65 72 76 65 72 20 73 70 65 61 6b 73 20 31  # ... " server speaks 1"
+2e 2e 3d 31                                      # ... "..=1"
+"##;
+
+const PING_REQUEST: &str = r##"
+b5 01 01 00  # magic, version 1, opcode PING, flags 0x00
+00 00 00 02  # opaque 2
+00 00 00 00  # key length 0, extras length 0, reserved
+00 00 00 02  # value length 2
+68 69        # payload "hi"
+"##;
+
+const PING_RESPONSE: &str = r##"
+b6 01 01 00  # magic, version 1, opcode PING, extras length 0
+00 00 00 02  # opaque 2
+00 00 00 00  # status OK (0x0000), reserved
+00 00 00 02  # value length 2
+68 69        # payload "hi"
+"##;
+
+const SET_REQUEST: &str = r##"
+b5 01 03 00              # magic, version 1, opcode SET, flags 0x00
+00 00 00 03              # opaque 3
+00 04 10 00              # key length 4, extras length 16, reserved
+00 00 00 07              # value length 7
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 00 00 00 00 00 00  # expected_version 0
+73 3a 34 32              # key "s:42"
+7b 22 75 22 3a 37 7d     # value '{"u":7}'
+"##;
+
+const SET_RESPONSE: &str = r##"
+b6 01 03 08              # magic, version 1, opcode SET, extras length 8
+00 00 00 03              # opaque 3
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 07  # version 7
+"##;
+
+const GET_REQUEST: &str = r##"
+b5 01 02 00  # magic, version 1, opcode GET, flags 0x00
+00 00 00 04  # opaque 4
+00 04 00 00  # key length 4, extras length 0, reserved
+00 00 00 00  # value length 0
+73 3a 34 32  # key "s:42"
+"##;
+
+const GET_RESPONSE: &str = r##"
+b6 01 02 10              # magic, version 1, opcode GET, extras length 16
+00 00 00 04              # opaque 4
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 07              # value length 7
+00 00 00 00 00 00 00 07  # version 7
+00 00 00 00 00 1b 74 f4  # ttl_ms 1799412
+7b 22 75 22 3a 37 7d     # value '{"u":7}'
+"##;
+
+const GET_MISS_REQUEST: &str = r##"
+b5 01 02 00  # magic, version 1, opcode GET, flags 0x00
+00 00 00 05  # opaque 5
+00 04 00 00  # key length 4, extras length 0, reserved
+00 00 00 00  # value length 0
+73 3a 34 33  # key "s:43"
+"##;
+
+const GET_MISS_RESPONSE: &str = r##"
+b6 01 02 00  # magic, version 1, opcode GET, extras length 0
+00 00 00 05  # opaque 5
+00 01 00 00  # status NOT_FOUND (0x0001), reserved
+00 00 00 00  # value length 0
+"##;
+
+const GET_TOUCH_REQUEST: &str = r##"
+b5 01 02 01              # magic, version 1, opcode GET, flags 0x01
+00 00 00 06              # opaque 6
+00 04 08 00              # key length 4, extras length 8, reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+73 3a 34 32              # key "s:42"
+"##;
+
+const GET_TOUCH_RESPONSE: &str = r##"
+b6 01 02 10              # magic, version 1, opcode GET, extras length 16
+00 00 00 06              # opaque 6
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 07              # value length 7
+00 00 00 00 00 00 00 07  # version 7
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+7b 22 75 22 3a 37 7d     # value '{"u":7}'
+"##;
+
+const SET_CREATE_REQUEST: &str = r##"
+b5 01 03 01              # magic, version 1, opcode SET, flags 0x01
+00 00 00 07              # opaque 7
+00 04 10 00              # key length 4, extras length 16, reserved
+00 00 00 07              # value length 7
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 00 00 00 00 00 00  # expected_version 0
+73 3a 34 32              # key "s:42"
+7b 22 75 22 3a 37 7d     # value '{"u":7}'
+"##;
+
+const SET_CREATE_RESPONSE: &str = r##"
+b6 01 03 00  # magic, version 1, opcode SET, extras length 0
+00 00 00 07  # opaque 7
+00 02 00 00  # status EXISTS (0x0002), reserved
+00 00 00 00  # value length 0
+"##;
+
+const SET_UPDATE_REQUEST: &str = r##"
+b5 01 03 02              # magic, version 1, opcode SET, flags 0x02
+00 00 00 08              # opaque 8
+00 04 10 00              # key length 4, extras length 16, reserved
+00 00 00 07              # value length 7
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 00 00 00 00 00 00  # expected_version 0
+73 3a 34 33              # key "s:43"
+7b 22 75 22 3a 37 7d     # value '{"u":7}'
+"##;
+
+const SET_UPDATE_RESPONSE: &str = r##"
+b6 01 03 00  # magic, version 1, opcode SET, extras length 0
+00 00 00 08  # opaque 8
+00 01 00 00  # status NOT_FOUND (0x0001), reserved
+00 00 00 00  # value length 0
+"##;
+
+const SET_IF_VERSION_REQUEST: &str = r##"
+b5 01 03 03              # magic, version 1, opcode SET, flags 0x03
+00 00 00 09              # opaque 9
+00 04 10 00              # key length 4, extras length 16, reserved
+00 00 00 07              # value length 7
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 00 00 00 00 00 07  # expected_version 7
+73 3a 34 32              # key "s:42"
+7b 22 75 22 3a 38 7d     # value '{"u":8}'
+"##;
+
+const SET_IF_VERSION_RESPONSE: &str = r##"
+b6 01 03 08              # magic, version 1, opcode SET, extras length 8
+00 00 00 09              # opaque 9
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 08  # version 8
+"##;
+
+const SET_MISMATCH_REQUEST: &str = r##"
+b5 01 03 03              # magic, version 1, opcode SET, flags 0x03
+00 00 00 0a              # opaque 10
+00 04 10 00              # key length 4, extras length 16, reserved
+00 00 00 07              # value length 7
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 00 00 00 00 00 07  # expected_version 7
+73 3a 34 32              # key "s:42"
+7b 22 75 22 3a 38 7d     # value '{"u":8}'
+"##;
+
+const SET_MISMATCH_RESPONSE: &str = r##"
+b6 01 03 08              # magic, version 1, opcode SET, extras length 8
+00 00 00 0a              # opaque 10
+00 03 00 00              # status VERSION_MISMATCH (0x0003), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 08  # current_version 8
+"##;
+
+const TOUCH_REQUEST: &str = r##"
+b5 01 04 00              # magic, version 1, opcode TOUCH, flags 0x00
+00 00 00 0b              # opaque 11
+00 04 08 00              # key length 4, extras length 8, reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 36 ee 80  # ttl_ms 3600000
+73 3a 34 32              # key "s:42"
+"##;
+
+const TOUCH_RESPONSE: &str = r##"
+b6 01 04 08              # magic, version 1, opcode TOUCH, extras length 8
+00 00 00 0b              # opaque 11
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 08  # version 8
+"##;
+
+const TOUCH_MISS_REQUEST: &str = r##"
+b5 01 04 00              # magic, version 1, opcode TOUCH, flags 0x00
+00 00 00 0c              # opaque 12
+00 04 08 00              # key length 4, extras length 8, reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 36 ee 80  # ttl_ms 3600000
+73 3a 34 33              # key "s:43"
+"##;
+
+const TOUCH_MISS_RESPONSE: &str = r##"
+b6 01 04 00  # magic, version 1, opcode TOUCH, extras length 0
+00 00 00 0c  # opaque 12
+00 01 00 00  # status NOT_FOUND (0x0001), reserved
+00 00 00 00  # value length 0
+"##;
+
+const DEL_IF_VERSION_REQUEST: &str = r##"
+b5 01 05 01              # magic, version 1, opcode DEL, flags 0x01
+00 00 00 0d              # opaque 13
+00 04 08 00              # key length 4, extras length 8, reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 07  # expected_version 7
+73 3a 34 32              # key "s:42"
+"##;
+
+const DEL_IF_VERSION_RESPONSE: &str = r##"
+b6 01 05 08              # magic, version 1, opcode DEL, extras length 8
+00 00 00 0d              # opaque 13
+00 03 00 00              # status VERSION_MISMATCH (0x0003), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 08  # current_version 8
+"##;
+
+const DEL_REQUEST: &str = r##"
+b5 01 05 00  # magic, version 1, opcode DEL, flags 0x00
+00 00 00 0e  # opaque 14
+00 04 00 00  # key length 4, extras length 0, reserved
+00 00 00 00  # value length 0
+73 3a 34 32  # key "s:42"
+"##;
+
+const DEL_RESPONSE: &str = r##"
+b6 01 05 00  # magic, version 1, opcode DEL, extras length 0
+00 00 00 0e  # opaque 14
+00 00 00 00  # status OK (0x0000), reserved
+00 00 00 00  # value length 0
+"##;
+
+const DEL_MISS_REQUEST: &str = r##"
+b5 01 05 00  # magic, version 1, opcode DEL, flags 0x00
+00 00 00 0f  # opaque 15
+00 04 00 00  # key length 4, extras length 0, reserved
+00 00 00 00  # value length 0
+73 3a 34 32  # key "s:42"
+"##;
+
+const DEL_MISS_RESPONSE: &str = r##"
+b6 01 05 00  # magic, version 1, opcode DEL, extras length 0
+00 00 00 0f  # opaque 15
+00 01 00 00  # status NOT_FOUND (0x0001), reserved
+00 00 00 00  # value length 0
+"##;
+
+const STATS_REQUEST: &str = r##"
+b5 01 06 00  # magic, version 1, opcode STATS, flags 0x00
+00 00 00 10  # opaque 16
+00 00 00 00  # key length 0, extras length 0, reserved
+00 00 00 00  # value length 0
+"##;
+
+const STATS_RESPONSE: &str = r##"
+b6 01 06 00                                      # magic, version 1, opcode STATS, extras length 0
+00 00 00 10                                      # opaque 16
+00 00 00 00                                      # status OK (0x0000), reserved
+00 00 01 2b                                      # value length 299
+73 65 72 76 65 72 5f 76 65 72 73 69 6f 6e 20 30  # "server_version 0"
+2e 31 2e 30 0a                                   # ... ".1.0\n"
+75 70 74 69 6d 65 5f 6d 73 20 36 31 32 33 34 0a  # "uptime_ms 61234\n"
+63 6f 6e 6e 65 63 74 69 6f 6e 73 5f 63 75 72 72  # "connections_curr"
+65 6e 74 20 31 0a                                # ... "ent 1\n"
+63 6f 6e 6e 65 63 74 69 6f 6e 73 5f 74 6f 74 61  # "connections_tota"
+6c 20 31 0a                                      # ... "l 1\n"
+63 6f 6e 6e 65 63 74 69 6f 6e 73 5f 72 65 6a 65  # "connections_reje"
+63 74 65 64 20 30 0a                             # ... "cted 0\n"
+72 65 71 75 65 73 74 73 5f 74 6f 74 61 6c 20 31  # "requests_total 1"
+36 0a                                            # ... "6\n"
+70 72 6f 74 6f 63 6f 6c 5f 65 72 72 6f 72 73 20  # "protocol_errors "
+30 0a                                            # ... "0\n"
+67 65 74 5f 68 69 74 73 20 32 0a                 # "get_hits 2\n"
+67 65 74 5f 6d 69 73 73 65 73 20 31 0a           # "get_misses 1\n"
+73 65 74 5f 73 74 6f 72 65 64 20 32 0a           # "set_stored 2\n"
+73 65 74 5f 72 65 6a 65 63 74 65 64 20 33 0a     # "set_rejected 3\n"
+74 6f 75 63 68 5f 68 69 74 73 20 31 0a           # "touch_hits 1\n"
+74 6f 75 63 68 5f 6d 69 73 73 65 73 20 31 0a     # "touch_misses 1\n"
+64 65 6c 5f 64 65 6c 65 74 65 64 20 31 0a        # "del_deleted 1\n"
+64 65 6c 5f 6d 69 73 73 65 73 20 32 0a           # "del_misses 2\n"
+65 6e 74 72 69 65 73 20 30 0a                    # "entries 0\n"
+65 78 70 69 72 65 64 5f 72 65 63 6c 61 69 6d 65  # "expired_reclaime"
+64 20 30 0a                                      # ... "d 0\n"
+6d 65 6d 6f 72 79 5f 62 79 74 65 73 5f 65 73 74  # "memory_bytes_est"
+69 6d 61 74 65 20 30 0a                          # ... "imate 0\n"
+"##;
+
+const INVALID_TTL_REQUEST: &str = r##"
+b5 01 03 00              # magic, version 1, opcode SET, flags 0x00
+00 00 00 11              # opaque 17
+00 04 10 00              # key length 4, extras length 16, reserved
+00 00 00 07              # value length 7
+00 00 00 00 00 00 00 00  # ttl_ms 0
+00 00 00 00 00 00 00 00  # expected_version 0
+73 3a 34 32              # key "s:42"
+7b 22 75 22 3a 37 7d     # value '{"u":7}'
+"##;
+
+const INVALID_TTL_RESPONSE: &str = r##"
+b6 01 03 00                                      # magic, version 1, opcode SET, extras length 0
+00 00 00 11                                      # opaque 17
+00 81 00 00                                      # status INVALID_ARGUMENT (0x0081), reserved
+00 00 00 1e                                      # value length 30
+53 45 54 3a 20 74 74 6c 20 6d 75 73 74 20 62 65  # message "SET: ttl must be"
+20 61 74 20 6c 65 61 73 74 20 31 20 6d 73        # ... " at least 1 ms"
+"##;
+
+const UNKNOWN_OPCODE_REQUEST: &str = r##"
+b5 01 42 00  # magic, version 1, opcode 0x42, flags 0x00
+00 00 00 12  # opaque 18
+00 00 00 00  # key length 0, extras length 0, reserved
+00 00 00 00  # value length 0
+"##;
+
+const UNKNOWN_OPCODE_RESPONSE: &str = r##"
+b6 01 42 00                                      # magic, version 1, opcode 0x42, extras length 0
+00 00 00 12                                      # opaque 18
+00 82 00 00                                      # status UNKNOWN_OPCODE (0x0082), reserved
+00 00 00 13                                      # value length 19
+75 6e 6b 6e 6f 77 6e 20 6f 70 63 6f 64 65 20 30  # message "unknown opcode 0"
+78 34 32                                         # ... "x42"
+"##;
+
+const TOO_LARGE_REQUEST: &str = r##"
+b5 01 03 00              # magic, version 1, opcode SET, flags 0x00
+00 00 00 13              # opaque 19
+00 04 10 00              # key length 4, extras length 16, reserved
+00 20 00 00              # value length 2097152
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 00 00 00 00 00 00  # expected_version 0
+73 3a 34 32              # key "s:42"
+"##;
+
+const TOO_LARGE_RESPONSE: &str = r##"
+b6 01 03 00                                      # magic, version 1, opcode SET, extras length 0
+00 00 00 13                                      # opaque 19
+00 84 00 00                                      # status TOO_LARGE (0x0084), reserved
+00 00 00 39                                      # value length 57
+76 61 6c 75 65 20 6f 66 20 32 30 39 37 31 35 32  # message "value of 2097152"
+20 62 79 74 65 73 20 65 78 63 65 65 64 73 20 74  # ... " bytes exceeds t"
+68 65 20 6c 69 6d 69 74 20 6f 66 20 31 30 34 38  # ... "he limit of 1048"
+35 37 36 20 62 79 74 65 73                       # ... "576 bytes"
+"##;
+
+const BAD_MAGIC_REQUEST: &str = r##"
+47 45 54 20 2f 20 48 54  # "GET / HT"
+54 50 2f 31 2e 31 0d 0a  # "TP/1.1\r\n"
+"##;
+
+const BAD_MAGIC_RESPONSE: &str = r##"
+b6 01 ff 00                                      # magic, version 1, opcode 0xff, extras length 0
+00 00 00 00                                      # opaque 0
+00 85 00 00                                      # status PROTOCOL_ERROR (0x0085), reserved
+00 00 00 3a                                      # value length 58
+62 61 64 20 6d 61 67 69 63 20 62 79 74 65 20 30  # message "bad magic byte 0"
+78 34 37 20 28 65 78 70 65 63 74 65 64 20 30 78  # ... "x47 (expected 0x"
+62 35 29 3a 20 6e 6f 74 20 61 20 73 65 73 73 69  # ... "b5): not a sessi"
+6f 6e 64 20 73 74 72 65 61 6d                    # ... "ond stream"
+"##;
+
+const BAD_VERSION_REQUEST: &str = r##"
+b5 02 01 00  # magic, version 2, opcode PING, flags 0x00
+00 00 00 14  # opaque 20
+00 00 00 00  # key length 0, extras length 0, reserved
+00 00 00 00  # value length 0
+"##;
+
+const BAD_VERSION_RESPONSE: &str = r##"
+b6 01 01 00                                      # magic, version 1, opcode PING, extras length 0
+00 00 00 14                                      # opaque 20
+00 83 00 00                                      # status UNSUPPORTED_VERSION (0x0083), reserved
+00 00 00 33                                      # value length 51
+75 6e 73 75 70 70 6f 72 74 65 64 20 70 72 6f 74  # message "unsupported prot"
+6f 63 6f 6c 20 76 65 72 73 69 6f 6e 20 32 20 28  # ... "ocol version 2 ("
+74 68 69 73 20 73 69 64 65 20 73 70 65 61 6b 73  # ... "this side speaks"
+20 31 29                                         # ... " 1)"
+"##;
+
+const BUSY_RESPONSE: &str = r##"
+b6 01 ff 00                                      # magic, version 1, opcode 0xff, extras length 0
+00 00 00 00                                      # opaque 0
+00 90 00 00                                      # status BUSY (0x0090), reserved
+00 00 00 14                                      # value length 20
+74 6f 6f 20 6d 61 6e 79 20 63 6f 6e 6e 65 63 74  # message "too many connect"
+69 6f 6e 73                                      # ... "ions"
+"##;
+
+/// Every example above, by name, for the coverage check against the specification.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("HELLO_REQUEST", HELLO_REQUEST),
+    ("HELLO_RESPONSE", HELLO_RESPONSE),
+    ("HELLO_UNSUPPORTED_REQUEST", HELLO_UNSUPPORTED_REQUEST),
+    ("HELLO_UNSUPPORTED_RESPONSE", HELLO_UNSUPPORTED_RESPONSE),
+    ("PING_REQUEST", PING_REQUEST),
+    ("PING_RESPONSE", PING_RESPONSE),
+    ("SET_REQUEST", SET_REQUEST),
+    ("SET_RESPONSE", SET_RESPONSE),
+    ("GET_REQUEST", GET_REQUEST),
+    ("GET_RESPONSE", GET_RESPONSE),
+    ("GET_MISS_REQUEST", GET_MISS_REQUEST),
+    ("GET_MISS_RESPONSE", GET_MISS_RESPONSE),
+    ("GET_TOUCH_REQUEST", GET_TOUCH_REQUEST),
+    ("GET_TOUCH_RESPONSE", GET_TOUCH_RESPONSE),
+    ("SET_CREATE_REQUEST", SET_CREATE_REQUEST),
+    ("SET_CREATE_RESPONSE", SET_CREATE_RESPONSE),
+    ("SET_UPDATE_REQUEST", SET_UPDATE_REQUEST),
+    ("SET_UPDATE_RESPONSE", SET_UPDATE_RESPONSE),
+    ("SET_IF_VERSION_REQUEST", SET_IF_VERSION_REQUEST),
+    ("SET_IF_VERSION_RESPONSE", SET_IF_VERSION_RESPONSE),
+    ("SET_MISMATCH_REQUEST", SET_MISMATCH_REQUEST),
+    ("SET_MISMATCH_RESPONSE", SET_MISMATCH_RESPONSE),
+    ("TOUCH_REQUEST", TOUCH_REQUEST),
+    ("TOUCH_RESPONSE", TOUCH_RESPONSE),
+    ("TOUCH_MISS_REQUEST", TOUCH_MISS_REQUEST),
+    ("TOUCH_MISS_RESPONSE", TOUCH_MISS_RESPONSE),
+    ("DEL_IF_VERSION_REQUEST", DEL_IF_VERSION_REQUEST),
+    ("DEL_IF_VERSION_RESPONSE", DEL_IF_VERSION_RESPONSE),
+    ("DEL_REQUEST", DEL_REQUEST),
+    ("DEL_RESPONSE", DEL_RESPONSE),
+    ("DEL_MISS_REQUEST", DEL_MISS_REQUEST),
+    ("DEL_MISS_RESPONSE", DEL_MISS_RESPONSE),
+    ("STATS_REQUEST", STATS_REQUEST),
+    ("STATS_RESPONSE", STATS_RESPONSE),
+    ("INVALID_TTL_REQUEST", INVALID_TTL_REQUEST),
+    ("INVALID_TTL_RESPONSE", INVALID_TTL_RESPONSE),
+    ("UNKNOWN_OPCODE_REQUEST", UNKNOWN_OPCODE_REQUEST),
+    ("UNKNOWN_OPCODE_RESPONSE", UNKNOWN_OPCODE_RESPONSE),
+    ("TOO_LARGE_REQUEST", TOO_LARGE_REQUEST),
+    ("TOO_LARGE_RESPONSE", TOO_LARGE_RESPONSE),
+    ("BAD_MAGIC_REQUEST", BAD_MAGIC_REQUEST),
+    ("BAD_MAGIC_RESPONSE", BAD_MAGIC_RESPONSE),
+    ("BAD_VERSION_REQUEST", BAD_VERSION_REQUEST),
+    ("BAD_VERSION_RESPONSE", BAD_VERSION_RESPONSE),
+    ("BUSY_RESPONSE", BUSY_RESPONSE),
+];
+
+// ---------------------------------------------------------------------------------------------
+// The specification and this file agree
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_hex_block_in_the_spec_is_tested() {
+    let in_spec: Vec<Vec<u8>> = hex_blocks(SPEC).iter().map(|block| hex(block)).collect();
+    let here: Vec<(&str, Vec<u8>)> = EXAMPLES
+        .iter()
+        .map(|(name, block)| (*name, hex(block)))
+        .collect();
+
+    for (i, bytes) in in_spec.iter().enumerate() {
+        assert!(
+            here.iter().any(|(_, b)| b == bytes),
+            "hex block #{} of PROTOCOL.md ({:02x?}) is not among the tested examples",
+            i + 1,
+            bytes
+        );
+    }
+    for (name, bytes) in &here {
+        assert!(
+            in_spec.contains(bytes),
+            "{name} does not appear byte for byte in PROTOCOL.md"
+        );
+    }
+    assert_eq!(in_spec.len(), here.len(), "a block appears twice");
+}
+
+#[test]
+fn hex_blocks_are_found_and_parsed() {
+    let blocks = hex_blocks("text\n```hex\nb5 01  # x\n\n0a\n```\n```text\nff\n```\n");
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(hex(&blocks[0]), [0xb5, 0x01, 0x0a]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.1 HELLO
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hello() {
+    check_request(
+        HELLO_REQUEST,
+        1,
+        Request::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            client_name: b(b"demo"),
+        }),
+    );
+    let reply = HelloReply {
+        version: 1,
+        limits: Limits::default(),
+        server: "sessiond/0.1.0".into(),
+    };
+    let frame = check_response(HELLO_RESPONSE, &reply.to_frame(1));
+    assert_eq!(HelloReply::from_frame(&frame), Ok(reply));
+}
+
+#[test]
+fn hello_without_a_common_version() {
+    let request = Hello {
+        min_version: 2,
+        max_version: 3,
+        client_name: Bytes::new(),
+    };
+    check_request(
+        HELLO_UNSUPPORTED_REQUEST,
+        1,
+        Request::Hello(request.clone()),
+    );
+    assert_eq!(request.negotiate(1, 1), None);
+
+    let message = "no common protocol version: client speaks 2..=3, server speaks 1..=1";
+    let frame = ResponseFrame::error(Opcode::Hello.into(), 1, Status::UnsupportedVersion, message);
+    let frame = check_response(HELLO_UNSUPPORTED_RESPONSE, &frame);
+    assert!(frame.status().unwrap().is_fatal());
+    assert_server_error(
+        HelloReply::from_frame(&frame),
+        Status::UnsupportedVersion,
+        message,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.2 PING
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ping() {
+    check_request(PING_REQUEST, 2, Request::Ping(Ping { payload: b(b"hi") }));
+    let reply = PingReply { payload: b(b"hi") };
+    let frame = check_response(PING_RESPONSE, &reply.to_frame(2));
+    assert_eq!(PingReply::from_frame(&frame), Ok(reply));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.3 GET
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn get_hit() {
+    check_request(
+        GET_REQUEST,
+        4,
+        Request::Get(Get {
+            key: b(KEY),
+            touch_ttl_ms: None,
+        }),
+    );
+    let reply = GetReply::Hit(Entry {
+        value: b(VALUE),
+        version: 7,
+        ttl_ms: 1_799_412,
+    });
+    let frame = check_response(GET_RESPONSE, &reply.to_frame(4));
+    assert_eq!(GetReply::from_frame(&frame), Ok(reply));
+}
+
+#[test]
+fn get_miss() {
+    check_request(
+        GET_MISS_REQUEST,
+        5,
+        Request::Get(Get {
+            key: b(OTHER_KEY),
+            touch_ttl_ms: None,
+        }),
+    );
+    let frame = check_response(GET_MISS_RESPONSE, &GetReply::Miss.to_frame(5));
+    assert_eq!(GetReply::from_frame(&frame), Ok(GetReply::Miss));
+}
+
+#[test]
+fn get_with_touch() {
+    check_request(
+        GET_TOUCH_REQUEST,
+        6,
+        Request::Get(Get {
+            key: b(KEY),
+            touch_ttl_ms: Some(THIRTY_MINUTES),
+        }),
+    );
+    let reply = GetReply::Hit(Entry {
+        value: b(VALUE),
+        version: 7,
+        ttl_ms: THIRTY_MINUTES,
+    });
+    let frame = check_response(GET_TOUCH_RESPONSE, &reply.to_frame(6));
+    assert_eq!(GetReply::from_frame(&frame), Ok(reply));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.4 SET
+// ---------------------------------------------------------------------------------------------
+
+fn set(key: &[u8], value: &[u8], ttl_ms: u64, mode: SetMode) -> Request {
+    Request::Set(Set {
+        key: b(key),
+        value: b(value),
+        ttl_ms,
+        mode,
+    })
+}
+
+fn check_set_outcome(block: &str, opaque: u32, outcome: SetOutcome) {
+    let frame = check_response(block, &outcome.to_frame(opaque));
+    assert_eq!(SetOutcome::from_frame(&frame), Ok(outcome));
+}
+
+#[test]
+fn set_upsert() {
+    check_request(
+        SET_REQUEST,
+        3,
+        set(KEY, VALUE, THIRTY_MINUTES, SetMode::Upsert),
+    );
+    check_set_outcome(SET_RESPONSE, 3, SetOutcome::Stored { version: 7 });
+}
+
+#[test]
+fn set_create_only() {
+    check_request(
+        SET_CREATE_REQUEST,
+        7,
+        set(KEY, VALUE, THIRTY_MINUTES, SetMode::CreateOnly),
+    );
+    check_set_outcome(SET_CREATE_RESPONSE, 7, SetOutcome::Exists);
+}
+
+#[test]
+fn set_update_only() {
+    check_request(
+        SET_UPDATE_REQUEST,
+        8,
+        set(OTHER_KEY, VALUE, THIRTY_MINUTES, SetMode::UpdateOnly),
+    );
+    check_set_outcome(SET_UPDATE_RESPONSE, 8, SetOutcome::NotFound);
+}
+
+#[test]
+fn set_if_version() {
+    check_request(
+        SET_IF_VERSION_REQUEST,
+        9,
+        set(KEY, NEW_VALUE, THIRTY_MINUTES, SetMode::IfVersion(7)),
+    );
+    check_set_outcome(
+        SET_IF_VERSION_RESPONSE,
+        9,
+        SetOutcome::Stored { version: 8 },
+    );
+}
+
+#[test]
+fn set_version_mismatch() {
+    check_request(
+        SET_MISMATCH_REQUEST,
+        10,
+        set(KEY, NEW_VALUE, THIRTY_MINUTES, SetMode::IfVersion(7)),
+    );
+    check_set_outcome(
+        SET_MISMATCH_RESPONSE,
+        10,
+        SetOutcome::VersionMismatch { current: 8 },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.5 TOUCH
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn touch() {
+    check_request(
+        TOUCH_REQUEST,
+        11,
+        Request::Touch(Touch {
+            key: b(KEY),
+            ttl_ms: ONE_HOUR,
+        }),
+    );
+    let reply = TouchReply::Touched { version: 8 };
+    let frame = check_response(TOUCH_RESPONSE, &reply.to_frame(11));
+    assert_eq!(TouchReply::from_frame(&frame), Ok(reply));
+}
+
+#[test]
+fn touch_miss() {
+    check_request(
+        TOUCH_MISS_REQUEST,
+        12,
+        Request::Touch(Touch {
+            key: b(OTHER_KEY),
+            ttl_ms: ONE_HOUR,
+        }),
+    );
+    let frame = check_response(TOUCH_MISS_RESPONSE, &TouchReply::NotFound.to_frame(12));
+    assert_eq!(TouchReply::from_frame(&frame), Ok(TouchReply::NotFound));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.6 DEL
+// ---------------------------------------------------------------------------------------------
+
+fn check_del_outcome(block: &str, opaque: u32, outcome: DelOutcome) {
+    let frame = check_response(block, &outcome.to_frame(opaque));
+    assert_eq!(DelOutcome::from_frame(&frame), Ok(outcome));
+}
+
+#[test]
+fn del_if_version() {
+    check_request(
+        DEL_IF_VERSION_REQUEST,
+        13,
+        Request::Del(Del {
+            key: b(KEY),
+            if_version: Some(7),
+        }),
+    );
+    check_del_outcome(
+        DEL_IF_VERSION_RESPONSE,
+        13,
+        DelOutcome::VersionMismatch { current: 8 },
+    );
+}
+
+#[test]
+fn del() {
+    let request = Request::Del(Del {
+        key: b(KEY),
+        if_version: None,
+    });
+    check_request(DEL_REQUEST, 14, request.clone());
+    check_del_outcome(DEL_RESPONSE, 14, DelOutcome::Deleted);
+    check_request(DEL_MISS_REQUEST, 15, request);
+    check_del_outcome(DEL_MISS_RESPONSE, 15, DelOutcome::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.7 STATS
+// ---------------------------------------------------------------------------------------------
+
+/// The statistics the specification lists, in its order.
+const STAT_NAMES: [&str; 18] = [
+    "server_version",
+    "uptime_ms",
+    "connections_current",
+    "connections_total",
+    "connections_rejected",
+    "requests_total",
+    "protocol_errors",
+    "get_hits",
+    "get_misses",
+    "set_stored",
+    "set_rejected",
+    "touch_hits",
+    "touch_misses",
+    "del_deleted",
+    "del_misses",
+    "entries",
+    "expired_reclaimed",
+    "memory_bytes_estimate",
+];
+
+#[test]
+fn stats() {
+    check_request(STATS_REQUEST, 16, Request::Stats(Stats));
+    let values = [
+        "0.1.0", "61234", "1", "1", "0", "16", "0", "2", "1", "2", "3", "1", "1", "1", "2", "0",
+        "0", "0",
+    ];
+    let reply = StatsReply {
+        stats: STAT_NAMES
+            .iter()
+            .zip(values)
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+    };
+    let frame = check_response(STATS_RESPONSE, &reply.to_frame(16));
+    let decoded = StatsReply::from_frame(&frame).unwrap();
+    assert_eq!(decoded, reply);
+    assert_eq!(decoded.get("requests_total"), Some("16"));
+    assert_eq!(decoded.get("no_such_stat"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4.4, 7 and 8: unsolicited frames, limits and errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn busy_is_unsolicited_and_fatal() {
+    let frame = ResponseFrame::error(0xff, 0, Status::Busy, "too many connections");
+    let frame = check_response(BUSY_RESPONSE, &frame);
+    let status = frame.status().unwrap();
+    assert!(status.is_error() && status.is_fatal());
+    assert!(frame.extras.is_empty());
+    assert_eq!(frame.message(), "too many connections");
+}
+
+#[test]
+fn invalid_ttl() {
+    let frame = request_frame(INVALID_TTL_REQUEST);
+    let (opcode, opaque) = (frame.opcode, frame.opaque);
+    let err = Request::parse(frame, &Limits::default()).unwrap_err();
+    assert_eq!(
+        err,
+        CommandError::InvalidArgument("SET: ttl must be at least 1 ms".into())
+    );
+    // The same request, built from its parts, is what the spec shows.
+    let mut built = set(KEY, VALUE, THIRTY_MINUTES, SetMode::Upsert).to_frame(17);
+    built.extras = Bytes::from(vec![0u8; 16]);
+    assert_eq!(encode_request(&built), hex(INVALID_TTL_REQUEST));
+
+    let response = ResponseFrame::error(opcode, opaque, err.status(), err.to_string());
+    let response = check_response(INVALID_TTL_RESPONSE, &response);
+    assert!(!response.status().unwrap().is_fatal());
+    assert_server_error(
+        SetOutcome::from_frame(&response),
+        Status::InvalidArgument,
+        "SET: ttl must be at least 1 ms",
+    );
+}
+
+#[test]
+fn unknown_opcode() {
+    let built = RequestFrame {
+        opcode: 0x42,
+        opaque: 18,
+        ..RequestFrame::default()
+    };
+    assert_eq!(encode_request(&built), hex(UNKNOWN_OPCODE_REQUEST));
+    let frame = request_frame(UNKNOWN_OPCODE_REQUEST);
+    assert_eq!(frame, built);
+    let err = Request::parse(frame, &Limits::default()).unwrap_err();
+    assert_eq!(err, CommandError::UnknownOpcode(0x42));
+
+    let response = ResponseFrame::error(0x42, 18, err.status(), err.to_string());
+    let response = check_response(UNKNOWN_OPCODE_RESPONSE, &response);
+    assert_eq!(response.status(), Some(Status::UnknownOpcode));
+    assert_eq!(response.message(), "unknown opcode 0x42");
+}
+
+#[test]
+fn too_large_value_is_answered_before_its_body_and_skipped() {
+    const DECLARED: usize = 2 * 1024 * 1024;
+    let prefix = hex(TOO_LARGE_REQUEST);
+    // The block is the start of a real frame: header, extras, key, then a 2 MiB value.
+    let mut whole = Vec::new();
+    let value = vec![b'x'; DECLARED];
+    let full = set(KEY, &value, THIRTY_MINUTES, SetMode::Upsert).to_frame(19);
+    whole.extend(encode_request(&full));
+    assert_eq!(whole[..prefix.len()], prefix[..]);
+
+    let mut codec = ServerCodec::new(Limits::default());
+    let mut buf = BytesMut::from(&prefix[..]);
+    let rejection = match codec.decode(&mut buf).unwrap() {
+        Some(Inbound::Rejected(rejection)) => rejection,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    assert_eq!(
+        (rejection.opcode, rejection.opaque),
+        (Opcode::Set.into(), 19)
+    );
+    assert_eq!(rejection.status, Status::TooLarge);
+    let response = check_response(TOO_LARGE_RESPONSE, &rejection.to_response());
+    assert!(!response.status().unwrap().is_fatal());
+
+    // The rest of the body streams in and is thrown away; a PING behind it still works.
+    let mut rest = whole[prefix.len()..].to_vec();
+    rest.extend(hex(PING_REQUEST));
+    for chunk in rest.chunks(64 * 1024) {
+        buf.extend_from_slice(chunk);
+        if let Some(inbound) = codec.decode(&mut buf).unwrap() {
+            assert_eq!(inbound, Inbound::Request(request_frame(PING_REQUEST)));
+            assert!(buf.is_empty());
+            return;
+        }
+        assert!(
+            buf.capacity() <= 256 * 1024,
+            "the discarded body was buffered"
+        );
+    }
+    panic!("the PING after the oversized frame was never decoded");
+}
+
+#[test]
+fn bad_magic() {
+    let bytes = hex(BAD_MAGIC_REQUEST);
+    assert_eq!(bytes, b"GET / HTTP/1.1\r\n");
+    let mut buf = BytesMut::from(&bytes[..]);
+    let err = ServerCodec::new(Limits::default())
+        .decode(&mut buf)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        FrameError::BadMagic {
+            found: 0x47,
+            expected: 0xb5,
+            ..
+        }
+    ));
+    let response = ResponseFrame::error(0xff, 0, Status::ProtocolError, err.to_string());
+    let response = check_response(BAD_MAGIC_RESPONSE, &response);
+    assert!(response.status().unwrap().is_fatal());
+}
+
+#[test]
+fn unsupported_header_version() {
+    let mut buf = BytesMut::from(&hex(BAD_VERSION_REQUEST)[..]);
+    let err = ServerCodec::new(Limits::default())
+        .decode(&mut buf)
+        .unwrap_err();
+    let FrameError::UnsupportedVersion {
+        found,
+        opcode,
+        opaque,
+    } = err
+    else {
+        panic!("expected UnsupportedVersion, got {err:?}");
+    };
+    assert_eq!((found, opcode, opaque), (2, Opcode::Ping.into(), 20));
+    let response =
+        ResponseFrame::error(opcode, opaque, Status::UnsupportedVersion, err.to_string());
+    let response = check_response(BAD_VERSION_RESPONSE, &response);
+    assert!(response.status().unwrap().is_fatal());
+}
