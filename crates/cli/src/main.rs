@@ -1,0 +1,63 @@
+//! `sessiond-cli`: a command-line client for sessiond.
+//!
+//! ```text
+//! sessiond-cli [--addr HOST:PORT] [--timeout 5s] <command>
+//!   ping
+//!   set KEY VALUE --ttl 30s [--nx | --xx | --if-version N]
+//!   get KEY [--touch 30m] [--meta]
+//!   touch KEY 30m
+//!   del KEY [--if-version N]
+//!   stats
+//! ```
+//!
+//! Each invocation opens one connection, sends one request and prints the reply; `--addr`
+//! defaults to `$SESSIOND_ADDR`, then `127.0.0.1:7878`. It is built for scripts, so its output
+//! and exit status are a contract (also printed by `--help`):
+//!
+//! - `get` writes the value bytes to stdout exactly as stored, adding a trailing newline only
+//!   when stdout is a terminal, so `sessiond-cli get k > file` is byte-exact. `--meta` adds
+//!   `version N` and `ttl_ms N` lines on stderr.
+//! - `set` and `touch` print `version N`; `del` prints nothing; `ping` prints `PONG`; `stats`
+//!   prints the server's `name value` lines.
+//! - Exit 0 on success. Exit 1 when the server answered but did not carry the request out
+//!   (`NOT_FOUND`, `EXISTS`, `VERSION_MISMATCH`), with a one-line reason on stderr that starts
+//!   with the status name and, for a version mismatch, gives the current version. Exit 2 for
+//!   everything else: usage errors (clap's own exit code), connection failures, timeouts and
+//!   error statuses from the server, whose message is shown.
+//!
+//! Keys and values are taken from the arguments byte for byte (on Unix, non-UTF-8 arguments
+//! included). Durations are humantime strings (`500ms`, `30s`, `30m`, `2h`).
+//!
+//! The parts, mini-redis style: [`cli`] is the command line, [`client`] one framed
+//! connection over the protocol crate's codec, [`run`] turns a command into a request and a
+//! reply into output. This file only wires them together.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod cli;
+mod client;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::run::Outcome;
+
+// One request per process: a single-threaded runtime is all it needs.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // Exits 2 on a usage error, 0 for --help and --version.
+    let cli = cli::Cli::parse();
+    match run::run(cli).await {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Declined(reason)) => {
+            eprintln!("{reason}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Carrying out one subcommand: turn it into a request, send it, print what the reply means.
+
+use std::ffi::OsStr;
+use std::io::{IsTerminal, Write};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use sessiond_proto::command::{
+    Del, DelOutcome, Get, GetReply, Ping, PingReply, Set, SetMode, SetOutcome, Stats, StatsReply,
+    Touch, TouchReply,
+};
+use sessiond_proto::{Limits, Request, ResponseFrame};
+
+use crate::cli::{Cli, Command};
+use crate::client::{Client, OPAQUE};
+
+/// What `PING` sends; the reply must echo it.
+const PING_PAYLOAD: &[u8] = b"sessiond-cli";
+
+/// How a request that got a reply ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Carried out (exit 0).
+    Done,
+    /// Answered, but not carried out: a missing key, an existing key under `--nx`, another
+    /// version under `--if-version` (exit 1). The reason starts with the status name.
+    Declined(String),
+}
+
+/// Runs `cli`'s command against its server.
+pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    // Build the request first so that an argument the wire cannot carry is reported without
+    // touching the network.
+    let request = request(&cli.command)?;
+    let mut client = Client::connect(&cli.addr, cli.timeout).await?;
+    let reply = client.call(request.to_frame(OPAQUE)).await?;
+    report(&cli.command, &reply)
+}
+
+fn request(command: &Command) -> anyhow::Result<Request> {
+    Ok(match command {
+        Command::Ping => Request::Ping(Ping {
+            payload: Bytes::from_static(PING_PAYLOAD),
+        }),
+        Command::Set {
+            key,
+            value,
+            ttl,
+            nx,
+            xx,
+            if_version,
+        } => Request::Set(Set {
+            key: key_bytes(key)?,
+            value: value_bytes(value)?,
+            ttl_ms: *ttl,
+            mode: match (nx, xx, if_version) {
+                (_, _, Some(v)) => SetMode::IfVersion(*v),
+                (true, _, _) => SetMode::CreateOnly,
+                (_, true, _) => SetMode::UpdateOnly,
+                _ => SetMode::Upsert,
+            },
+        }),
+        Command::Get { key, touch, .. } => Request::Get(Get {
+            key: key_bytes(key)?,
+            touch_ttl_ms: *touch,
+        }),
+        Command::Touch { key, ttl } => Request::Touch(Touch {
+            key: key_bytes(key)?,
+            ttl_ms: *ttl,
+        }),
+        Command::Del { key, if_version } => Request::Del(Del {
+            key: key_bytes(key)?,
+            if_version: *if_version,
+        }),
+        Command::Stats => Request::Stats(Stats),
+    })
+}
+
+fn report(command: &Command, reply: &ResponseFrame) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Ping => {
+            let reply = PingReply::from_frame(reply)?;
+            if reply.payload != PING_PAYLOAD {
+                bail!("PING reply did not echo the payload");
+            }
+            print(b"PONG\n")
+        }
+        Command::Set {
+            key, if_version, ..
+        } => match SetOutcome::from_frame(reply)? {
+            SetOutcome::Stored { version } => print(format!("version {version}\n").as_bytes()),
+            SetOutcome::Exists => Ok(Outcome::Declined(format!(
+                "EXISTS: key {} already exists",
+                show(key)
+            ))),
+            SetOutcome::NotFound => Ok(not_found(key)),
+            SetOutcome::VersionMismatch { current } => {
+                Ok(version_mismatch(key, current, *if_version))
+            }
+        },
+        Command::Get { key, meta, .. } => match GetReply::from_frame(reply)? {
+            GetReply::Hit(entry) => {
+                if *meta {
+                    eprintln!("version {}\nttl_ms {}", entry.version, entry.ttl_ms);
+                }
+                let mut out = std::io::stdout().lock();
+                out.write_all(&entry.value).context("writing to stdout")?;
+                // Byte-exact for pipes and files; a terminal gets the newline a prompt needs.
+                if out.is_terminal() {
+                    out.write_all(b"\n").context("writing to stdout")?;
+                }
+                out.flush().context("writing to stdout")?;
+                Ok(Outcome::Done)
+            }
+            GetReply::Miss => Ok(not_found(key)),
+        },
+        Command::Touch { key, .. } => match TouchReply::from_frame(reply)? {
+            TouchReply::Touched { version } => print(format!("version {version}\n").as_bytes()),
+            TouchReply::NotFound => Ok(not_found(key)),
+        },
+        Command::Del { key, if_version } => match DelOutcome::from_frame(reply)? {
+            DelOutcome::Deleted => Ok(Outcome::Done),
+            DelOutcome::NotFound => Ok(not_found(key)),
+            DelOutcome::VersionMismatch { current } => {
+                Ok(version_mismatch(key, current, *if_version))
+            }
+        },
+        Command::Stats => {
+            let stats = StatsReply::from_frame(reply)?;
+            let text: String = stats
+                .stats
+                .iter()
+                .map(|(name, value)| format!("{name} {value}\n"))
+                .collect();
+            print(text.as_bytes())
+        }
+    }
+}
+
+fn not_found(key: &OsStr) -> Outcome {
+    Outcome::Declined(format!("NOT_FOUND: key {} does not exist", show(key)))
+}
+
+fn version_mismatch(key: &OsStr, current: u64, expected: Option<u64>) -> Outcome {
+    // The server only sends VERSION_MISMATCH to an if-version request, but its reply is data
+    // from the network, so `expected` is not assumed to be there.
+    let expected = expected.map(|v| format!(", not {v}")).unwrap_or_default();
+    Outcome::Declined(format!(
+        "VERSION_MISMATCH: key {} has version {current}{expected}",
+        show(key)
+    ))
+}
+
+fn print(bytes: &[u8]) -> anyhow::Result<Outcome> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .context("writing to stdout")?;
+    Ok(Outcome::Done)
+}
+
+/// The key's bytes. On Unix these are exactly the argument's bytes, so any key can be named.
+///
+/// The length is checked here because a frame cannot represent a longer key (the field is
+/// 16 bits); the server applies its own, usually lower, limit.
+fn key_bytes(key: &OsStr) -> anyhow::Result<Bytes> {
+    let bytes = key.as_encoded_bytes();
+    if bytes.len() > Limits::HARD_MAX_KEY_LEN as usize {
+        bail!(
+            "key of {} bytes is longer than the protocol allows ({} bytes)",
+            bytes.len(),
+            Limits::HARD_MAX_KEY_LEN
+        );
+    }
+    Ok(Bytes::copy_from_slice(bytes))
+}
+
+/// The value's bytes, like [`key_bytes`].
+fn value_bytes(value: &OsStr) -> anyhow::Result<Bytes> {
+    let bytes = value.as_encoded_bytes();
+    if bytes.len() > Limits::HARD_MAX_VALUE_LEN as usize {
+        bail!(
+            "value of {} bytes is longer than the protocol allows ({} bytes)",
+            bytes.len(),
+            Limits::HARD_MAX_VALUE_LEN
+        );
+    }
+    Ok(Bytes::copy_from_slice(bytes))
+}
+
+/// A key as it can be shown in a message: quoted, with non-printable bytes escaped.
+fn show(key: &OsStr) -> String {
+    format!("\"{}\"", key.as_encoded_bytes().escape_ascii())
+}

@@ -1,0 +1,335 @@
+//! Durability: the append-only file (AOF).
+//!
+//! Every mutation the store applies reaches [`Aof`] through the
+//! [`MutationSink`](crate::store::MutationSink) seam, in per-key order, while the key's shard
+//! lock is held. [`Aof::record`] only encodes the record into an in-memory buffer; a dedicated
+//! writer thread ([`writer`]) appends the buffer to the file and calls `fdatasync` as the
+//! [`FsyncPolicy`] says, so request handling never waits on the disk unless the policy is
+//! `always`.
+//!
+//! With `always`, a connection handler that applied mutations calls [`Aof::wait_synced`]
+//! before it sends the responses: they go out only once an fsync covering the records has
+//! completed. Every handler waiting at the same moment is covered by the same fsync (group
+//! commit), so throughput grows with concurrency instead of being one fsync per write.
+//!
+//! The file format is specified in `proto/AOF.md` and implemented in [`record`]; [`reader`]
+//! reads a file and classifies damage; [`replay`] loads a file into the store at startup;
+//! [`rewrite`] compacts the file into a snapshot of the live entries.
+//!
+//! # When the disk fails
+//!
+//! If a write or an fsync fails (ENOSPC, EIO), the AOF enters the *failed* state:
+//!
+//! - Writes are refused with `PERSISTENCE_FAILED` before they are applied; reads are served.
+//!   A `GET` with touch is served as a plain `GET` (its reply shows the unextended TTL).
+//! - With `always`, writes that were applied but whose fsync failed are answered
+//!   `PERSISTENCE_FAILED`, never `OK`. They are in memory, so the outcome is like a timeout:
+//!   the write may or may not survive; clients retry with the same conditions.
+//! - The failed file is never fsynced again on the assumption that a retry succeeds: after
+//!   an fsync error Linux may have dropped the dirty pages and cleared the error
+//!   ("fsyncgate"), so a second fsync can report success for data that is gone. Instead the
+//!   writer recovers by rewriting the whole file from memory into a new file (write, fsync,
+//!   rename, fsync the directory), retrying with a backoff. Once that succeeds, everything in
+//!   memory is durable again, the failed state is cleared, and writes resume.
+
+pub mod check;
+pub mod reader;
+pub mod record;
+pub mod replay;
+pub mod rewrite;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::store::{Mutation, MutationSink, Store};
+
+/// Name of the append-only file inside the data directory.
+pub const FILE_NAME: &str = "appendonly.aof";
+/// Name of the file a rewrite writes before it replaces [`FILE_NAME`].
+pub const REWRITE_FILE_NAME: &str = "appendonly.aof.rewrite";
+
+/// When the writer calls `fdatasync`, and so what a crash can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After every batch of records, before any write in it is acknowledged. Nothing that
+    /// was acknowledged is lost, even on power loss or an OS crash.
+    Always,
+    /// About once per second. A process crash loses nothing that reached the writer; a power
+    /// loss or OS crash loses at most about the last second of acknowledged writes.
+    Everysec,
+    /// Never: the OS decides when to write back (typically within 30 s on Linux). A process
+    /// crash loses nothing that reached the writer; a power loss or OS crash loses whatever
+    /// the OS had not yet written.
+    No,
+}
+
+impl FsyncPolicy {
+    /// The name used in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Everysec => "everysec",
+            FsyncPolicy::No => "no",
+        }
+    }
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "everysec" => Ok(FsyncPolicy::Everysec),
+            "no" => Ok(FsyncPolicy::No),
+            other => Err(format!(
+                "unknown fsync policy {other:?} (expected always, everysec or no)"
+            )),
+        }
+    }
+}
+
+/// Settings of the AOF.
+#[derive(Debug, Clone)]
+pub struct AofSettings {
+    /// The data directory holding the file.
+    pub dir: PathBuf,
+    /// The fsync policy.
+    pub fsync: FsyncPolicy,
+    /// No automatic rewrite below this file size.
+    pub rewrite_min_bytes: u64,
+    /// Rewrite when the file has grown by this percentage over its size after the last
+    /// rewrite (or load).
+    pub rewrite_growth_percent: u64,
+}
+
+impl AofSettings {
+    /// The path of the append-only file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+}
+
+/// Why a write could not be made durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the append-only file cannot be written: {0}")]
+pub struct PersistenceError(pub String);
+
+/// The handle to the AOF: the store's mutation sink, and what connections wait on.
+#[derive(Clone)]
+pub struct Aof {
+    shared: Arc<Shared>,
+}
+
+/// Records waiting for the writer, and the rewrite side buffer.
+struct Pending {
+    /// Encoded records not yet handed to the writer.
+    buf: Vec<u8>,
+    /// Sequence number of the last record appended to `buf` (records are numbered from 1).
+    appended: u64,
+    /// While a rewrite runs, a copy of every record since it started: they are appended to
+    /// the new file before it replaces the old one, so no write is lost to the switch.
+    rewrite: Option<Vec<u8>>,
+    /// Set when the writer must finish and exit.
+    closing: bool,
+}
+
+/// What the writer has made durable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Durable {
+    /// Every record up to this sequence number is on disk under the policy.
+    synced: u64,
+    /// Set while the file cannot be written; the reason.
+    failure: Option<String>,
+}
+
+struct Shared {
+    policy: FsyncPolicy,
+    pending: Mutex<Pending>,
+    /// Wakes the writer when records arrive or it must close.
+    wake: Condvar,
+    durable: watch::Sender<Durable>,
+    /// Mirrors `durable.failure.is_some()` for a lock-free check on every write request.
+    failed: AtomicBool,
+    /// Current file size, for STATS.
+    file_len: AtomicU64,
+    /// Completed rewrites, for STATS.
+    rewrites: AtomicU64,
+    /// Failed writes or fsyncs, for STATS.
+    write_errors: AtomicU64,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Aof {
+    /// Starts the writer on an open, loaded file. `store` is the store whose sink this `Aof`
+    /// becomes; rewrites snapshot it.
+    fn start(
+        settings: AofSettings,
+        store: Store,
+        file: std::fs::File,
+        file_len: u64,
+    ) -> std::io::Result<Aof> {
+        let (durable, _) = watch::channel(Durable::default());
+        let shared = Arc::new(Shared {
+            policy: settings.fsync,
+            pending: Mutex::new(Pending {
+                buf: Vec::with_capacity(64 * 1024),
+                appended: 0,
+                rewrite: None,
+                closing: false,
+            }),
+            wake: Condvar::new(),
+            durable,
+            failed: AtomicBool::new(false),
+            file_len: AtomicU64::new(file_len),
+            rewrites: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            writer: Mutex::new(None),
+        });
+        let aof = Aof { shared };
+        let handle = writer::spawn(aof.clone(), settings, store, file, file_len)?;
+        *lock(&aof.shared.writer) = Some(handle);
+        Ok(aof)
+    }
+
+    /// Loads the AOF in `settings.dir` (creating it if absent) into a new store whose
+    /// mutations are then appended to it, and starts the writer. `repair` truncates a file
+    /// that is corrupt in the middle at the first damaged record instead of refusing.
+    pub fn open_and_load(
+        settings: AofSettings,
+        clock: crate::clock::Clock,
+        repair: bool,
+    ) -> Result<(Store, Aof), replay::LoadError> {
+        let sink = Arc::new(LateSink::default());
+        let store = Store::with_parts(clock, Some(sink.clone()));
+        let (file, file_len) = replay::load(&settings, &store, repair)?;
+        let path = settings.path();
+        let aof = Aof::start(settings, store.clone(), file, file_len)
+            .map_err(|source| replay::LoadError::Io { path, source })?;
+        sink.set(aof.clone());
+        Ok((store, aof))
+    }
+
+    /// The fsync policy.
+    pub fn policy(&self) -> FsyncPolicy {
+        self.shared.policy
+    }
+
+    /// Whether writes must be refused because the file cannot be written.
+    pub fn is_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Relaxed)
+    }
+
+    /// Sequence number of the last record handed to the AOF. A handler that applied
+    /// mutations reads it after applying them and waits for it with [`Aof::wait_synced`].
+    pub fn appended(&self) -> u64 {
+        lock(&self.shared.pending).appended
+    }
+
+    /// Waits until every record up to `seq` is durable under the policy, or fails if the
+    /// file cannot be written. With a policy other than `always` this returns at once.
+    pub async fn wait_synced(&self, seq: u64) -> Result<(), PersistenceError> {
+        if self.shared.policy != FsyncPolicy::Always {
+            return Ok(());
+        }
+        let mut rx = self.shared.durable.subscribe();
+        let state = rx
+            .wait_for(|d| d.synced >= seq || d.failure.is_some())
+            .await
+            .map_err(|_| PersistenceError("the writer has stopped".into()))?;
+        if state.synced >= seq {
+            return Ok(());
+        }
+        Err(PersistenceError(state.failure.clone().unwrap_or_default()))
+    }
+
+    /// Current size of the file in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.shared.file_len.load(Ordering::Relaxed)
+    }
+
+    /// Completed rewrites since start.
+    pub fn rewrites(&self) -> u64 {
+        self.shared.rewrites.load(Ordering::Relaxed)
+    }
+
+    /// Failed writes or fsyncs since start.
+    pub fn write_errors(&self) -> u64 {
+        self.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Writes out and fsyncs everything recorded, then stops the writer. Called once, at
+    /// shutdown, after connections have stopped.
+    pub fn close(&self) {
+        {
+            let mut pending = lock(&self.shared.pending);
+            pending.closing = true;
+        }
+        self.shared.wake.notify_all();
+        if let Some(handle) = lock(&self.shared.writer).take() {
+            if handle.join().is_err() {
+                tracing::error!("the AOF writer thread panicked");
+            }
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        lock(&self.shared.pending)
+    }
+}
+
+impl MutationSink for Aof {
+    fn record(&self, mutation: Mutation<'_>) {
+        let mut pending = self.pending();
+        let start = pending.buf.len();
+        record::encode_mutation(&mutation, &mut pending.buf);
+        let Pending { buf, rewrite, .. } = &mut *pending;
+        if let Some(rewrite) = rewrite {
+            rewrite.extend_from_slice(&buf[start..]);
+        }
+        pending.appended += 1;
+        drop(pending);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// A sink that forwards to an [`Aof`] set after the store was built: the store must exist
+/// (and be loaded) before the writer that snapshots it can start.
+#[derive(Default)]
+struct LateSink {
+    aof: std::sync::OnceLock<Aof>,
+}
+
+impl LateSink {
+    fn set(&self, aof: Aof) {
+        let _ = self.aof.set(aof);
+    }
+}
+
+impl MutationSink for LateSink {
+    fn record(&self, mutation: Mutation<'_>) {
+        if let Some(aof) = self.aof.get() {
+            aof.record(mutation);
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: the protected
+/// state (byte buffers and counters) stays consistent at every await-free step.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Fsyncs a directory, so that a file created or renamed in it survives a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

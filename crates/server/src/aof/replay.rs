@@ -1,0 +1,175 @@
+//! Loading the append-only file into the store at startup.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::reader::{read_file, ReadError, ReadSummary};
+use super::record::{encode_file_header, Record};
+use super::{sync_dir, AofSettings, REWRITE_FILE_NAME};
+use crate::store::sweep::SweepCursor;
+use crate::store::Store;
+
+/// Why the file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is damaged (or unreadable) and was not repaired.
+    #[error("{0} (start with --repair-aof to truncate the file at the damage, losing every record from there on)")]
+    Read(#[from] ReadError),
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Loads the file into `store` and opens it for appending. Creates it if absent; removes a
+/// rewrite's leftover temporary file; truncates a torn tail, and with `repair` a corrupt
+/// record and everything after it.
+pub fn load(settings: &AofSettings, store: &Store, repair: bool) -> Result<(File, u64), LoadError> {
+    let dir = &settings.dir;
+    let path = settings.path();
+    let leftover = dir.join(REWRITE_FILE_NAME);
+    if leftover.exists() {
+        warn!(file = %leftover.display(), "removing the temporary file of an unfinished rewrite");
+        std::fs::remove_file(&leftover).map_err(io_error(&leftover))?;
+    }
+    if !path.exists() {
+        return create(dir, &path);
+    }
+
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let result = read_file(
+        &path,
+        |record| apply(store, record),
+        |progress| {
+            if last_log.elapsed() >= Duration::from_secs(1) {
+                last_log = Instant::now();
+                log_progress(
+                    "replaying",
+                    progress.records,
+                    progress.bytes,
+                    progress.file_len,
+                    started,
+                );
+            }
+        },
+    );
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(ReadError::Corrupt { offset, reason, .. }) if repair => {
+            warn!(file = %path.display(), offset, %reason, "repairing: truncating the file at the corrupt record");
+            truncate(&path, offset)?;
+            ReadSummary {
+                valid_len: offset,
+                file_len: offset,
+                ..ReadSummary::default()
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some((offset, reason)) = &summary.torn_tail {
+        warn!(
+            file = %path.display(),
+            offset,
+            dropped_bytes = summary.file_len - offset,
+            %reason,
+            "truncating a torn tail (an incomplete last write, as a crash leaves)"
+        );
+        truncate(&path, *offset)?;
+    }
+
+    // Entries that expired while the daemon was down are dropped now, in one full sweep.
+    let loaded = store.len();
+    let mut cursor = SweepCursor::default();
+    store.sweep(&mut cursor, Duration::MAX);
+    log_progress(
+        "replayed",
+        summary.records,
+        summary.valid_len,
+        summary.valid_len,
+        started,
+    );
+    info!(
+        live_sessions = store.len(),
+        expired_while_down = loaded - store.len(),
+        elapsed = ?started.elapsed(),
+        "append-only file loaded"
+    );
+
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    let len = file.metadata().map_err(io_error(&path))?.len();
+    Ok((file, len))
+}
+
+fn apply(store: &Store, record: Record) {
+    match record {
+        Record::Set {
+            key,
+            value,
+            expires_at_ms,
+            version,
+        } => store.restore_set(&key, &value, expires_at_ms, version),
+        Record::Touch { key, expires_at_ms } => store.restore_touch(&key, expires_at_ms),
+        Record::Del { key } => store.restore_del(&key),
+    }
+}
+
+fn create(dir: &Path, path: &Path) -> Result<(File, u64), LoadError> {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    let mut header = Vec::new();
+    encode_file_header(&mut header);
+    file.write_all(&header).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))?;
+    sync_dir(dir).map_err(io_error(dir))?;
+    info!(file = %path.display(), "created a new append-only file");
+    Ok((file, header.len() as u64))
+}
+
+/// Cuts the file at `len` and makes the cut durable.
+pub fn truncate(path: &Path, len: u64) -> Result<(), LoadError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.set_len(len).map_err(io_error(path))?;
+    file.sync_all().map_err(io_error(path))
+}
+
+fn log_progress(what: &str, records: u64, bytes: u64, file_len: u64, started: Instant) {
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let percent = if file_len == 0 {
+        100.0
+    } else {
+        bytes as f64 * 100.0 / file_len as f64
+    };
+    info!(
+        records,
+        bytes,
+        percent = format_args!("{percent:.1}"),
+        records_per_sec = (records as f64 / secs) as u64,
+        mib_per_sec = format_args!("{:.1}", bytes as f64 / secs / 1048576.0),
+        "{what} append-only file"
+    );
+}

@@ -1,0 +1,116 @@
+//! Compaction: replacing the file with a snapshot of the live entries.
+//!
+//! A rewrite happens in two parts, so that requests never wait for it:
+//!
+//! 1. [`write_snapshot`], on its own thread: every live entry as a SET record into
+//!    `appendonly.aof.rewrite`. Meanwhile the writer keeps appending to the old file, and
+//!    every new record is also copied to a side buffer.
+//! 2. [`finish`], on the writer thread once the snapshot is written: append the side buffer,
+//!    fsync, rename over `appendonly.aof`, fsync the directory.
+//!
+//! Replaying the side buffer after the snapshot gives the right state even though the
+//! snapshot was taken while writes continued: records hold absolute state (a value with its
+//! version and deadline, a deadline, a deletion), so whatever the snapshot saw for a key,
+//! the key's later records in the side buffer overwrite it in order.
+//!
+//! A crash at any point leaves a loadable state: before the rename the old file is complete
+//! and the temporary file is ignored (and deleted) at startup; after it the new file is
+//! complete. [`RewriteStep`] names the points between the steps, and [`finish`] and
+//! [`write_snapshot`] call a hook at each, which is how the tests stop a rewrite there.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use super::record::{encode_file_header, encode_set};
+use super::{sync_dir, FILE_NAME, REWRITE_FILE_NAME};
+use crate::store::Store;
+
+/// The points between the steps of a rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewriteStep {
+    /// The temporary file has been created and holds part of the snapshot.
+    SnapshotStarted,
+    /// The snapshot is written (not yet fsynced).
+    SnapshotWritten,
+    /// The records that arrived during the snapshot are appended.
+    TailAppended,
+    /// The temporary file is fsynced.
+    Synced,
+    /// The temporary file has been renamed over the live file.
+    Renamed,
+    /// The directory is fsynced: the rewrite is complete.
+    DirSynced,
+}
+
+impl RewriteStep {
+    /// Every step, in order.
+    pub const ALL: [RewriteStep; 6] = [
+        RewriteStep::SnapshotStarted,
+        RewriteStep::SnapshotWritten,
+        RewriteStep::TailAppended,
+        RewriteStep::Synced,
+        RewriteStep::Renamed,
+        RewriteStep::DirSynced,
+    ];
+}
+
+/// Called at each [`RewriteStep`]; an error stops the rewrite there, leaving the files as a
+/// crash at that point would.
+pub type Hook<'a> = &'a (dyn Fn(RewriteStep) -> io::Result<()> + Sync);
+
+/// The hook used in production: every step proceeds.
+pub fn no_hook(_: RewriteStep) -> io::Result<()> {
+    Ok(())
+}
+
+/// Writes every live entry of `store` into a new temporary file in `dir`, returning it open
+/// and positioned at its end, with its length.
+pub fn write_snapshot(dir: &Path, store: &Store, hook: Hook<'_>) -> io::Result<(File, u64)> {
+    let path = dir.join(REWRITE_FILE_NAME);
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
+    let mut out = BufWriter::with_capacity(1024 * 1024, file);
+    let mut header = Vec::new();
+    encode_file_header(&mut header);
+    out.write_all(&header)?;
+    let mut len = header.len() as u64;
+    let entries = store.live_entries();
+    let mut record = Vec::new();
+    for (i, (key, value, expires_at_ms, version)) in entries.iter().enumerate() {
+        record.clear();
+        encode_set(key, value, *expires_at_ms, *version, &mut record);
+        out.write_all(&record)?;
+        len += record.len() as u64;
+        if i == 0 {
+            out.flush()?;
+            hook(RewriteStep::SnapshotStarted)?;
+        }
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    hook(RewriteStep::SnapshotWritten)?;
+    Ok((file, len))
+}
+
+/// Appends `tail` to the snapshot, makes it durable and moves it into place. Returns the
+/// file, now the live one, and its length.
+pub fn finish(
+    dir: &Path,
+    mut file: File,
+    snapshot_len: u64,
+    tail: &[u8],
+    hook: Hook<'_>,
+) -> io::Result<(File, u64)> {
+    file.write_all(tail)?;
+    hook(RewriteStep::TailAppended)?;
+    file.sync_all()?;
+    hook(RewriteStep::Synced)?;
+    std::fs::rename(dir.join(REWRITE_FILE_NAME), dir.join(FILE_NAME))?;
+    hook(RewriteStep::Renamed)?;
+    sync_dir(dir)?;
+    hook(RewriteStep::DirSynced)?;
+    Ok((file, snapshot_len + tail.len() as u64))
+}

@@ -1,0 +1,23 @@
+//! `GET`: read, optionally sliding the deadline.
+
+use sessiond_proto::command::{Get, GetReply};
+
+use super::Outcome;
+use crate::server::Context;
+use crate::stats::Stats;
+
+pub(super) fn apply(cmd: Get, opaque: u32, ctx: &Context) -> Outcome {
+    // While writes cannot be persisted, a touch would be an unpersisted write: serve the
+    // read without it. The reply's TTL shows the deadline did not move.
+    let touch_ttl_ms = cmd.touch_ttl_ms.filter(|_| !ctx.refuse_writes());
+    let touch = touch_ttl_ms.is_some();
+    let reply = ctx.store.get(&cmd.key, touch_ttl_ms);
+    Stats::bump(match reply {
+        GetReply::Hit(_) => &ctx.stats.get_hits,
+        GetReply::Miss => &ctx.stats.get_misses,
+    });
+    Outcome::write(
+        reply.to_frame(opaque),
+        matches!(reply, GetReply::Hit(_)) && touch,
+    )
+}

@@ -1,0 +1,42 @@
+//! sessiond: a session-store daemon.
+//!
+//! sessiond keeps web sessions in memory, sharded, with a deadline and a version per entry,
+//! and serves them over the binary protocol defined in the `sessiond-proto` crate (and
+//! specified in `proto/PROTOCOL.md`). What it adds over a general-purpose cache is session
+//! semantics: create-only writes for new session ids, update-only writes so a late request
+//! cannot resurrect a logged-out session, versioned writes so concurrent requests cannot
+//! silently overwrite each other, and sliding expiry in the same round trip as a read.
+//!
+//! How the parts fit:
+//!
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`store`]: the sharded map, lazy expiry on access, the background sweep, and the
+//!   [`store::MutationSink`] seam through which a persistence layer sees every write in
+//!   per-key order.
+//! - [`server`]: the accept loop and one task per connection. Each task decodes every frame a
+//!   read brought in, applies them in order through [`cmd`], and writes all the responses with
+//!   one write.
+//! - `cmd`: one file per command, applying a parsed request to the store.
+//! - [`stats`]: counters for `STATS`.
+//!
+//! The `sessiond` binary only wires these together: parse arguments, load the configuration,
+//! bind, and call [`server::run`] with a future that completes on SIGINT or SIGTERM.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod aof;
+pub mod clock;
+mod cmd;
+pub mod config;
+mod connection;
+pub mod logging;
+pub mod server;
+mod shutdown;
+pub mod stats;
+pub mod store;
+
+pub use config::Config;
+pub use store::Store;
+
+/// Server software name and version, as `HELLO` and `STATS` report it.
+pub const SERVER_VERSION: &str = concat!("sessiond/", env!("CARGO_PKG_VERSION"));

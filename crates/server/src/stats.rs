@@ -1,0 +1,121 @@
+//! Server-wide counters reported by `STATS`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::time::Instant;
+
+use crate::aof::Aof;
+use crate::store::Store;
+
+/// Monotonic counters shared by every connection.
+///
+/// Relaxed atomics: each counter is independent and only ever read for reporting, so no
+/// ordering between them is needed.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    /// Connections open now.
+    pub connections_current: AtomicU64,
+    /// Connections accepted since start (including rejected ones).
+    pub connections_total: AtomicU64,
+    /// Connections turned away at the connection limit.
+    pub connections_rejected: AtomicU64,
+    /// Request frames decoded, including ones answered with an error.
+    pub requests_total: AtomicU64,
+    /// Requests or streams answered with an error status.
+    pub protocol_errors: AtomicU64,
+    /// `GET`s that found a live entry.
+    pub get_hits: AtomicU64,
+    /// `GET`s that did not.
+    pub get_misses: AtomicU64,
+    /// `SET`s that stored.
+    pub set_stored: AtomicU64,
+    /// `SET`s refused by their mode (EXISTS, NOT_FOUND, VERSION_MISMATCH).
+    pub set_rejected: AtomicU64,
+    /// `TOUCH`es that found a live entry.
+    pub touch_hits: AtomicU64,
+    /// `TOUCH`es that did not.
+    pub touch_misses: AtomicU64,
+    /// `DEL`s that removed an entry.
+    pub del_deleted: AtomicU64,
+    /// `DEL`s that removed nothing (missing, or version mismatch).
+    pub del_misses: AtomicU64,
+}
+
+impl Stats {
+    /// Zeroed counters, with uptime counted from now.
+    pub fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            connections_current: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            requests_total: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            get_hits: AtomicU64::new(0),
+            get_misses: AtomicU64::new(0),
+            set_stored: AtomicU64::new(0),
+            set_rejected: AtomicU64::new(0),
+            touch_hits: AtomicU64::new(0),
+            touch_misses: AtomicU64::new(0),
+            del_deleted: AtomicU64::new(0),
+            del_misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every counter and gauge as `(name, value)` pairs, in the documented order.
+    pub fn snapshot(&self, store: &Store, aof: Option<&Aof>) -> Vec<(String, String)> {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        let pairs: [(&str, String); 18] = [
+            ("server_version", crate::SERVER_VERSION.to_string()),
+            ("uptime_ms", self.started.elapsed().as_millis().to_string()),
+            ("connections_current", load(&self.connections_current)),
+            ("connections_total", load(&self.connections_total)),
+            ("connections_rejected", load(&self.connections_rejected)),
+            ("requests_total", load(&self.requests_total)),
+            ("protocol_errors", load(&self.protocol_errors)),
+            ("get_hits", load(&self.get_hits)),
+            ("get_misses", load(&self.get_misses)),
+            ("set_stored", load(&self.set_stored)),
+            ("set_rejected", load(&self.set_rejected)),
+            ("touch_hits", load(&self.touch_hits)),
+            ("touch_misses", load(&self.touch_misses)),
+            ("del_deleted", load(&self.del_deleted)),
+            ("del_misses", load(&self.del_misses)),
+            ("entries", store.len().to_string()),
+            ("expired_reclaimed", store.expired_reclaimed().to_string()),
+            ("memory_bytes_estimate", store.memory_estimate().to_string()),
+        ];
+        let flag = |b: bool| u8::from(b).to_string();
+        let persistence: [(&str, String); 6] = [
+            ("aof_enabled", flag(aof.is_some())),
+            (
+                "aof_fsync",
+                aof.map_or("off", |a| a.policy().name()).to_string(),
+            ),
+            ("aof_file_bytes", aof.map_or(0, Aof::file_len).to_string()),
+            ("aof_rewrites", aof.map_or(0, Aof::rewrites).to_string()),
+            (
+                "aof_write_errors",
+                aof.map_or(0, Aof::write_errors).to_string(),
+            ),
+            ("aof_failed", flag(aof.is_some_and(Aof::is_failed))),
+        ];
+        pairs
+            .into_iter()
+            .chain(persistence)
+            .map(|(name, value)| (name.to_string(), value))
+            .collect()
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}

@@ -1,0 +1,404 @@
+//! The session store: a sharded map from key to value, deadline and version.
+//!
+//! [`Store`] is a cheap `Clone` handle over shared state, as mini-redis's `Db` is. Every
+//! operation is synchronous and holds one shard lock for the few hundred nanoseconds it
+//! needs: nothing awaits while a lock is held, which is why a blocking (parking_lot-style)
+//! lock inside `dashmap` is right here and an async mutex would only add overhead.
+//!
+//! Expiry is enforced twice. Every access checks the deadline, so an expired entry is never
+//! returned (and is removed on the spot when the access holds a write lock anyway). The
+//! [`sweep`] module reclaims the memory of entries nobody touches again, a bounded slice of
+//! the map per tick.
+//!
+//! Versions come from one store-wide counter, so a key that is deleted and created again
+//! never reuses a version a client may still hold (no ABA). The counter is advanced while the
+//! shard lock is held, which keeps the versions of one key increasing in the order the writes
+//! were applied and handed to the [`MutationSink`].
+
+pub mod mutation;
+pub mod sweep;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::mapref::entry::Entry as MapEntry;
+use dashmap::DashMap;
+use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetMode, SetOutcome, TouchReply};
+
+use crate::clock::Clock;
+pub use mutation::{Mutation, MutationSink};
+
+/// Number of shards. Many small shards keep lock contention low on many cores and, more
+/// importantly here, keep each step of the expiry sweep short. Must be a power of two.
+const SHARDS: usize = 1024;
+
+/// What one stored key holds besides its key bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    /// Exact-size copy of the value: never a slice of a connection's read buffer, which would
+    /// pin the whole buffer in memory for as long as the session lives.
+    value: Bytes,
+    /// Absolute deadline, Unix milliseconds (see [`Clock`]).
+    expires_at_ms: u64,
+    /// Version of the last `SET`.
+    version: u64,
+}
+
+impl Slot {
+    fn is_live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms > now_ms
+    }
+
+    fn entry(&self, now_ms: u64) -> Entry {
+        Entry {
+            value: self.value.clone(),
+            version: self.version,
+            ttl_ms: self.expires_at_ms.saturating_sub(now_ms),
+        }
+    }
+}
+
+/// Approximate bytes an entry costs beyond its key and value: the hash-table bucket (key
+/// pointer and length, the slot, one control byte), the two heap allocations' headers, and the
+/// shared-ownership header `Bytes` adds once a value has been read. Used for the STATS
+/// estimate; the measured figure is in the documentation.
+pub const ENTRY_OVERHEAD_BYTES: u64 =
+    (std::mem::size_of::<(Box<[u8]>, Slot)>() + 1 + 2 * 16 + 32) as u64;
+
+/// A handle to the store. Clones share the same data.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    map: DashMap<Box<[u8]>, Slot>,
+    /// The last version handed out.
+    last_version: AtomicU64,
+    clock: Clock,
+    sink: Option<Arc<dyn MutationSink>>,
+    /// Sum of key and value lengths of the entries held.
+    payload_bytes: AtomicI64,
+    /// Entries removed because they expired (by the sweep or on access).
+    expired_reclaimed: AtomicU64,
+}
+
+impl Store {
+    /// An empty store with a wall clock and no persistence.
+    pub fn new() -> Store {
+        Store::with_parts(Clock::new(), None)
+    }
+
+    /// An empty store reading time from `clock` and reporting every mutation to `sink`.
+    pub fn with_parts(clock: Clock, sink: Option<Arc<dyn MutationSink>>) -> Store {
+        Store {
+            shared: Arc::new(Shared {
+                map: DashMap::with_shard_amount(SHARDS),
+                last_version: AtomicU64::new(0),
+                clock,
+                sink,
+                payload_bytes: AtomicI64::new(0),
+                expired_reclaimed: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// Reads `key`. With `touch_ttl_ms`, first moves its deadline to now plus that TTL (sliding
+    /// expiry) without changing the version.
+    pub fn get(&self, key: &[u8], touch_ttl_ms: Option<u64>) -> GetReply {
+        let now = self.shared.clock.now_ms();
+        let Some(ttl) = touch_ttl_ms else {
+            // A plain read takes only the shard's read lock.
+            match self.shared.map.get(key) {
+                Some(slot) if slot.is_live(now) => return GetReply::Hit(slot.entry(now)),
+                None => return GetReply::Miss,
+                Some(_) => {}
+            }
+            self.remove_if_expired(key, now);
+            return GetReply::Miss;
+        };
+        match self.shared.map.get_mut(key) {
+            Some(mut slot) if slot.is_live(now) => {
+                slot.expires_at_ms = now + ttl;
+                self.record(Mutation::Touch {
+                    key,
+                    expires_at_ms: slot.expires_at_ms,
+                });
+                GetReply::Hit(slot.entry(now))
+            }
+            Some(slot) => {
+                drop(slot);
+                self.remove_if_expired(key, now);
+                GetReply::Miss
+            }
+            None => GetReply::Miss,
+        }
+    }
+
+    /// Writes `value` under `key` with a TTL, subject to `mode`.
+    pub fn set(&self, key: &[u8], value: &[u8], ttl_ms: u64, mode: SetMode) -> SetOutcome {
+        let now = self.shared.clock.now_ms();
+        let expires_at_ms = now + ttl_ms;
+        // Updates are the common case for sessions: find the entry without allocating a key.
+        if let Some(mut slot) = self.shared.map.get_mut(key) {
+            return self.overwrite(key, &mut slot, value, expires_at_ms, mode, now);
+        }
+        if matches!(mode, SetMode::UpdateOnly | SetMode::IfVersion(_)) {
+            return SetOutcome::NotFound;
+        }
+        match self.shared.map.entry(Box::from(key)) {
+            // Another writer created the key between the lookup and here.
+            MapEntry::Occupied(mut occupied) => {
+                self.overwrite(key, occupied.get_mut(), value, expires_at_ms, mode, now)
+            }
+            MapEntry::Vacant(vacant) => {
+                let version = self.next_version();
+                let slot = Slot {
+                    value: Bytes::copy_from_slice(value),
+                    expires_at_ms,
+                    version,
+                };
+                self.record_set(key, &slot);
+                self.add_payload(key.len() + value.len());
+                vacant.insert(slot);
+                SetOutcome::Stored { version }
+            }
+        }
+    }
+
+    /// `SET` against an entry that is present (though maybe expired), under its shard lock.
+    fn overwrite(
+        &self,
+        key: &[u8],
+        slot: &mut Slot,
+        value: &[u8],
+        expires_at_ms: u64,
+        mode: SetMode,
+        now: u64,
+    ) -> SetOutcome {
+        let live = slot.is_live(now);
+        match mode {
+            SetMode::CreateOnly if live => return SetOutcome::Exists,
+            SetMode::UpdateOnly | SetMode::IfVersion(_) if !live => return SetOutcome::NotFound,
+            SetMode::IfVersion(expected) if expected != slot.version => {
+                return SetOutcome::VersionMismatch {
+                    current: slot.version,
+                }
+            }
+            _ => {}
+        }
+        if !live {
+            // Replacing an expired entry is a create, as far as anyone can observe.
+            self.shared
+                .expired_reclaimed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.add_payload(value.len());
+        self.sub_payload(slot.value.len());
+        slot.value = Bytes::copy_from_slice(value);
+        slot.expires_at_ms = expires_at_ms;
+        slot.version = self.next_version();
+        self.record_set(key, slot);
+        SetOutcome::Stored {
+            version: slot.version,
+        }
+    }
+
+    /// Moves `key`'s deadline to now plus `ttl_ms`.
+    pub fn touch(&self, key: &[u8], ttl_ms: u64) -> TouchReply {
+        let now = self.shared.clock.now_ms();
+        match self.shared.map.get_mut(key) {
+            Some(mut slot) if slot.is_live(now) => {
+                slot.expires_at_ms = now + ttl_ms;
+                self.record(Mutation::Touch {
+                    key,
+                    expires_at_ms: slot.expires_at_ms,
+                });
+                TouchReply::Touched {
+                    version: slot.version,
+                }
+            }
+            Some(slot) => {
+                drop(slot);
+                self.remove_if_expired(key, now);
+                TouchReply::NotFound
+            }
+            None => TouchReply::NotFound,
+        }
+    }
+
+    /// Removes `key`, if present, live, and (with `if_version`) at that version.
+    pub fn del(&self, key: &[u8], if_version: Option<u64>) -> DelOutcome {
+        let now = self.shared.clock.now_ms();
+        let mut outcome = DelOutcome::NotFound;
+        let removed = self.shared.map.remove_if(key, |_, slot| {
+            if !slot.is_live(now) {
+                // Gone already as far as clients can tell; reclaim it while we hold the lock.
+                return true;
+            }
+            match if_version {
+                Some(expected) if expected != slot.version => {
+                    outcome = DelOutcome::VersionMismatch {
+                        current: slot.version,
+                    };
+                    false
+                }
+                _ => {
+                    outcome = DelOutcome::Deleted;
+                    // Recorded under the shard lock, like every other mutation.
+                    self.record(Mutation::Del { key });
+                    true
+                }
+            }
+        });
+        if let Some((key, slot)) = removed {
+            self.sub_payload(key.len() + slot.value.len());
+            if outcome == DelOutcome::NotFound {
+                self.shared
+                    .expired_reclaimed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        outcome
+    }
+
+    /// Replays a persisted SET: the key holds exactly this, whatever it held before. Not
+    /// reported to the sink, and the version counter is moved past `version` so that new
+    /// writes never reuse it.
+    pub fn restore_set(&self, key: &[u8], value: &[u8], expires_at_ms: u64, version: u64) {
+        self.shared
+            .last_version
+            .fetch_max(version, Ordering::Relaxed);
+        let slot = Slot {
+            value: Bytes::copy_from_slice(value),
+            expires_at_ms,
+            version,
+        };
+        self.add_payload(key.len() + value.len());
+        if let Some(old) = self.shared.map.insert(Box::from(key), slot) {
+            self.sub_payload(key.len() + old.value.len());
+        }
+    }
+
+    /// Replays a persisted TOUCH. Not reported to the sink.
+    pub fn restore_touch(&self, key: &[u8], expires_at_ms: u64) {
+        if let Some(mut slot) = self.shared.map.get_mut(key) {
+            slot.expires_at_ms = expires_at_ms;
+        }
+    }
+
+    /// Replays a persisted DEL. Not reported to the sink.
+    pub fn restore_del(&self, key: &[u8]) {
+        if let Some((key, slot)) = self.shared.map.remove(key) {
+            self.sub_payload(key.len() + slot.value.len());
+        }
+    }
+
+    /// Every live entry as `(key, value, expires_at_ms, version)`, collected a shard at a
+    /// time under its read lock. Values are shared, not copied; keys are copied. Used to
+    /// write a snapshot without holding any lock during I/O.
+    pub fn live_entries(&self) -> Vec<(Box<[u8]>, Bytes, u64, u64)> {
+        let now = self.shared.clock.now_ms();
+        self.shared
+            .map
+            .iter()
+            .filter(|item| item.value().is_live(now))
+            .map(|item| {
+                let slot = item.value();
+                (
+                    item.key().clone(),
+                    slot.value.clone(),
+                    slot.expires_at_ms,
+                    slot.version,
+                )
+            })
+            .collect()
+    }
+
+    /// Number of entries held, including expired ones not yet reclaimed.
+    pub fn len(&self) -> usize {
+        self.shared.map.len()
+    }
+
+    /// Whether the store holds no entries at all.
+    pub fn is_empty(&self) -> bool {
+        self.shared.map.is_empty()
+    }
+
+    /// Entries reclaimed because they expired, since start.
+    pub fn expired_reclaimed(&self) -> u64 {
+        self.shared.expired_reclaimed.load(Ordering::Relaxed)
+    }
+
+    /// Estimated memory held by entries: key and value bytes plus
+    /// [`ENTRY_OVERHEAD_BYTES`] each.
+    pub fn memory_estimate(&self) -> u64 {
+        let payload = self.shared.payload_bytes.load(Ordering::Relaxed).max(0) as u64;
+        payload + self.len() as u64 * ENTRY_OVERHEAD_BYTES
+    }
+
+    /// The last version handed out (0 before the first write).
+    pub fn last_version(&self) -> u64 {
+        self.shared.last_version.load(Ordering::Relaxed)
+    }
+
+    fn next_version(&self) -> u64 {
+        self.shared.last_version.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn remove_if_expired(&self, key: &[u8], now: u64) {
+        if let Some((key, slot)) = self.shared.map.remove_if(key, |_, s| !s.is_live(now)) {
+            self.sub_payload(key.len() + slot.value.len());
+            self.shared
+                .expired_reclaimed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn record_set(&self, key: &[u8], slot: &Slot) {
+        self.record(Mutation::Set {
+            key,
+            value: &slot.value,
+            expires_at_ms: slot.expires_at_ms,
+            version: slot.version,
+        });
+    }
+
+    fn record(&self, mutation: Mutation<'_>) {
+        if let Some(sink) = &self.shared.sink {
+            sink.record(mutation);
+        }
+    }
+
+    fn add_payload(&self, bytes: usize) {
+        self.shared
+            .payload_bytes
+            .fetch_add(bytes as i64, Ordering::Relaxed);
+    }
+
+    fn sub_payload(&self, bytes: usize) {
+        self.shared
+            .payload_bytes
+            .fetch_sub(bytes as i64, Ordering::Relaxed);
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new()
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("entries", &self.len())
+            .finish()
+    }
+}

@@ -1,0 +1,46 @@
+//! The seam through which a persistence layer sees every write.
+
+use bytes::Bytes;
+
+/// One change to the store, as a persistence layer must replay it.
+///
+/// Deadlines are absolute Unix milliseconds so that replay after downtime drops exactly the
+/// entries that expired meanwhile. Expiry itself is not a mutation: a replayed entry whose
+/// deadline has passed is simply not restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation<'a> {
+    /// The key now holds `value` with `version`, expiring at `expires_at_ms`.
+    Set {
+        /// The key.
+        key: &'a [u8],
+        /// The new value.
+        value: &'a Bytes,
+        /// Absolute expiry, Unix milliseconds.
+        expires_at_ms: u64,
+        /// The entry's new version.
+        version: u64,
+    },
+    /// The key's deadline moved; value and version are unchanged.
+    Touch {
+        /// The key.
+        key: &'a [u8],
+        /// Absolute expiry, Unix milliseconds.
+        expires_at_ms: u64,
+    },
+    /// The key was removed.
+    Del {
+        /// The key.
+        key: &'a [u8],
+    },
+}
+
+/// Receives every mutation, in the order it was applied to each key.
+///
+/// The store calls [`MutationSink::record`] while it still holds the lock of the key's shard,
+/// so two writes to one key reach the sink in the order they were applied; writes to
+/// different keys may interleave. The call must therefore be quick and must not block on I/O:
+/// an implementation appends to a buffer that another task writes out.
+pub trait MutationSink: Send + Sync + 'static {
+    /// Records one applied mutation.
+    fn record(&self, mutation: Mutation<'_>);
+}

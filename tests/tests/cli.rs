@@ -1,0 +1,436 @@
+//! End-to-end tests of `sessiond-cli` against the real `sessiond`: the output and exit status
+//! of each subcommand are a contract scripts rely on (see `sessiond-cli --help`).
+
+use std::ffi::OsStr;
+use std::net::TcpListener;
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Output, Stdio};
+
+use bytes::Bytes;
+use sessiond_proto::command::{Get, GetReply, Ping, Set, SetMode, SetOutcome};
+use sessiond_tests::{binary, Daemon};
+
+/// Runs `sessiond-cli --addr ADDR ARGS..` with stdin closed and stdout/stderr captured.
+fn cli_at(addr: &str, args: &[&OsStr]) -> Output {
+    Command::new(binary("sessiond-cli"))
+        .arg("--addr")
+        .arg(addr)
+        .args(args)
+        // Only --addr may decide where it connects.
+        .env_remove("SESSIOND_ADDR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sessiond-cli")
+}
+
+fn cli(daemon: &Daemon, args: &[&str]) -> Output {
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    cli_at(&daemon.addr().to_string(), &args)
+}
+
+/// Asserts the exit code, showing the output when it is not the expected one.
+#[track_caller]
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status; stdout: {:?}, stderr: {:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn stdout(out: &Output) -> &str {
+    std::str::from_utf8(&out.stdout).expect("UTF-8 stdout")
+}
+
+fn stderr(out: &Output) -> &str {
+    std::str::from_utf8(&out.stderr).expect("UTF-8 stderr")
+}
+
+/// The N of a `version N` line on stdout.
+#[track_caller]
+fn version(out: &Output) -> u64 {
+    assert_exit(out, 0);
+    stdout(out)
+        .strip_suffix('\n')
+        .and_then(|line| line.strip_prefix("version "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("expected `version N`, got {:?}", stdout(out)))
+}
+
+/// The value of a `NAME N` line that `get --meta` printed on stderr.
+#[track_caller]
+fn meta(out: &Output, name: &str) -> u64 {
+    stderr(out)
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `{name} N` line on stderr: {:?}", stderr(out)))
+}
+
+/// A port that nothing listens on: bound once by this process, then released.
+fn closed_port_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    addr
+}
+
+#[test]
+fn set_then_get_round_trips_the_value_without_a_newline() {
+    let daemon = Daemon::start();
+    let v = version(&cli(
+        &daemon,
+        &["set", "session:1", "hello world", "--ttl", "30s"],
+    ));
+    assert!(v >= 1);
+
+    let out = cli(&daemon, &["get", "session:1"]);
+    assert_exit(&out, 0);
+    // stdout is a pipe here, so the bytes are exactly the value.
+    assert_eq!(out.stdout, b"hello world");
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn set_prints_a_new_larger_version_each_time() {
+    let daemon = Daemon::start();
+    let first = version(&cli(&daemon, &["set", "k", "a", "--ttl", "1m"]));
+    let second = version(&cli(&daemon, &["set", "k", "b", "--ttl", "1m"]));
+    assert!(second > first, "{second} > {first}");
+}
+
+#[test]
+fn get_of_a_missing_key_exits_1_with_a_message() {
+    let daemon = Daemon::start();
+    let out = cli(&daemon, &["get", "nope"]);
+    assert_exit(&out, 1);
+    assert_eq!(out.stdout, b"");
+    assert!(stderr(&out).contains("NOT_FOUND"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"nope\""), "{}", stderr(&out));
+}
+
+#[test]
+fn get_meta_prints_version_and_ttl_on_stderr() {
+    let daemon = Daemon::start();
+    let v = version(&cli(&daemon, &["set", "k", "v", "--ttl", "1h"]));
+    let out = cli(&daemon, &["get", "k", "--meta"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, b"v");
+    assert_eq!(meta(&out, "version"), v);
+    let ttl = meta(&out, "ttl_ms");
+    assert!(ttl > 0 && ttl <= 3_600_000, "ttl_ms {ttl}");
+}
+
+#[test]
+fn set_nx_on_an_existing_key_exits_1() {
+    let daemon = Daemon::start();
+    version(&cli(&daemon, &["set", "k", "first", "--ttl", "1m", "--nx"]));
+    let out = cli(&daemon, &["set", "k", "second", "--ttl", "1m", "--nx"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("EXISTS"), "{}", stderr(&out));
+    assert_eq!(cli(&daemon, &["get", "k"]).stdout, b"first");
+}
+
+#[test]
+fn set_xx_on_a_missing_key_exits_1() {
+    let daemon = Daemon::start();
+    let out = cli(&daemon, &["set", "k", "v", "--ttl", "1m", "--xx"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("NOT_FOUND"), "{}", stderr(&out));
+    assert_exit(&cli(&daemon, &["get", "k"]), 1);
+
+    version(&cli(&daemon, &["set", "k", "v", "--ttl", "1m"]));
+    version(&cli(&daemon, &["set", "k", "w", "--ttl", "1m", "--xx"]));
+    assert_eq!(cli(&daemon, &["get", "k"]).stdout, b"w");
+}
+
+#[test]
+fn set_if_version_succeeds_with_the_current_version_only() {
+    let daemon = Daemon::start();
+    let v1 = version(&cli(&daemon, &["set", "k", "a", "--ttl", "1m"]));
+    let v1_arg = v1.to_string();
+    let v2 = version(&cli(
+        &daemon,
+        &["set", "k", "b", "--ttl", "1m", "--if-version", &v1_arg],
+    ));
+    assert!(v2 > v1);
+
+    // v1 is stale now: the reply names the current version.
+    let out = cli(
+        &daemon,
+        &["set", "k", "c", "--ttl", "1m", "--if-version", &v1_arg],
+    );
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("VERSION_MISMATCH"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("version {v2}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(cli(&daemon, &["get", "k"]).stdout, b"b");
+
+    let out = cli(
+        &daemon,
+        &[
+            "set",
+            "missing",
+            "c",
+            "--ttl",
+            "1m",
+            "--if-version",
+            &v1_arg,
+        ],
+    );
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("NOT_FOUND"), "{}", stderr(&out));
+}
+
+#[test]
+fn set_mode_flags_are_mutually_exclusive() {
+    let daemon = Daemon::start();
+    let out = cli(&daemon, &["set", "k", "v", "--ttl", "1m", "--nx", "--xx"]);
+    assert_exit(&out, 2);
+    let out = cli(
+        &daemon,
+        &["set", "k", "v", "--ttl", "1m", "--nx", "--if-version", "3"],
+    );
+    assert_exit(&out, 2);
+}
+
+#[test]
+fn get_touch_extends_the_ttl_and_keeps_the_version() {
+    let daemon = Daemon::start();
+    let v = version(&cli(&daemon, &["set", "k", "v", "--ttl", "10s"]));
+    let out = cli(&daemon, &["get", "k", "--touch", "2h", "--meta"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, b"v");
+    assert_eq!(meta(&out, "version"), v);
+    // Far above the original 10 s, whatever time passed in between.
+    assert!(meta(&out, "ttl_ms") > 3_600_000, "{}", stderr(&out));
+
+    let out = cli(&daemon, &["get", "k", "--meta"]);
+    assert!(meta(&out, "ttl_ms") > 3_600_000, "{}", stderr(&out));
+}
+
+#[test]
+fn touch_resets_the_ttl_and_prints_the_unchanged_version() {
+    let daemon = Daemon::start();
+    let v = version(&cli(&daemon, &["set", "k", "v", "--ttl", "10s"]));
+    assert_eq!(version(&cli(&daemon, &["touch", "k", "2h"])), v);
+    let out = cli(&daemon, &["get", "k", "--meta"]);
+    assert_eq!(meta(&out, "version"), v);
+    assert!(meta(&out, "ttl_ms") > 3_600_000, "{}", stderr(&out));
+}
+
+#[test]
+fn touch_of_a_missing_key_exits_1() {
+    let daemon = Daemon::start();
+    let out = cli(&daemon, &["touch", "nope", "30m"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("NOT_FOUND"), "{}", stderr(&out));
+}
+
+#[test]
+fn del_removes_the_key_and_exits_1_when_it_is_missing() {
+    let daemon = Daemon::start();
+    version(&cli(&daemon, &["set", "k", "v", "--ttl", "1m"]));
+    let out = cli(&daemon, &["del", "k"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, b"");
+    assert_exit(&cli(&daemon, &["get", "k"]), 1);
+
+    let out = cli(&daemon, &["del", "k"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("NOT_FOUND"), "{}", stderr(&out));
+}
+
+#[test]
+fn del_if_version_removes_only_the_matching_version() {
+    let daemon = Daemon::start();
+    let v1 = version(&cli(&daemon, &["set", "k", "a", "--ttl", "1m"]));
+    let v2 = version(&cli(&daemon, &["set", "k", "b", "--ttl", "1m"]));
+
+    let out = cli(&daemon, &["del", "k", "--if-version", &v1.to_string()]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("VERSION_MISMATCH"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("version {v2}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(cli(&daemon, &["get", "k"]).stdout, b"b");
+
+    assert_exit(
+        &cli(&daemon, &["del", "k", "--if-version", &v2.to_string()]),
+        0,
+    );
+    assert_exit(&cli(&daemon, &["get", "k"]), 1);
+}
+
+#[test]
+fn stats_prints_name_value_lines() {
+    let daemon = Daemon::start();
+    version(&cli(&daemon, &["set", "k", "v", "--ttl", "1m"]));
+    let out = cli(&daemon, &["stats"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(text.ends_with('\n'), "{text:?}");
+    for line in text.lines() {
+        let (name, value) = line.split_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        assert!(!name.is_empty() && !value.is_empty(), "{line:?}");
+    }
+    assert!(text.lines().any(|l| l == "entries 1"), "{text}");
+}
+
+#[test]
+fn ping_prints_pong() {
+    let daemon = Daemon::start();
+    let out = cli(&daemon, &["ping"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "PONG\n");
+}
+
+#[test]
+fn addr_defaults_to_the_sessiond_addr_variable() {
+    let daemon = Daemon::start();
+    let out = Command::new(binary("sessiond-cli"))
+        .arg("ping")
+        .env("SESSIOND_ADDR", daemon.addr().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "PONG\n");
+}
+
+#[test]
+fn connection_refused_exits_2() {
+    let out = cli_at(&closed_port_addr(), &[OsStr::new("ping")]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).starts_with("error: connecting to"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_with_exit_2() {
+    // Accepted by the kernel (backlog) but never read from or answered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let args = ["--timeout", "200ms", "ping"].map(OsStr::new);
+    let out = cli_at(&addr, &args);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("no reply"), "{}", stderr(&out));
+}
+
+#[test]
+fn invalid_durations_are_usage_errors() {
+    let addr = closed_port_addr();
+    for ttl in ["30", "30parsecs", "0s", "999us", ""] {
+        let args = ["set", "k", "v", "--ttl", ttl].map(OsStr::new);
+        let out = cli_at(&addr, &args);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains("--ttl"), "{ttl:?}: {}", stderr(&out));
+    }
+    let out = cli_at(&addr, &["touch", "k", "soon"].map(OsStr::new));
+    assert_exit(&out, 2);
+}
+
+#[test]
+fn server_errors_exit_2_with_the_servers_message() {
+    let daemon = Daemon::start();
+    // Above the default max_ttl of 400 days.
+    let out = cli(&daemon, &["set", "k", "v", "--ttl", "500days"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("INVALID_ARGUMENT"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Above the default max_key_bytes of 1024.
+    let long_key = "k".repeat(2000);
+    let out = cli(&daemon, &["get", &long_key]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("TOO_LARGE"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_binary_value_set_over_the_wire_is_printed_byte_exactly() {
+    let daemon = Daemon::start();
+    let value = Bytes::from_static(b"\xff\x00\xfe\n\x80 not utf-8 \r\n\x00");
+    let mut conn = daemon.connect().await;
+    let set = Set {
+        key: Bytes::from_static(b"bin"),
+        value: value.clone(),
+        ttl_ms: 60_000,
+        mode: SetMode::Upsert,
+    };
+    let reply = conn.call(set.to_frame(7)).await;
+    assert!(
+        matches!(
+            SetOutcome::from_frame(&reply),
+            Ok(SetOutcome::Stored { .. })
+        ),
+        "{reply:?}"
+    );
+
+    let out = cli(&daemon, &["get", "bin"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, value);
+}
+
+#[tokio::test]
+async fn non_utf8_arguments_are_stored_byte_exactly() {
+    let daemon = Daemon::start();
+    // argv cannot hold a NUL byte; everything else can.
+    let (key, value) = (b"k\xff\x01", b"v\x80\xfe\nend");
+    let args = [
+        OsStr::new("set"),
+        OsStr::from_bytes(key),
+        OsStr::from_bytes(value),
+        OsStr::new("--ttl"),
+        OsStr::new("1m"),
+    ];
+    assert_exit(&cli_at(&daemon.addr().to_string(), &args), 0);
+
+    let mut conn = daemon.connect().await;
+    let get = Get {
+        key: Bytes::from_static(key),
+        touch_ttl_ms: None,
+    };
+    match GetReply::from_frame(&conn.call(get.to_frame(1)).await) {
+        Ok(GetReply::Hit(entry)) => assert_eq!(entry.value, &value[..]),
+        other => panic!("{other:?}"),
+    }
+
+    // And the miss message shows the key escaped rather than mangled.
+    let args = [OsStr::new("get"), OsStr::from_bytes(b"x\xff")];
+    let out = cli_at(&daemon.addr().to_string(), &args);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains(r#""x\xff""#), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_server_at_its_connection_limit_exits_2_with_busy() {
+    let daemon = Daemon::start_with_config("[server]\nmax_connections = 1\n");
+    let mut conn = daemon.connect().await;
+    // A round trip on it, so the server has surely counted this connection.
+    conn.call(Ping::default().to_frame(1)).await;
+
+    let out = cli(&daemon, &["ping"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("BUSY"), "{}", stderr(&out));
+}
