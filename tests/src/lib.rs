@@ -45,6 +45,9 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole pipelined batch may take to be written and answered.
 const PIPELINE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The name of the append-only file in a daemon's data directory.
+pub const AOF_FILE_NAME: &str = "appendonly.aof";
+
 /// The opcode of frames that answer no request (`BUSY`, `PROTOCOL_ERROR` after bad magic).
 pub const CONNECTION_OPCODE: u8 = 0xFF;
 
@@ -98,6 +101,9 @@ impl Deadline {
 /// The path of a binary built from this workspace (`sessiond` or `sessiond-cli`).
 ///
 /// Test executables live in `target/<profile>/deps/`; the workspace's binaries one level up.
+/// `cargo test --workspace` builds a package's binaries only for that package's own
+/// integration tests, so every package with a binary keeps at least one (e.g.
+/// `crates/cli/tests/usage.rs`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -249,12 +255,106 @@ impl Daemon {
         Daemon::spawn(old, config_path, data_dir, &argv)
     }
 
+    /// Starts a daemon whose data directory is `data_dir`, which the caller owns (it
+    /// outlives the daemon, for tests that damage its files between runs or that put it on a
+    /// special filesystem). `args` follow the usual `--listen`/`--data-dir`.
+    pub fn start_in(config: &str, data_dir: &Path, args: &[&str]) -> Daemon {
+        match Daemon::try_start_in(config, data_dir, args) {
+            Ok(daemon) => daemon,
+            Err(finished) => panic!(
+                "sessiond exited before listening ({}); stderr:\n{}",
+                finished.status, finished.stderr
+            ),
+        }
+    }
+
+    /// Like [`Daemon::start_in`], but a daemon that exits instead of listening (e.g. because
+    /// its append-only file is corrupt) is not a panic: its exit status and output are
+    /// returned.
+    pub fn try_start_in(config: &str, data_dir: &Path, args: &[&str]) -> Result<Daemon, Finished> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config_path = dir.path().join("sessiond.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut argv = overrides(data_dir);
+        argv.extend(args.iter().map(|a| a.to_string()));
+        Daemon::try_spawn(dir, config_path, data_dir.to_path_buf(), &argv)
+    }
+
+    /// Like [`Daemon::restart`], with extra command-line arguments (e.g. `--repair-aof`).
+    pub fn restart_with_args(self, args: &[&str]) -> Daemon {
+        let mut this = self;
+        this.kill9();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let old = std::mem::replace(&mut this._dir, dir);
+        let (config_path, data_dir) = (this.config_path.clone(), this.data_dir.clone());
+        drop(this);
+        let mut argv = overrides(&data_dir);
+        argv.extend(args.iter().map(|a| a.to_string()));
+        Daemon::spawn(old, config_path, data_dir, &argv)
+    }
+
+    /// Kills the process with `SIGKILL` (a crash: nothing is flushed) and reaps it. Does
+    /// nothing if it has already exited.
+    pub fn kill9(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // `Child::kill` sends SIGKILL on Unix.
+        let _ = self.child.kill();
+        if wait_child(&mut self.child, START_TIMEOUT).is_none() {
+            panic!("sessiond did not die within {START_TIMEOUT:?} of SIGKILL");
+        }
+    }
+
+    /// Stops the daemon with `SIGTERM` and asserts it exits with status 0 within `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) {
+        self.signal(libc::SIGTERM);
+        match self.wait_timeout(timeout) {
+            Some(status) => assert!(
+                status.success(),
+                "sessiond exited with {status} after SIGTERM; stderr:\n{}",
+                self.logs().join("\n")
+            ),
+            None => panic!(
+                "sessiond did not exit within {timeout:?} of SIGTERM; stderr:\n{}",
+                self.logs().join("\n")
+            ),
+        }
+    }
+
+    /// The config file the daemon was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The daemon's append-only file, `DATA_DIR/appendonly.aof`.
+    pub fn aof_path(&self) -> PathBuf {
+        self.data_dir.join(AOF_FILE_NAME)
+    }
+
     fn spawn(
         dir: tempfile::TempDir,
         config_path: PathBuf,
         data_dir: PathBuf,
         args: &[String],
     ) -> Daemon {
+        match Daemon::try_spawn(dir, config_path, data_dir, args) {
+            Ok(daemon) => daemon,
+            Err(finished) => panic!(
+                "sessiond exited before listening ({}); stderr:\n{}",
+                finished.status, finished.stderr
+            ),
+        }
+    }
+
+    /// Runs the daemon until it prints `listening on ADDR`, or returns how it exited if it
+    /// exits first. Panics if it does neither within [`START_TIMEOUT`].
+    fn try_spawn(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        data_dir: PathBuf,
+        args: &[String],
+    ) -> Result<Daemon, Finished> {
         let mut child = Command::new(binary("sessiond"))
             .arg("--config")
             .arg(&config_path)
@@ -278,23 +378,50 @@ impl Daemon {
             }
         });
 
-        let (addr_tx, addr_rx) = mpsc::channel();
+        // `Ok(addr)` once the daemon listens; `Err(stdout)` if stdout closes first (the
+        // process exited).
+        let (addr_tx, addr_rx) = mpsc::channel::<Result<String, String>>();
         let stdout = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
+            let mut before = String::new();
+            let mut listening = false;
             while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                    let _ = addr_tx.send(addr.to_string());
+                match line.trim().strip_prefix("listening on ") {
+                    Some(addr) if !listening => {
+                        listening = true;
+                        let _ = addr_tx.send(Ok(addr.to_string()));
+                    }
+                    _ if !listening => before.push_str(&line),
+                    _ => {}
                 }
                 line.clear();
             }
-            // Keep draining so the daemon never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader.take(u64::MAX), &mut std::io::sink());
+            if !listening {
+                let _ = addr_tx.send(Err(before));
+            }
         });
 
         let addr = match addr_rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr.parse().expect("listen address"),
+            Ok(Ok(addr)) => addr.parse().expect("listen address"),
+            Ok(Err(stdout)) => {
+                // Stdout closed without the line: the process is exiting. Its stderr
+                // reader ends once the pipe closes, which bounds the collection below.
+                let status = wait_child(&mut child, START_TIMEOUT).unwrap_or_else(|| {
+                    let _ = child.kill();
+                    panic!("sessiond closed its stdout without exiting");
+                });
+                let mut logs = Vec::new();
+                while let Ok(line) = err_rx.recv_timeout(IO_TIMEOUT) {
+                    logs.push(line);
+                }
+                return Err(Finished {
+                    status,
+                    stdout,
+                    stderr: logs.join("\n"),
+                });
+            }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -304,14 +431,14 @@ impl Daemon {
                 panic!("sessiond did not start; stderr:\n{}", logs.join("\n"));
             }
         };
-        Daemon {
+        Ok(Daemon {
             child,
             addr,
             data_dir,
             config_path,
             stderr: Mutex::new((err_rx, Vec::new())),
             _dir: dir,
-        }
+        })
     }
 
     /// The address the daemon listens on.
@@ -543,6 +670,36 @@ impl Conn {
     pub async fn expect_closed(&mut self) {
         if let Some(frame) = self.recv().await {
             panic!("expected the server to close the connection, got {frame:?}");
+        }
+    }
+
+    /// Queues a frame without flushing; `false` if the connection is gone (for tests that
+    /// kill the server while talking to it).
+    pub async fn feed_lossy(&mut self, frame: RequestFrame) -> bool {
+        bounded(IO_TIMEOUT, "queue request", self.framed.feed(frame))
+            .await
+            .is_ok()
+    }
+
+    /// Flushes queued frames; `false` if the connection is gone.
+    pub async fn flush_lossy(&mut self) -> bool {
+        bounded(
+            IO_TIMEOUT,
+            "flush",
+            SinkExt::<RequestFrame>::flush(&mut self.framed),
+        )
+        .await
+        .is_ok()
+    }
+
+    /// The next response, or `None` if the connection ends for any reason, including in
+    /// the middle of a frame (a killed server). Still panics if nothing arrives within
+    /// [`IO_TIMEOUT`].
+    pub async fn recv_lossy(&mut self) -> Option<ResponseFrame> {
+        match tokio::time::timeout(IO_TIMEOUT, self.framed.next()).await {
+            Ok(Some(Ok(frame))) => Some(frame),
+            Ok(Some(Err(_)) | None) => None,
+            Err(_) => panic!("no response within {IO_TIMEOUT:?}"),
         }
     }
 

@@ -16,6 +16,7 @@
 //! were applied and handed to the [`MutationSink`].
 
 pub mod mutation;
+pub mod scan;
 pub mod sweep;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -32,6 +33,29 @@ pub use mutation::{Mutation, MutationSink};
 /// Number of shards. Many small shards keep lock contention low on many cores and, more
 /// importantly here, keep each step of the expiry sweep short. Must be a power of two.
 const SHARDS: usize = 1024;
+
+/// When a write makes an entry expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// This many milliseconds from now.
+    In(u64),
+    /// At this Unix time in milliseconds.
+    At(u64),
+    /// Keep the entry's current deadline (Redis's `KEEPTTL`); if the key is absent or expired,
+    /// this many milliseconds from now, since every entry must expire.
+    KeepOr(u64),
+}
+
+impl Expiry {
+    /// The absolute deadline, given the time and the entry's current deadline if it is live.
+    fn deadline(self, now_ms: u64, current: Option<u64>) -> u64 {
+        match self {
+            Expiry::In(ms) => now_ms + ms,
+            Expiry::At(at) => at,
+            Expiry::KeepOr(ms) => current.unwrap_or(now_ms + ms),
+        }
+    }
+}
 
 /// What one stored key holds besides its key bytes.
 #[derive(Debug, Clone)]
@@ -143,11 +167,40 @@ impl Store {
 
     /// Writes `value` under `key` with a TTL, subject to `mode`.
     pub fn set(&self, key: &[u8], value: &[u8], ttl_ms: u64, mode: SetMode) -> SetOutcome {
+        self.write(key, value, Expiry::In(ttl_ms), mode, None)
+    }
+
+    /// Writes `value` under `key` with the deadline `expiry` gives, subject to `mode`.
+    pub fn set_with(&self, key: &[u8], value: &[u8], expiry: Expiry, mode: SetMode) -> SetOutcome {
+        self.write(key, value, expiry, mode, None)
+    }
+
+    /// Like [`Store::set_with`], also returning the entry the key held before (if it was
+    /// live), read under the same lock as the write.
+    pub fn set_returning_previous(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expiry: Expiry,
+        mode: SetMode,
+    ) -> (SetOutcome, Option<Entry>) {
+        let mut previous = None;
+        let outcome = self.write(key, value, expiry, mode, Some(&mut previous));
+        (outcome, previous)
+    }
+
+    fn write(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expiry: Expiry,
+        mode: SetMode,
+        previous: Option<&mut Option<Entry>>,
+    ) -> SetOutcome {
         let now = self.shared.clock.now_ms();
-        let expires_at_ms = now + ttl_ms;
         // Updates are the common case for sessions: find the entry without allocating a key.
         if let Some(mut slot) = self.shared.map.get_mut(key) {
-            return self.overwrite(key, &mut slot, value, expires_at_ms, mode, now);
+            return self.overwrite(key, &mut slot, value, expiry, mode, now, previous);
         }
         if matches!(mode, SetMode::UpdateOnly | SetMode::IfVersion(_)) {
             return SetOutcome::NotFound;
@@ -155,13 +208,13 @@ impl Store {
         match self.shared.map.entry(Box::from(key)) {
             // Another writer created the key between the lookup and here.
             MapEntry::Occupied(mut occupied) => {
-                self.overwrite(key, occupied.get_mut(), value, expires_at_ms, mode, now)
+                self.overwrite(key, occupied.get_mut(), value, expiry, mode, now, previous)
             }
             MapEntry::Vacant(vacant) => {
                 let version = self.next_version();
                 let slot = Slot {
                     value: Bytes::copy_from_slice(value),
-                    expires_at_ms,
+                    expires_at_ms: expiry.deadline(now, None),
                     version,
                 };
                 self.record_set(key, &slot);
@@ -173,16 +226,21 @@ impl Store {
     }
 
     /// `SET` against an entry that is present (though maybe expired), under its shard lock.
+    #[allow(clippy::too_many_arguments)]
     fn overwrite(
         &self,
         key: &[u8],
         slot: &mut Slot,
         value: &[u8],
-        expires_at_ms: u64,
+        expiry: Expiry,
         mode: SetMode,
         now: u64,
+        previous: Option<&mut Option<Entry>>,
     ) -> SetOutcome {
         let live = slot.is_live(now);
+        if let (Some(previous), true) = (previous, live) {
+            *previous = Some(slot.entry(now));
+        }
         match mode {
             SetMode::CreateOnly if live => return SetOutcome::Exists,
             SetMode::UpdateOnly | SetMode::IfVersion(_) if !live => return SetOutcome::NotFound,
@@ -202,12 +260,75 @@ impl Store {
         self.add_payload(value.len());
         self.sub_payload(slot.value.len());
         slot.value = Bytes::copy_from_slice(value);
-        slot.expires_at_ms = expires_at_ms;
+        slot.expires_at_ms = expiry.deadline(now, live.then_some(slot.expires_at_ms));
         slot.version = self.next_version();
         self.record_set(key, slot);
         SetOutcome::Stored {
             version: slot.version,
         }
+    }
+
+    /// Moves `key`'s deadline to `at_ms` (Unix milliseconds). A deadline that has already
+    /// passed removes the key, as Redis's `EXPIREAT` does. Returns whether the key existed.
+    pub fn expire_at(&self, key: &[u8], at_ms: u64) -> bool {
+        let now = self.shared.clock.now_ms();
+        if at_ms <= now {
+            return self.del(key, None) == DelOutcome::Deleted;
+        }
+        match self.shared.map.get_mut(key) {
+            Some(mut slot) if slot.is_live(now) => {
+                slot.expires_at_ms = at_ms;
+                self.record(Mutation::Touch {
+                    key,
+                    expires_at_ms: at_ms,
+                });
+                true
+            }
+            Some(slot) => {
+                drop(slot);
+                self.remove_if_expired(key, now);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Removes `key` and returns what it held, atomically.
+    pub fn getdel(&self, key: &[u8]) -> GetReply {
+        let now = self.shared.clock.now_ms();
+        let removed = self.shared.map.remove_if(key, |_, slot| {
+            // Expired entries are reclaimed too, but only live ones are returned and recorded.
+            if slot.is_live(now) {
+                self.record(Mutation::Del { key });
+            }
+            true
+        });
+        let Some((key, slot)) = removed else {
+            return GetReply::Miss;
+        };
+        self.sub_payload(key.len() + slot.value.len());
+        if slot.is_live(now) {
+            GetReply::Hit(slot.entry(now))
+        } else {
+            self.shared.expired_reclaimed.fetch_add(1, Ordering::Relaxed);
+            GetReply::Miss
+        }
+    }
+
+    /// Removes every entry, recording each live one as deleted. Returns how many live entries
+    /// there were.
+    pub fn clear(&self) -> usize {
+        let now = self.shared.clock.now_ms();
+        let mut removed = 0;
+        self.shared.map.retain(|key, slot| {
+            if slot.is_live(now) {
+                self.record(Mutation::Del { key });
+                removed += 1;
+            }
+            self.sub_payload(key.len() + slot.value.len());
+            false
+        });
+        removed
     }
 
     /// Moves `key`'s deadline to now plus `ttl_ms`.
@@ -298,6 +419,14 @@ impl Store {
         if let Some((key, slot)) = self.shared.map.remove(key) {
             self.sub_payload(key.len() + slot.value.len());
         }
+    }
+
+    /// Replays a persisted version floor: new writes get versions above `version`. Not
+    /// reported to the sink.
+    pub fn restore_last_version(&self, version: u64) {
+        self.shared
+            .last_version
+            .fetch_max(version, Ordering::Relaxed);
     }
 
     /// Every live entry as `(key, value, expires_at_ms, version)`, collected a shard at a
