@@ -20,7 +20,10 @@ fn help_lists_every_command() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for command in ["ping", "set", "get", "touch", "del", "stats"] {
-        assert!(help.contains(command), "--help does not mention {command}:\n{help}");
+        assert!(
+            help.contains(command),
+            "--help does not mention {command}:\n{help}"
+        );
     }
 }
 

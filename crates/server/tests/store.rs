@@ -421,3 +421,122 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn set_with_keeps_or_sets_absolute_deadlines() {
+    use sessiond::store::Expiry;
+    let store = Store::new();
+    let now = store.clock().now_ms();
+    stored(store.set_with(b"k", b"1", Expiry::At(now + 5_000), SetMode::Upsert));
+    assert_eq!(hit(store.get(b"k", None)).ttl_ms, 5_000);
+    advance(Duration::from_millis(1_000)).await;
+    stored(store.set_with(b"k", b"2", Expiry::KeepOr(MINUTE), SetMode::Upsert));
+    let entry = hit(store.get(b"k", None));
+    assert_eq!((entry.value.as_ref(), entry.ttl_ms), (&b"2"[..], 4_000));
+    // An absent key has no deadline to keep: it gets the fallback.
+    stored(store.set_with(b"new", b"x", Expiry::KeepOr(MINUTE), SetMode::Upsert));
+    assert_eq!(hit(store.get(b"new", None)).ttl_ms, MINUTE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_returning_previous_reads_under_the_same_lock() {
+    use sessiond::store::Expiry;
+    let store = Store::new();
+    let (outcome, previous) =
+        store.set_returning_previous(b"k", b"1", Expiry::In(MINUTE), SetMode::Upsert);
+    let v1 = stored(outcome);
+    assert_eq!(previous, None);
+    let (outcome, previous) =
+        store.set_returning_previous(b"k", b"2", Expiry::In(MINUTE), SetMode::CreateOnly);
+    assert_eq!(outcome, SetOutcome::Exists);
+    assert_eq!(
+        previous.map(|e| (e.value, e.version)),
+        Some((Bytes::from_static(b"1"), v1))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn expire_at_moves_the_deadline_or_deletes() {
+    let store = Store::new();
+    let now = store.clock().now_ms();
+    stored(store.set(b"k", b"x", MINUTE, SetMode::Upsert));
+    assert!(store.expire_at(b"k", now + 10));
+    assert_eq!(hit(store.get(b"k", None)).ttl_ms, 10);
+    assert!(
+        store.expire_at(b"k", now),
+        "a past deadline deletes the key"
+    );
+    assert_eq!(store.get(b"k", None), GetReply::Miss);
+    assert!(!store.expire_at(b"k", now + MINUTE));
+}
+
+#[tokio::test(start_paused = true)]
+async fn getdel_and_clear_record_deletions() {
+    let recorder = Arc::new(Recorder::default());
+    let store = Store::with_parts(Clock::new(), Some(recorder.clone()));
+    stored(store.set(b"a", b"1", MINUTE, SetMode::Upsert));
+    stored(store.set(b"b", b"2", MINUTE, SetMode::Upsert));
+    stored(store.set(b"c", b"3", MINUTE, SetMode::Upsert));
+    assert_eq!(hit(store.getdel(b"a")).value, Bytes::from_static(b"1"));
+    assert_eq!(store.getdel(b"a"), GetReply::Miss);
+    assert_eq!(store.clear(), 2);
+    assert!(store.is_empty());
+    assert_eq!(store.memory_estimate(), 0);
+    let dels = recorder
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, kind, _)| *kind == "del")
+        .count();
+    assert_eq!(dels, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn scan_returns_every_key_even_while_the_map_grows() {
+    use std::collections::HashSet;
+    let store = Store::new();
+    let original: HashSet<Vec<u8>> = (0..20_000u32)
+        .map(|i| format!("session:{i}").into_bytes())
+        .collect();
+    for key in &original {
+        stored(store.set(key, b"v", MINUTE, SetMode::Upsert));
+    }
+    stored(store.set(b"other:1", b"v", MINUTE, SetMode::Upsert));
+    let mut seen = HashSet::new();
+    let mut cursor = 0;
+    let mut calls = 0;
+    loop {
+        let (next, keys) = store.scan(cursor, 100, |k| k.starts_with(b"session:"));
+        for key in keys {
+            assert!(key.starts_with(b"session:"), "MATCH filter not applied");
+            seen.insert(key.to_vec());
+        }
+        // Grow the map under the scan so that shards resize between calls.
+        for j in 0..50u32 {
+            store.set(
+                format!("grow:{calls}:{j}").as_bytes(),
+                b"v",
+                MINUTE,
+                SetMode::Upsert,
+            );
+        }
+        calls += 1;
+        assert!(calls < 100_000, "scan never finished");
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let missing = original.difference(&seen).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} keys present throughout were never returned"
+    );
+}
+
+#[test]
+fn scan_with_an_unknown_cursor_ends() {
+    let store = Store::new();
+    assert_eq!(store.scan(u64::MAX, 10, |_| true), (0, Vec::new()));
+}

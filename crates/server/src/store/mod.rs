@@ -310,7 +310,9 @@ impl Store {
         if slot.is_live(now) {
             GetReply::Hit(slot.entry(now))
         } else {
-            self.shared.expired_reclaimed.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .expired_reclaimed
+                .fetch_add(1, Ordering::Relaxed);
             GetReply::Miss
         }
     }

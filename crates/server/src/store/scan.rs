@@ -51,7 +51,12 @@ impl Store {
     /// continue from (0 once the scan is complete; start with 0). `count` is a hint for how
     /// many keys to return; each call looks at a bounded number of buckets, so it may return
     /// fewer, even none, before the scan is complete.
-    pub fn scan(&self, cursor: u64, count: usize, filter: impl Fn(&[u8]) -> bool) -> (u64, Vec<Bytes>) {
+    pub fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        filter: impl Fn(&[u8]) -> bool,
+    ) -> (u64, Vec<Bytes>) {
         let now = self.shared.clock.now_ms();
         let shards = self.shared.map.shards();
         let mut cursor = Cursor::decode(cursor);

@@ -1,0 +1,264 @@
+//! Command-line flags, and the validated run configuration they turn into.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::protocol::{memcached_ttl_secs, Target};
+use crate::workload::Mix;
+
+/// Drives one session-shaped workload against sessiond, a RESP server (Redis) or memcached,
+/// and reports throughput and latency.
+///
+/// The same workload and the same client code run against every target, which is what makes
+/// the numbers comparable. Each connection is one task that keeps `--pipeline` requests in
+/// flight. Latency is measured from when a request is queued to when its reply has been read.
+///
+/// Exit status: 0 when every request succeeded (misses are not failures), 1 when the run
+/// completed but some requests failed or a connection was lost, 2 when it could not run.
+#[derive(Debug, Parser)]
+#[command(name = "sessiond-bench", version, about, long_about)]
+pub struct Args {
+    /// Protocol of the server under test.
+    #[arg(long, value_enum, default_value = "native")]
+    pub target: Target,
+
+    /// Server address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7878")]
+    pub addr: String,
+
+    /// Connections, each driven by its own task.
+    #[arg(short, long, value_name = "N", default_value_t = 50)]
+    pub connections: usize,
+
+    /// Requests kept in flight on each connection (1 = request/response).
+    #[arg(short, long, value_name = "N", default_value_t = 1)]
+    pub pipeline: usize,
+
+    /// Size of the values written, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub value_size: usize,
+
+    /// Number of distinct keys; each operation picks one uniformly at random.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub keys: u64,
+
+    /// Key prefix; the key number follows, zero-padded to --id-len digits.
+    #[arg(long, value_name = "TEXT", default_value = "session:")]
+    pub key_prefix: String,
+
+    /// Digits of the key number (43 = a 32-byte random session id in base64url).
+    #[arg(long, value_name = "N", default_value_t = 43)]
+    pub id_len: usize,
+
+    /// TTL of writes and touches (e.g. 30m, 1800s). Memcached rounds it up to whole seconds.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// Operation mix as NAME=WEIGHT pairs. get reads and slides the expiry, read only
+    /// reads, set writes, del deletes, touch only slides the expiry.
+    #[arg(long, value_name = "SPEC", default_value = "get=80,set=15,del=5")]
+    pub mix: Mix,
+
+    /// Run the workload this long before measuring.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+
+    /// Measure for this long (the default when --ops is not given is 10s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "ops")]
+    pub duration: Option<Duration>,
+
+    /// Measure exactly this many operations, spread over the connections.
+    #[arg(long, value_name = "N")]
+    pub ops: Option<u64>,
+
+    /// Instead of the mix, write keys 0..N once each and stop (e.g. to read the server's
+    /// memory use afterwards). No warm-up.
+    #[arg(long, value_name = "N", conflicts_with_all = ["ops", "duration", "prefill"])]
+    pub load: Option<u64>,
+
+    /// Write every key of the key space once before the warm-up, so the run starts from a
+    /// full store instead of an empty one.
+    #[arg(long)]
+    pub prefill: bool,
+
+    /// Seed of the random choices; the same seed gives every connection the same sequence.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print a progress line on stderr every second even when stderr is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// When the measured part of a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// After this long.
+    Duration(Duration),
+    /// After this many operations.
+    Ops(u64),
+}
+
+/// What a run does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// The operation mix over random keys.
+    Mix {
+        /// Relative weights of the operations.
+        mix: Mix,
+        /// When to stop measuring.
+        stop: Stop,
+        /// How long to run before measuring.
+        warmup: Duration,
+        /// Whether to write the whole key space first.
+        prefill: bool,
+    },
+    /// One write of each of this many keys, in order.
+    Load(u64),
+}
+
+/// A validated run configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Protocol of the server.
+    pub target: Target,
+    /// Server address.
+    pub addr: String,
+    /// Connections.
+    pub connections: usize,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// Value size in bytes.
+    pub value_size: usize,
+    /// Number of keys.
+    pub keys: u64,
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Digits of the key number.
+    pub id_len: usize,
+    /// TTL in milliseconds (at least 1).
+    pub ttl_ms: u64,
+    /// What to run.
+    pub work: Work,
+    /// Random seed.
+    pub seed: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// JSON output.
+    pub json: bool,
+    /// Progress line on stderr.
+    pub progress: bool,
+}
+
+impl Args {
+    /// Checks the flags against each other and the target.
+    pub fn into_config(self, stderr_is_terminal: bool) -> Result<Config, String> {
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self.pipeline == 0 {
+            return Err("--pipeline must be at least 1".into());
+        }
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        if ttl_ms == 0 {
+            return Err("--ttl must be at least 1ms".into());
+        }
+        if self.target == crate::protocol::Target::Memcached {
+            memcached_ttl_secs(ttl_ms)?;
+        }
+        if self.ops == Some(0) || self.load == Some(0) {
+            return Err("--ops and --load must be at least 1".into());
+        }
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            return Err("--duration must be longer than 0s".into());
+        }
+        let (work, keys) = match self.load {
+            Some(n) => (Work::Load(n), n),
+            None => {
+                let stop = match (self.ops, self.duration) {
+                    (Some(n), _) => Stop::Ops(n),
+                    (None, Some(d)) => Stop::Duration(d),
+                    (None, None) => Stop::Duration(Duration::from_secs(10)),
+                };
+                let work = Work::Mix {
+                    mix: self.mix,
+                    stop,
+                    warmup: self.warmup,
+                    prefill: self.prefill,
+                };
+                (work, self.keys)
+            }
+        };
+        let threads = match self.threads {
+            Some(0) => return Err("--threads must be at least 1".into()),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Config {
+            target: self.target,
+            addr: self.addr,
+            connections: self.connections,
+            pipeline: self.pipeline,
+            value_size: self.value_size,
+            keys,
+            key_prefix: self.key_prefix,
+            id_len: self.id_len,
+            ttl_ms,
+            work,
+            seed: self.seed,
+            threads,
+            json: self.json,
+            progress: self.progress || stderr_is_terminal,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let args =
+            Args::try_parse_from(std::iter::once("sessiond-bench").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        args.into_config(false)
+    }
+
+    #[test]
+    fn defaults_are_the_session_workload() {
+        let c = config(&[]).unwrap();
+        assert_eq!((c.connections, c.pipeline, c.value_size), (50, 1, 1024));
+        assert_eq!((c.keys, c.ttl_ms), (100_000, 30 * 60 * 1000));
+        assert_eq!(
+            c.work,
+            Work::Mix {
+                mix: Mix::default(),
+                stop: Stop::Duration(Duration::from_secs(10)),
+                warmup: Duration::from_secs(1),
+                prefill: false,
+            }
+        );
+        assert!(!c.progress);
+    }
+
+    #[test]
+    fn conflicting_or_empty_flags_are_refused() {
+        assert!(config(&["--ops", "5", "--duration", "1s"]).is_err());
+        assert!(config(&["--load", "5", "--ops", "5"]).is_err());
+        assert!(config(&["--pipeline", "0"]).is_err());
+        assert!(config(&["--ttl", "0s"]).is_err());
+        assert!(config(&["--mix", "get=0"]).is_err());
+        assert!(config(&["--target", "memcached", "--ttl", "31d"]).is_err());
+        assert!(config(&["--target", "memcached", "--ttl", "30d"]).is_ok());
+        assert_eq!(config(&["--load", "7"]).unwrap().work, Work::Load(7));
+    }
+}

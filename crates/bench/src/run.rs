@@ -1,0 +1,651 @@
+//! Running a workload: connecting, one pipelined loop per connection, the warm-up and
+//! measuring phases, progress, and collecting the results.
+//!
+//! A run has up to two stages: an optional prefill (every key written once, in order), then
+//! the measured stage, which is either the operation mix or, for `--load`, the ordered
+//! writes themselves. A stage opens every connection first, then starts one task per
+//! connection; the coordinator moves the shared phase from warm-up to measuring to stopped
+//! on its timers, prints progress, and gives up on connections if the server stops
+//! answering altogether.
+//!
+//! Each task keeps `pipeline` requests in flight: whenever replies arrive it sends as many
+//! new requests as were answered, so the window never drains between batches. Reading and
+//! writing are interleaved on one task through readiness (`ready` + `try_read`/`try_write`)
+//! rather than a write-then-read sequence, so a deep pipeline of large values cannot
+//! deadlock against a server that stops reading until its replies are read.
+
+use std::collections::VecDeque;
+use std::io::{self, IsTerminal, Write as _};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::{self, Instant, MissedTickBehavior};
+
+use crate::config::{Config, Stop, Work};
+use crate::protocol::{memcached_ttl_secs, Memcached, Native, Protocol, Reply, Resp, Target};
+use crate::report::{latency_histogram, Failures, Recorder, Report, RunInfo};
+use crate::workload::{KeySpace, Mix, OpKind, Rng};
+
+/// Bytes requested from the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Error messages printed (and kept for the report); the rest are only counted.
+const PRINTED_ERRORS: u64 = 5;
+
+/// If no reply at all arrives for this long, the server is taken to be stuck and the
+/// remaining connections are given up, so that a run always ends.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a run could not be carried out at all (as opposed to requests that failed, which are
+/// counted in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A connection could not be opened.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The configuration cannot be carried out.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Runs `config` and reports the measured stage.
+pub async fn run(config: &Config) -> Result<Report, RunError> {
+    let keys =
+        KeySpace::new(&config.key_prefix, config.id_len, config.keys).map_err(RunError::Setup)?;
+    let histogram = latency_histogram().map_err(|e| RunError::Setup(e.to_string()))?;
+    let runner = Runner {
+        config,
+        keys,
+        value: make_value(config.value_size),
+        histogram,
+    };
+
+    let (source, warmup, duration, mut prefilled) = match &config.work {
+        Work::Load(count) => (Source::Sequential(*count), Duration::ZERO, None, None),
+        Work::Mix {
+            mix,
+            stop,
+            warmup,
+            prefill,
+        } => {
+            let (limit, duration) = match *stop {
+                Stop::Ops(n) => (Some(n), None),
+                Stop::Duration(d) => (None, Some(d)),
+            };
+            let source = Source::Mix {
+                mix: mix.clone(),
+                limit,
+            };
+            (source, *warmup, duration, prefill.then_some(0))
+        }
+    };
+
+    // Errors of the prefill are reported with the measured stage's, as unmeasured ones.
+    let mut earlier = Failures::default();
+    if prefilled.is_some() {
+        let count = runner.keys.len();
+        let stage = runner
+            .stage("prefill", Source::Sequential(count), Duration::ZERO, None)
+            .await?;
+        if !config.json {
+            eprintln!(
+                "prefilled {} keys in {:.2}s",
+                stage.recorder.ops(),
+                stage.elapsed_s
+            );
+        }
+        prefilled = Some(stage.recorder.ops());
+        earlier.unmeasured =
+            stage.op_errors + stage.failures.connections + stage.failures.unmeasured;
+        earlier.first = stage.failures.first;
+    }
+
+    let mix_text = match &source {
+        Source::Mix { mix, .. } => mix.to_string(),
+        Source::Sequential(_) => "set=1".to_string(),
+    };
+    let stage = runner.stage("measure", source, warmup, duration).await?;
+    let mut failures = stage.failures;
+    failures.unmeasured += earlier.unmeasured;
+    earlier.first.append(&mut failures.first);
+    earlier.first.truncate(PRINTED_ERRORS as usize);
+    failures.first = earlier.first;
+
+    let info = RunInfo {
+        target: config.target.name(),
+        addr: config.addr.clone(),
+        mode: match config.work {
+            Work::Load(_) => "load",
+            Work::Mix { .. } => "mix",
+        },
+        connections: config.connections,
+        pipeline: config.pipeline,
+        value_size: config.value_size,
+        keys: config.keys,
+        key_size: runner.keys.key_len(),
+        ttl_ms: config.ttl_ms,
+        mix: mix_text,
+        warmup_s: warmup.as_secs_f64(),
+        duration_s: duration.map(|d| d.as_secs_f64()),
+        ops_requested: match config.work {
+            Work::Mix {
+                stop: Stop::Ops(n), ..
+            } => Some(n),
+            _ => None,
+        },
+        prefilled,
+        seed: config.seed,
+        threads: config.threads,
+    };
+    Report::new(info, &stage.recorder, stage.elapsed_s, failures)
+        .map_err(|e| RunError::Setup(format!("merging latency histograms: {e}")))
+}
+
+/// The value every write stores: printable bytes, as a serialized session would be.
+fn make_value(size: usize) -> Bytes {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Where a stage's operations come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Random kinds from the mix on random keys; with a limit, that many measured in all.
+    Mix { mix: Mix, limit: Option<u64> },
+    /// `set` on keys 0, 1, 2, ... up to the count, each once across all connections.
+    Sequential(u64),
+}
+
+impl Source {
+    fn kinds(&self) -> Vec<OpKind> {
+        match self {
+            Source::Mix { mix, .. } => mix.kinds().collect(),
+            Source::Sequential(_) => vec![OpKind::Set],
+        }
+    }
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// What the connection tasks of one stage share with each other and the coordinator.
+/// Everything on the per-request path is a relaxed atomic: the counters are independent,
+/// and the phase only has to be seen eventually (a request sent just after a phase change
+/// is counted in the phase it saw).
+struct Stage {
+    source: Source,
+    keys: KeySpace,
+    depth: usize,
+    phase: AtomicU8,
+    /// Tickets handed out: measured requests with a limit, or keys of a sequential stage.
+    issued: AtomicU64,
+    /// Replies to measured requests, for the progress line.
+    measured_replies: AtomicU64,
+    /// Every reply, for the progress line and to notice a stuck server.
+    replies: AtomicU64,
+    errors: AtomicU64,
+    unmeasured_errors: AtomicU64,
+    first_errors: Mutex<Vec<String>>,
+    measure_start: OnceLock<Instant>,
+}
+
+impl Stage {
+    /// Counts an error; prints and keeps the first few.
+    fn error(&self, message: String) {
+        let n = self.errors.fetch_add(1, Ordering::Relaxed);
+        if n < PRINTED_ERRORS {
+            eprintln!("sessiond-bench: error: {message}");
+            let mut first = self.first_errors.lock().unwrap_or_else(|e| e.into_inner());
+            first.push(message);
+        } else if n == PRINTED_ERRORS {
+            eprintln!("sessiond-bench: more errors are counted but not printed");
+        }
+    }
+}
+
+/// What one connection task hands back.
+struct ConnOutcome {
+    recorder: Recorder,
+    last_reply: Option<Instant>,
+    /// Why the connection ended early, if it did.
+    failure: Option<String>,
+}
+
+/// What a stage measured.
+struct StageResult {
+    recorder: Recorder,
+    elapsed_s: f64,
+    failures: Failures,
+    /// Error replies to measured requests (also in the recorder).
+    op_errors: u64,
+}
+
+struct Runner<'a> {
+    config: &'a Config,
+    keys: KeySpace,
+    value: Bytes,
+    histogram: Histogram<u64>,
+}
+
+impl Runner<'_> {
+    async fn stage(
+        &self,
+        label: &'static str,
+        source: Source,
+        warmup: Duration,
+        duration: Option<Duration>,
+    ) -> Result<StageResult, RunError> {
+        let config = self.config;
+        // Every connection is open before any request is sent, so connection setup is
+        // never part of the measurement.
+        let mut streams = Vec::with_capacity(config.connections);
+        for _ in 0..config.connections {
+            let connect = async {
+                let stream = TcpStream::connect(&config.addr).await?;
+                // Requests are written in batches already; Nagle would only add delay.
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            };
+            streams.push(connect.await.map_err(|source| RunError::Connect {
+                addr: config.addr.clone(),
+                source,
+            })?);
+        }
+
+        let kinds = source.kinds();
+        let stage = Arc::new(Stage {
+            source,
+            keys: self.keys.clone(),
+            depth: config.pipeline,
+            phase: AtomicU8::new(if warmup.is_zero() { MEASURE } else { WARMUP }),
+            issued: AtomicU64::new(0),
+            measured_replies: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            unmeasured_errors: AtomicU64::new(0),
+            first_errors: Mutex::new(Vec::new()),
+            measure_start: OnceLock::new(),
+        });
+        let started = Instant::now();
+        if warmup.is_zero() {
+            let _ = stage.measure_start.set(started);
+        }
+
+        let mut tasks = JoinSet::new();
+        for (n, stream) in streams.into_iter().enumerate() {
+            let value = self.value.clone();
+            let ttl_ms = config.ttl_ms;
+            match config.target {
+                Target::Native => {
+                    self.spawn(&mut tasks, &stage, n, stream, Native::new(value, ttl_ms))
+                }
+                Target::Resp => self.spawn(&mut tasks, &stage, n, stream, Resp::new(value, ttl_ms)),
+                Target::Memcached => {
+                    let secs = memcached_ttl_secs(ttl_ms).map_err(RunError::Setup)?;
+                    self.spawn(&mut tasks, &stage, n, stream, Memcached::new(value, secs));
+                }
+            }
+        }
+
+        let progress = config
+            .progress
+            .then(|| Progress::new(label, std::io::stderr().is_terminal(), started));
+        let outcomes = coordinate(&stage, tasks, warmup, duration, progress).await;
+
+        let mut recorder = Recorder::new(kinds.iter().copied(), &self.histogram);
+        let mut last_reply: Option<Instant> = None;
+        let mut failures = Failures::default();
+        for outcome in outcomes {
+            recorder
+                .merge(&outcome.recorder)
+                .map_err(|e| RunError::Setup(format!("merging latency histograms: {e}")))?;
+            last_reply = last_reply.max(outcome.last_reply);
+            if let Some(failure) = outcome.failure {
+                failures.connections += 1;
+                stage.error(failure);
+            }
+        }
+        let elapsed_s = match (stage.measure_start.get(), last_reply) {
+            (Some(start), Some(end)) => end.saturating_duration_since(*start).as_secs_f64(),
+            _ => 0.0,
+        };
+        failures.unmeasured = stage.unmeasured_errors.load(Ordering::Relaxed);
+        failures.first =
+            std::mem::take(&mut *stage.first_errors.lock().unwrap_or_else(|e| e.into_inner()));
+        let op_errors = stage
+            .errors
+            .load(Ordering::Relaxed)
+            .saturating_sub(failures.connections + failures.unmeasured);
+        Ok(StageResult {
+            recorder,
+            elapsed_s,
+            failures,
+            op_errors,
+        })
+    }
+}
+
+impl Runner<'_> {
+    /// Starts the task for connection `n`.
+    fn spawn<P: Protocol>(
+        &self,
+        tasks: &mut JoinSet<ConnOutcome>,
+        stage: &Arc<Stage>,
+        n: usize,
+        stream: TcpStream,
+        proto: P,
+    ) {
+        let driver = Driver {
+            proto,
+            stream,
+            stage: stage.clone(),
+            rng: Rng::new(self.config.seed, n as u64),
+            conn: n,
+            recorder: Recorder::new(stage.source.kinds().into_iter(), &self.histogram),
+            last_reply: None,
+        };
+        tasks.spawn(driver.run());
+    }
+}
+
+/// Drives the phases, prints progress, and collects every task's outcome.
+async fn coordinate(
+    stage: &Stage,
+    mut tasks: JoinSet<ConnOutcome>,
+    warmup: Duration,
+    duration: Option<Duration>,
+    mut progress: Option<Progress>,
+) -> Vec<ConnOutcome> {
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let start = Instant::now();
+    let mut stop_at = match (warmup.is_zero(), duration) {
+        (true, Some(d)) => Some(start + d),
+        _ => None,
+    };
+    let mut warmup_until = (!warmup.is_zero()).then(|| start + warmup);
+    let mut tick = time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (mut last_replies, mut quiet_since) = (0, Instant::now());
+    let mut outcomes = Vec::new();
+    let mut gave_up = 0usize;
+
+    loop {
+        let next_event = warmup_until.or(stop_at).unwrap_or(far);
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(outcome)) => outcomes.push(outcome),
+                Some(Err(e)) if e.is_cancelled() => {}
+                Some(Err(e)) => outcomes.push(ConnOutcome {
+                    recorder: Recorder::empty(),
+                    last_reply: None,
+                    failure: Some(format!("connection task failed: {e}")),
+                }),
+            },
+            () = time::sleep_until(next_event) => {
+                let now = Instant::now();
+                if warmup_until.take().is_some() {
+                    stage.phase.store(MEASURE, Ordering::Relaxed);
+                    let _ = stage.measure_start.set(now);
+                    stop_at = duration.map(|d| now + d);
+                } else if stop_at.take().is_some() {
+                    stage.phase.store(STOP, Ordering::Relaxed);
+                }
+            }
+            _ = tick.tick() => {
+                let replies = stage.replies.load(Ordering::Relaxed);
+                if replies != last_replies {
+                    (last_replies, quiet_since) = (replies, Instant::now());
+                } else if quiet_since.elapsed() >= STALL_TIMEOUT {
+                    gave_up = tasks.len();
+                    tasks.abort_all();
+                }
+                if let Some(progress) = &mut progress {
+                    progress.print(stage);
+                }
+            }
+        }
+    }
+    if let Some(progress) = &progress {
+        progress.finish();
+    }
+    for _ in 0..gave_up {
+        outcomes.push(ConnOutcome {
+            recorder: Recorder::empty(),
+            last_reply: None,
+            failure: Some(format!(
+                "no reply from the server for {}s; connection given up",
+                STALL_TIMEOUT.as_secs()
+            )),
+        });
+    }
+    outcomes
+}
+
+/// The once-a-second progress line on stderr.
+struct Progress {
+    label: &'static str,
+    /// Rewrite one line in place rather than print a line each second.
+    terminal: bool,
+    started: Instant,
+    last_replies: u64,
+    printed: bool,
+}
+
+impl Progress {
+    fn new(label: &'static str, terminal: bool, started: Instant) -> Progress {
+        Progress {
+            label,
+            terminal,
+            started,
+            last_replies: 0,
+            printed: false,
+        }
+    }
+
+    fn print(&mut self, stage: &Stage) {
+        let replies = stage.replies.load(Ordering::Relaxed);
+        let rate = replies - self.last_replies;
+        self.last_replies = replies;
+        let phase = match (self.label, stage.phase.load(Ordering::Relaxed)) {
+            ("prefill", _) => "prefill",
+            (_, WARMUP) => "warm-up",
+            (_, MEASURE) => "measuring",
+            _ => "draining",
+        };
+        let line = format!(
+            "{:>5}s  {phase:<9}  {rate:>9} ops/s  {:>11} measured  {} errors",
+            self.started.elapsed().as_secs(),
+            stage.measured_replies.load(Ordering::Relaxed),
+            stage.errors.load(Ordering::Relaxed),
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = if self.terminal {
+            write!(err, "\r{line}\x1b[K")
+        } else {
+            writeln!(err, "{line}")
+        };
+        let _ = err.flush();
+        self.printed = true;
+    }
+
+    fn finish(&self) {
+        if self.terminal && self.printed {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// A request sent and not yet answered.
+struct Pending {
+    kind: OpKind,
+    sent: Instant,
+    measured: bool,
+}
+
+/// One connection's loop.
+struct Driver<P> {
+    proto: P,
+    stream: TcpStream,
+    stage: Arc<Stage>,
+    rng: Rng,
+    conn: usize,
+    recorder: Recorder,
+    last_reply: Option<Instant>,
+}
+
+impl<P: Protocol> Driver<P> {
+    async fn run(mut self) -> ConnOutcome {
+        let failure = self.drive().await.err();
+        ConnOutcome {
+            recorder: self.recorder,
+            last_reply: self.last_reply,
+            failure: failure.map(|f| format!("connection {}: {f}", self.conn)),
+        }
+    }
+
+    /// The next request to send: its kind, key number, and whether it is measured; `None`
+    /// once the stage has no more work for this connection.
+    fn next_op(&mut self) -> Option<(OpKind, u64, bool)> {
+        let stage = &*self.stage;
+        match &stage.source {
+            Source::Sequential(count) => {
+                let n = stage.issued.fetch_add(1, Ordering::Relaxed);
+                (n < *count).then_some((OpKind::Set, n, true))
+            }
+            Source::Mix { mix, limit } => {
+                let measured = match stage.phase.load(Ordering::Relaxed) {
+                    WARMUP => false,
+                    MEASURE => true,
+                    _ => return None,
+                };
+                if let (true, Some(limit)) = (measured, limit) {
+                    if stage.issued.fetch_add(1, Ordering::Relaxed) >= *limit {
+                        return None;
+                    }
+                }
+                let kind = mix.pick(self.rng.below(mix.total()));
+                let key = self.rng.below(stage.keys.len());
+                Some((kind, key, measured))
+            }
+        }
+    }
+
+    async fn drive(&mut self) -> Result<(), String> {
+        let depth = self.stage.depth;
+        let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut write_buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut in_flight: VecDeque<Pending> = VecDeque::with_capacity(depth);
+        let mut exhausted = false;
+        loop {
+            // Top the window up: one request for each reply taken off since last time.
+            if !exhausted && in_flight.len() < depth {
+                let now = Instant::now();
+                while in_flight.len() < depth {
+                    let Some((kind, key, measured)) = self.next_op() else {
+                        exhausted = true;
+                        break;
+                    };
+                    self.proto
+                        .encode(kind, &self.stage.keys.key(key), &mut write_buf);
+                    in_flight.push_back(Pending {
+                        kind,
+                        sent: now,
+                        measured,
+                    });
+                }
+            }
+            if in_flight.is_empty() {
+                return Ok(());
+            }
+
+            if !write_buf.is_empty() {
+                match self.stream.try_write(&write_buf) {
+                    Ok(n) => write_buf.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(format!("write failed: {e}")),
+                }
+            }
+            let interest = if write_buf.is_empty() {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            let ready = self
+                .stream
+                .ready(interest)
+                .await
+                .map_err(|e| format!("socket failed: {e}"))?;
+            if !ready.is_readable() {
+                continue;
+            }
+            if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
+                read_buf.reserve(READ_CHUNK);
+            }
+            match self.stream.try_read_buf(&mut read_buf) {
+                Ok(0) => {
+                    return Err(format!(
+                        "the server closed the connection with {} requests unanswered",
+                        in_flight.len()
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+
+            // Every reply in this read arrived at the same moment, as far as the client
+            // can tell; one clock read serves them all.
+            let now = Instant::now();
+            let (mut replies, mut measured) = (0, 0);
+            while let Some(front) = in_flight.front() {
+                let Some(reply) = self
+                    .proto
+                    .decode(front.kind, &mut read_buf)
+                    .map_err(|e| e.to_string())?
+                else {
+                    break;
+                };
+                let Some(request) = in_flight.pop_front() else {
+                    break;
+                };
+                replies += 1;
+                if let Reply::Error(message) = &reply {
+                    if !request.measured {
+                        self.stage.unmeasured_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.stage.error(format!(
+                        "connection {}: {}: {message}",
+                        self.conn, request.kind
+                    ));
+                }
+                if request.measured {
+                    let latency = now.saturating_duration_since(request.sent);
+                    self.recorder
+                        .record(request.kind, &reply, latency.as_nanos() as u64);
+                    measured += 1;
+                }
+            }
+            if replies > 0 {
+                self.stage.replies.fetch_add(replies, Ordering::Relaxed);
+            }
+            if measured > 0 {
+                self.last_reply = Some(now);
+                self.stage
+                    .measured_replies
+                    .fetch_add(measured, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! End-to-end tests of `sessiond-bench`: the real binary against a real sessiond, and its
+//! RESP and memcached drivers against real `redis-server` and `memcached` processes.
+//!
+//! Each run is short and reported with `--json`; the tests check that nothing failed and
+//! that the counts add up, and, where the server can tell, that the hits and misses the
+//! benchmark counted are the ones the server saw. Nothing here asserts on speed.
+//!
+//! `redis-server` and `memcached` must be installed (`apt-get install -y redis-server
+//! memcached`). Without them these tests fail, saying what to install, unless
+//! `SESSIOND_TESTS_ALLOW_MISSING=1` is set, in which case they are skipped with a note.
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use sessiond_tests::{binary, run_to_completion, Daemon, Finished};
+
+/// Bounds a whole benchmark run; it does not measure anything.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every operation kind, so each driver's encoding of each is exercised.
+const ALL_KINDS: &str = "get=40,read=10,set=30,del=10,touch=10";
+
+/// Runs `sessiond-bench --json` with `args` and returns its output.
+fn bench(args: &[&str]) -> Finished {
+    let mut argv = vec!["--json"];
+    argv.extend_from_slice(args);
+    run_to_completion(&binary("sessiond-bench"), &argv, RUN_TIMEOUT)
+}
+
+/// The JSON report of a run that must have succeeded.
+#[track_caller]
+fn report(out: &Finished) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sessiond-bench failed; stdout: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    parse(out)
+}
+
+#[track_caller]
+fn parse(out: &Finished) -> Value {
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}\nstderr: {}",
+            out.stdout, out.stderr
+        )
+    })
+}
+
+#[track_caller]
+fn num(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{field}` is not a count in {v}"))
+}
+
+/// Asserts that the per-operation counts add up to the totals, and returns the kinds.
+#[track_caller]
+fn assert_counts_add_up(report: &Value) -> Vec<String> {
+    let by_op = report["by_op"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no by_op object in {report}"));
+    let (mut count, mut hits, mut misses, mut errors) = (0, 0, 0, 0);
+    for (name, op) in by_op {
+        assert_eq!(
+            num(op, "count"),
+            num(op, "hits") + num(op, "misses") + num(op, "errors"),
+            "{name}: count is not hits + misses + errors in {report}"
+        );
+        count += num(op, "count");
+        hits += num(op, "hits");
+        misses += num(op, "misses");
+        errors += num(op, "errors");
+    }
+    assert_eq!(num(report, "ops"), count, "ops vs by_op counts in {report}");
+    assert_eq!(num(report, "hits"), hits, "hits in {report}");
+    assert_eq!(num(report, "misses"), misses, "misses in {report}");
+    assert_eq!(
+        num(report, "errors"),
+        errors + num(report, "connection_errors"),
+        "errors in {report}"
+    );
+    by_op.keys().cloned().collect()
+}
+
+#[track_caller]
+fn assert_no_errors(report: &Value) {
+    assert_eq!(num(report, "errors"), 0, "errors in {report}");
+    assert_eq!(num(report, "unmeasured_errors"), 0, "errors in {report}");
+    assert_eq!(report["first_errors"], Value::Array(vec![]), "{report}");
+}
+
+/// The same checks for every target: a mix of every kind with pipelining on several
+/// connections, then a load of 300 keys, then reads that must all hit.
+fn check_driver(target: &str, addr: &str) {
+    let mixed = report(&bench(&[
+        "--target",
+        target,
+        "--addr",
+        addr,
+        "--ops",
+        "2000",
+        "--connections",
+        "4",
+        "--pipeline",
+        "8",
+        "--warmup",
+        "0s",
+        "--mix",
+        ALL_KINDS,
+    ]));
+    assert_no_errors(&mixed);
+    assert_eq!(num(&mixed, "ops"), 2000, "{mixed}");
+    assert_eq!(
+        assert_counts_add_up(&mixed),
+        ["del", "get", "read", "set", "touch"]
+    );
+    assert_eq!(mixed["target"], target);
+    // Only sets can create keys, and every set is stored.
+    assert_eq!(
+        num(&mixed["by_op"]["set"], "hits"),
+        num(&mixed["by_op"]["set"], "count")
+    );
+
+    let loaded = report(&bench(&[
+        "--target",
+        target,
+        "--addr",
+        addr,
+        "--load",
+        "300",
+        "--keys",
+        "300",
+        "--connections",
+        "3",
+        "--pipeline",
+        "4",
+    ]));
+    assert_no_errors(&loaded);
+    assert_eq!(loaded["mode"], "load");
+    assert_eq!(assert_counts_add_up(&loaded), ["set"]);
+    assert_eq!(num(&loaded["by_op"]["set"], "hits"), 300, "{loaded}");
+
+    // Every one of the 300 keys exists now, so every read and touch must hit.
+    let reads = report(&bench(&[
+        "--target",
+        target,
+        "--addr",
+        addr,
+        "--keys",
+        "300",
+        "--ops",
+        "1000",
+        "--connections",
+        "2",
+        "--pipeline",
+        "16",
+        "--warmup",
+        "0s",
+        "--mix",
+        "get=2,read=1,touch=1",
+    ]));
+    assert_no_errors(&reads);
+    assert_counts_add_up(&reads);
+    assert_eq!(num(&reads, "hits"), 1000, "{reads}");
+}
+
+/// The value of the numeric stat `name` in the server's `STATS`.
+async fn server_stat(daemon: &Daemon, name: &str) -> u64 {
+    let stats = daemon.connect().await.stats().await;
+    stats
+        .get(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric `{name}` in {stats:?}"))
+}
+
+#[tokio::test]
+async fn native_mix_counts_add_up_and_match_the_servers_counters() {
+    let daemon = Daemon::start();
+    let addr = daemon.addr().to_string();
+    let out = bench(&[
+        "--addr",
+        &addr,
+        "--ops",
+        "2000",
+        "--connections",
+        "4",
+        "--pipeline",
+        "8",
+        "--warmup",
+        "0s",
+    ]);
+    let report = report(&out);
+    assert_no_errors(&report);
+    assert_eq!(num(&report, "ops"), 2000, "{report}");
+    assert_eq!(num(&report, "ops_requested"), 2000, "{report}");
+    assert_eq!(assert_counts_add_up(&report), ["del", "get", "set"]);
+    assert!(report["ops_per_sec"].as_f64().is_some_and(|r| r > 0.0));
+    for field in ["p50", "p99", "p999", "max"] {
+        assert!(
+            report["latency_us"][field]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "latency_us.{field} in {report}"
+        );
+    }
+
+    // With no warm-up every request was measured, so the server saw exactly these.
+    let get = &report["by_op"]["get"];
+    assert_eq!(server_stat(&daemon, "get_hits").await, num(get, "hits"));
+    assert_eq!(server_stat(&daemon, "get_misses").await, num(get, "misses"));
+    let set = &report["by_op"]["set"];
+    assert_eq!(server_stat(&daemon, "set_stored").await, num(set, "count"));
+    let del = &report["by_op"]["del"];
+    assert_eq!(server_stat(&daemon, "del_deleted").await, num(del, "hits"));
+    assert_eq!(server_stat(&daemon, "del_misses").await, num(del, "misses"));
+    daemon.assert_no_panic();
+}
+
+#[test]
+fn native_driver_handles_every_operation_kind() {
+    let daemon = Daemon::start();
+    check_driver("native", &daemon.addr().to_string());
+    daemon.assert_no_panic();
+}
+
+#[tokio::test]
+async fn native_load_writes_each_key_once() {
+    let daemon = Daemon::start();
+    let report = report(&bench(&[
+        "--addr",
+        &daemon.addr().to_string(),
+        "--load",
+        "500",
+        "--connections",
+        "4",
+        "--pipeline",
+        "8",
+    ]));
+    assert_no_errors(&report);
+    assert_eq!(num(&report, "ops"), 500);
+    assert_eq!(server_stat(&daemon, "entries").await, 500);
+    assert_eq!(server_stat(&daemon, "set_stored").await, 500);
+}
+
+#[test]
+fn misses_are_not_errors() {
+    let daemon = Daemon::start();
+    let report = report(&bench(&[
+        "--addr",
+        &daemon.addr().to_string(),
+        "--ops",
+        "300",
+        "--connections",
+        "2",
+        "--warmup",
+        "0s",
+        "--mix",
+        "get=1,read=1,touch=1,del=1",
+    ]));
+    assert_no_errors(&report);
+    assert_counts_add_up(&report);
+    assert_eq!(num(&report, "misses"), 300, "{report}");
+}
+
+#[test]
+fn server_errors_are_counted_printed_and_set_exit_status_1() {
+    let daemon = Daemon::start_with_config("[limits]\nmax_value_bytes = 100\n");
+    let out = bench(&[
+        "--addr",
+        &daemon.addr().to_string(),
+        "--ops",
+        "50",
+        "--connections",
+        "2",
+        "--pipeline",
+        "4",
+        "--warmup",
+        "0s",
+        "--value-size",
+        "200",
+        "--mix",
+        "set=1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", out.stderr);
+    let report = parse(&out);
+    assert_counts_add_up(&report);
+    // TOO_LARGE is not fatal: every request was answered, and every answer was an error.
+    assert_eq!(num(&report, "ops"), 50, "{report}");
+    assert_eq!(num(&report, "errors"), 50, "{report}");
+    assert_eq!(num(&report, "connection_errors"), 0, "{report}");
+    let first = report["first_errors"].as_array().expect("first_errors");
+    assert!(!first.is_empty() && first.len() <= 5, "{report}");
+    assert!(first[0].as_str().unwrap().contains("TOO_LARGE"), "{report}");
+    assert!(out.stderr.contains("TOO_LARGE"), "stderr: {}", out.stderr);
+}
+
+#[test]
+fn timed_run_with_prefill_and_warm_up() {
+    let daemon = Daemon::start();
+    let report = report(&bench(&[
+        "--addr",
+        &daemon.addr().to_string(),
+        "--keys",
+        "1000",
+        "--prefill",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "300ms",
+        "--connections",
+        "3",
+        "--pipeline",
+        "2",
+    ]));
+    assert_no_errors(&report);
+    assert_counts_add_up(&report);
+    assert_eq!(num(&report, "prefilled"), 1000, "{report}");
+    assert!(num(&report, "ops") > 0, "{report}");
+    assert_eq!(report["ops_requested"], Value::Null);
+}
+
+#[test]
+fn connection_refused_exits_2() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let out = bench(&["--addr", &addr, "--ops", "10"]);
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
+}
+
+#[test]
+fn resp_driver_against_redis_server() {
+    let Some(redis) = ExternalServer::start("redis-server", "redis-server", |port, dir| {
+        vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ]
+    }) else {
+        return;
+    };
+    check_driver("resp", &redis.addr);
+}
+
+#[test]
+fn memcached_driver_against_memcached() {
+    let Some(memcached) = ExternalServer::start("memcached", "memcached", |port, _| {
+        let mut args: Vec<String> = ["-l", "127.0.0.1", "-U", "0", "-m", "64", "-p"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(port.to_string());
+        // memcached refuses to run as root unless told which user to run as.
+        if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+            args.extend(["-u".to_string(), "root".to_string()]);
+        }
+        args
+    }) else {
+        return;
+    };
+    check_driver("memcached", &memcached.addr);
+}
+
+/// A `redis-server` or `memcached` process on a free loopback port, killed on drop.
+struct ExternalServer {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ExternalServer {
+    /// Starts `program` with the arguments `args(port, dir)` builds, or returns `None` (the
+    /// test is skipped) if it is not installed and SESSIOND_TESTS_ALLOW_MISSING=1.
+    fn start(
+        program: &str,
+        package: &str,
+        args: impl Fn(u16, &std::path::Path) -> Vec<String>,
+    ) -> Option<ExternalServer> {
+        let Some(path) = find_in_path(program) else {
+            if std::env::var("SESSIOND_TESTS_ALLOW_MISSING").as_deref() == Ok("1") {
+                eprintln!(
+                    "SKIPPED: {program} is not installed (SESSIOND_TESTS_ALLOW_MISSING=1); \
+                     install it with `apt-get install -y {package}`"
+                );
+                return None;
+            }
+            panic!(
+                "{program} is not installed, and this test drives a real one: install it with \
+                 `apt-get install -y {package}` (or set SESSIOND_TESTS_ALLOW_MISSING=1 to skip)"
+            );
+        };
+        // The port is found free and then released, so another process may take it first;
+        // a server that cannot bind exits, and a new port is tried.
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                listener.local_addr().unwrap().port()
+            };
+            let log_path = dir.path().join("server.log");
+            let log = File::create(&log_path).unwrap();
+            let mut child = Command::new(&path)
+                .args(args(port, dir.path()))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+            let addr = format!("127.0.0.1:{port}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if TcpStream::connect(&addr).is_ok() {
+                    return Some(ExternalServer {
+                        child,
+                        addr,
+                        _dir: dir,
+                    });
+                }
+                if child.try_wait().ok().flatten().is_some() || std::time::Instant::now() > deadline
+                {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("{program} did not start; its log:\n{last_log}");
+    }
+}
+
+impl Drop for ExternalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
