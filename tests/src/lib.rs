@@ -5,6 +5,16 @@
 //! a fresh temporary directory, and waits for the `listening on ADDR` line the daemon prints
 //! on stdout once it accepts connections. Dropping a [`Daemon`] kills it.
 //!
+//! For persistence tests a daemon can also run on a data directory the test owns
+//! ([`Daemon::start_in`]), be stopped gracefully ([`Daemon::terminate`]) or crashed
+//! ([`Daemon::kill9`]), and be started again on the same directory ([`Daemon::restart`],
+//! [`Daemon::restart_with_args`]); [`Daemon::try_start_in`] returns the exit status and
+//! output of a daemon that refuses to start.
+//!
+//! A daemon started with `--resp-listen 127.0.0.1:0` (or `[resp] listen`) also prints
+//! `resp listening on ADDR`; [`Daemon::resp_addr`] returns that address and
+//! [`Daemon::resp_connect`] opens a [`resp::RespConn`] to it.
+//!
 //! [`Conn`] speaks the native protocol through the protocol crate's client codec: raw frames
 //! ([`Conn::call`], [`Conn::feed`]), typed requests whose replies are checked against their
 //! opaque and opcode ([`Conn::get`], [`Conn::set`], ...), raw bytes for malformed input
@@ -20,7 +30,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,6 +44,8 @@ use sessiond_proto::{ClientCodec, FrameError, Request, RequestFrame, ResponseFra
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+
+pub mod resp;
 
 /// How long a daemon may take to start before a test gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -194,6 +206,8 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 pub struct Daemon {
     child: Child,
     addr: SocketAddr,
+    /// Set by the stdout reader when the daemon prints `resp listening on ADDR`.
+    resp_addr: Arc<OnceLock<SocketAddr>>,
     data_dir: PathBuf,
     config_path: PathBuf,
     /// Lines arrive on the receiver; [`Daemon::logs`] moves them into the vector so that every
@@ -322,6 +336,24 @@ impl Daemon {
         }
     }
 
+    /// Waits until a stderr line satisfies `matches`, and returns it; panics with the log if
+    /// none does within [`IO_TIMEOUT`]. Needed even for lines logged before `listening on`:
+    /// stdout and stderr are read by different threads, so their lines arrive in any order.
+    pub async fn wait_for_log(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| matches(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {what} within {IO_TIMEOUT:?}; stderr:\n{}",
+                self.logs().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The config file the daemon was started with.
     pub fn config_path(&self) -> &Path {
         &self.config_path
@@ -381,6 +413,8 @@ impl Daemon {
         // `Ok(addr)` once the daemon listens; `Err(stdout)` if stdout closes first (the
         // process exited).
         let (addr_tx, addr_rx) = mpsc::channel::<Result<String, String>>();
+        let resp_addr = Arc::new(OnceLock::new());
+        let resp_addr_seen = resp_addr.clone();
         let stdout = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
@@ -388,6 +422,11 @@ impl Daemon {
             let mut before = String::new();
             let mut listening = false;
             while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(addr) = line.trim().strip_prefix("resp listening on ") {
+                    if let Ok(addr) = addr.parse() {
+                        let _ = resp_addr_seen.set(addr);
+                    }
+                }
                 match line.trim().strip_prefix("listening on ") {
                     Some(addr) if !listening => {
                         listening = true;
@@ -434,6 +473,7 @@ impl Daemon {
         Ok(Daemon {
             child,
             addr,
+            resp_addr,
             data_dir,
             config_path,
             stderr: Mutex::new((err_rx, Vec::new())),
@@ -444,6 +484,29 @@ impl Daemon {
     /// The address the daemon listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the daemon's RESP listener. Panics if the daemon has none (start it
+    /// with `--resp-listen 127.0.0.1:0` or `[resp] listen`).
+    pub fn resp_addr(&self) -> SocketAddr {
+        // The daemon prints this line right after `listening on`, before it serves anyone;
+        // the wait only covers the reader thread getting to it.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(addr) = self.resp_addr.get() {
+                return *addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon printed no `resp listening on` line: start it with --resp-listen"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Opens a RESP connection to the daemon's RESP listener.
+    pub async fn resp_connect(&self) -> resp::RespConn {
+        resp::RespConn::connect(self.resp_addr()).await
     }
 
     /// The daemon's data directory.

@@ -158,8 +158,15 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
     let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
+    // Owner-only: the append-only file holds session ids, which are bearer credentials.
+    let mut dir_builder = std::fs::DirBuilder::new();
+    dir_builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir_builder, 0o700);
+    dir_builder
+        .create(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
 
     // Replay finishes before the listener is bound: no client sees a half-loaded store.
@@ -206,7 +213,7 @@ async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
     println!("listening on {addr}");
     std::io::stdout().flush()?;
 
-    server::run(listener, ctx, settings, shutdown_signal()).await;
+    server::run(listener, ctx, settings, shutdown).await;
     if let Some(aof) = aof {
         tokio::task::spawn_blocking(move || aof.close()).await?;
     }
@@ -214,27 +221,20 @@ async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = ctrl_c.await;
-            }
+/// Registers for SIGINT and SIGTERM and returns a future that completes on either.
+///
+/// Registration happens here, synchronously, at the start of [`serve`]: until a handler is
+/// registered a SIGTERM has its default action and kills the process, skipping the final
+/// flush and fsync of the append-only file. Registering lazily, when the future is first
+/// polled, left that window open after `listening on` was printed.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
 }

@@ -9,6 +9,7 @@
 //! body    0x01 SET    version u64 | expires_at_ms u64 | key_len u16 | key | value_len u32 | value
 //!         0x02 TOUCH  expires_at_ms u64 | key_len u16 | key
 //!         0x03 DEL    key_len u16 | key
+//!         0x04 LAST_VERSION  version u64
 //! ```
 //!
 //! The checksum covers the body; the body's internal lengths must add up to `body_len`
@@ -35,6 +36,7 @@ pub const MAX_BODY_LEN: u32 =
 const KIND_SET: u8 = 0x01;
 const KIND_TOUCH: u8 = 0x02;
 const KIND_DEL: u8 = 0x03;
+const KIND_LAST_VERSION: u8 = 0x04;
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,13 @@ pub enum Record {
     Del {
         /// The key.
         key: Bytes,
+    },
+    /// Every version up to `version` has been handed out, whether or not a SET in the file
+    /// still carries it. A rewrite writes one first: it drops the SETs of deleted and expired
+    /// entries, and without this record a restart would hand their versions out again.
+    LastVersion {
+        /// The highest version handed out when the record was written.
+        version: u64,
     },
 }
 
@@ -144,6 +153,14 @@ pub fn encode_set(
     dst.put_slice(key);
     dst.put_slice(&value_len);
     dst.put_slice(value);
+}
+
+/// Appends a LAST_VERSION record to `dst`.
+pub fn encode_last_version(version: u64, dst: &mut impl BufMut) {
+    let mut body = [0u8; 1 + 8];
+    body[0] = KIND_LAST_VERSION;
+    body[1..].copy_from_slice(&version.to_be_bytes());
+    frame(&body, dst);
 }
 
 fn put_key(body: &mut Vec<u8>, key: &[u8]) {
@@ -253,6 +270,12 @@ fn decode_body(body: Bytes) -> Result<Record, String> {
         KIND_DEL => Record::Del {
             key: take_key(&mut rest)?,
         },
+        KIND_LAST_VERSION => {
+            need(rest, 8, "version")?;
+            Record::LastVersion {
+                version: rest.get_u64(),
+            }
+        }
         other => return Err(format!("unknown record kind 0x{other:02x}")),
     };
     if !rest.is_empty() {

@@ -16,9 +16,13 @@ use crate::store::Store;
 /// Why the file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file is damaged (or unreadable) and was not repaired.
+    /// A record in the middle of the file is damaged, and repair was not asked for.
     #[error("{0} (start with --repair-aof to truncate the file at the damage, losing every record from there on)")]
-    Read(#[from] ReadError),
+    Corrupt(ReadError),
+    /// The file cannot be read at all (I/O error, or not an append-only file of this version);
+    /// repair cannot help.
+    #[error("{0}")]
+    Unreadable(ReadError),
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -27,6 +31,15 @@ pub enum LoadError {
         /// The error.
         source: io::Error,
     },
+}
+
+impl From<ReadError> for LoadError {
+    fn from(error: ReadError) -> LoadError {
+        match error {
+            ReadError::Corrupt { .. } => LoadError::Corrupt(error),
+            ReadError::Io { .. } | ReadError::Header { .. } => LoadError::Unreadable(error),
+        }
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LoadError + '_ {
@@ -129,19 +142,24 @@ fn apply(store: &Store, record: Record) {
         } => store.restore_set(&key, &value, expires_at_ms, version),
         Record::Touch { key, expires_at_ms } => store.restore_touch(&key, expires_at_ms),
         Record::Del { key } => store.restore_del(&key),
+        Record::LastVersion { version } => store.restore_last_version(version),
     }
 }
 
+/// Creates the file with its header the way a rewrite replaces it: under the temporary name,
+/// fsynced, then renamed. Created in place, a crash before the header reached the disk would
+/// leave an empty file, which no later start could load.
 fn create(dir: &Path, path: &Path) -> Result<(File, u64), LoadError> {
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(path)
-        .map_err(io_error(path))?;
+    let temp = dir.join(REWRITE_FILE_NAME);
+    let mut file = super::private_file_options()
+        .truncate(true)
+        .open(&temp)
+        .map_err(io_error(&temp))?;
     let mut header = Vec::new();
     encode_file_header(&mut header);
-    file.write_all(&header).map_err(io_error(path))?;
-    file.sync_all().map_err(io_error(path))?;
+    file.write_all(&header).map_err(io_error(&temp))?;
+    file.sync_all().map_err(io_error(&temp))?;
+    std::fs::rename(&temp, path).map_err(io_error(path))?;
     sync_dir(dir).map_err(io_error(dir))?;
     info!(file = %path.display(), "created a new append-only file");
     Ok((file, header.len() as u64))

@@ -2,9 +2,10 @@
 //!
 //! A rewrite happens in two parts, so that requests never wait for it:
 //!
-//! 1. [`write_snapshot`], on its own thread: every live entry as a SET record into
-//!    `appendonly.aof.rewrite`. Meanwhile the writer keeps appending to the old file, and
-//!    every new record is also copied to a side buffer.
+//! 1. [`write_snapshot`], on its own thread: the store's last version as a LAST_VERSION
+//!    record, then every live entry as a SET record, into `appendonly.aof.rewrite`.
+//!    Meanwhile the writer keeps appending to the old file, and every new record is also
+//!    copied to a side buffer.
 //! 2. [`finish`], on the writer thread once the snapshot is written: append the side buffer,
 //!    fsync, rename over `appendonly.aof`, fsync the directory.
 //!
@@ -18,11 +19,11 @@
 //! complete. [`RewriteStep`] names the points between the steps, and [`finish`] and
 //! [`write_snapshot`] call a hook at each, which is how the tests stop a rewrite there.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use super::record::{encode_file_header, encode_set};
+use super::record::{encode_file_header, encode_last_version, encode_set};
 use super::{sync_dir, FILE_NAME, REWRITE_FILE_NAME};
 use crate::store::Store;
 
@@ -68,28 +69,35 @@ pub fn no_hook(_: RewriteStep) -> io::Result<()> {
 /// and positioned at its end, with its length.
 pub fn write_snapshot(dir: &Path, store: &Store, hook: Hook<'_>) -> io::Result<(File, u64)> {
     let path = dir.join(REWRITE_FILE_NAME);
-    let file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)?;
+    let file = super::private_file_options().truncate(true).open(&path)?;
     let mut out = BufWriter::with_capacity(1024 * 1024, file);
     let mut header = Vec::new();
     encode_file_header(&mut header);
     out.write_all(&header)?;
     let mut len = header.len() as u64;
-    let entries = store.live_entries();
-    let mut record = Vec::new();
-    for (i, (key, value, expires_at_ms, version)) in entries.iter().enumerate() {
-        record.clear();
-        encode_set(key, value, *expires_at_ms, *version, &mut record);
-        out.write_all(&record)?;
-        len += record.len() as u64;
-        if i == 0 {
+    // Each shard is encoded into memory under its read lock and written after the lock is
+    // released, so a slow disk never holds up requests to the shard.
+    let mut records = Vec::new();
+    for shard in 0..store.shard_count() {
+        records.clear();
+        store.visit_live_in_shard(shard, |key, value, expires_at_ms, version| {
+            encode_set(key, value, expires_at_ms, version, &mut records);
+        });
+        out.write_all(&records)?;
+        len += records.len() as u64;
+        if shard == 0 {
             out.flush()?;
             hook(RewriteStep::SnapshotStarted)?;
         }
     }
+    // Read after every entry was visited, so it is at least every version in the snapshot.
+    // Versions of deleted and expired entries are not in the snapshot, yet must never be
+    // handed out again after a restart; versions handed out after this read are in SET
+    // records of the rewrite's tail.
+    records.clear();
+    encode_last_version(store.last_version(), &mut records);
+    out.write_all(&records)?;
+    len += records.len() as u64;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     hook(RewriteStep::SnapshotWritten)?;
     Ok((file, len))

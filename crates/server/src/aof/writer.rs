@@ -57,7 +57,8 @@ struct Writer {
     store: Store,
     file: File,
     file_len: u64,
-    /// File size after the last rewrite or load; growth is measured against it.
+    /// Size of the live data as of the last rewrite (its snapshot), or the file size at load;
+    /// growth is measured against it.
     base_len: u64,
     /// Records taken from the shared buffer, being written. Swapped with it, so both
     /// allocations are reused.
@@ -277,7 +278,11 @@ impl Writer {
             Ok((file, len)) => {
                 self.file = file;
                 self.file_len = len;
-                self.base_len = len;
+                // Growth is measured from the snapshot (the live data), not from the snapshot
+                // plus the records that arrived while it was written: under a heavy write
+                // load that tail can be large, and counting it would let every rewrite raise
+                // the bar for the next one.
+                self.base_len = snapshot_len;
                 self.dirty = false;
                 self.last_fsync = Instant::now();
                 self.aof.shared.file_len.store(len, Ordering::Relaxed);

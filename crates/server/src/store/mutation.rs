@@ -1,7 +1,5 @@
 //! The seam through which a persistence layer sees every write.
 
-use bytes::Bytes;
-
 /// One change to the store, as a persistence layer must replay it.
 ///
 /// Deadlines are absolute Unix milliseconds so that replay after downtime drops exactly the
@@ -14,7 +12,7 @@ pub enum Mutation<'a> {
         /// The key.
         key: &'a [u8],
         /// The new value.
-        value: &'a Bytes,
+        value: &'a [u8],
         /// Absolute expiry, Unix milliseconds.
         expires_at_ms: u64,
         /// The entry's new version.

@@ -5,10 +5,15 @@
 //! fields into a `u64`:
 //!
 //! ```text
-//! bits 0-47   bucket index within the shard
-//! bits 48-53  log2 of the shard's bucket count when the cursor was made
-//! bits 54-63  shard index
+//! bits 0-36   bucket index within the shard
+//! bits 37-42  log2 of the shard's bucket count when the cursor was made
+//! bits 43-52  shard index
 //! ```
+//!
+//! Cursors stay below 2^53 because JavaScript clients parse them as a `Number` (node-redis
+//! 4's `SCAN`, which connect-redis uses): a larger cursor would come back rounded and the
+//! scan would skip keys. Redis's own cursors are small for the same reason in practice.
+//! 37 bucket bits allow 137 billion buckets per shard.
 //!
 //! Redis promises that a full scan returns every key present for its whole duration at
 //! least once. When a table is resized between two calls its elements are re-placed, so a
@@ -20,7 +25,7 @@ use bytes::Bytes;
 
 use super::Store;
 
-const BUCKET_BITS: u32 = 48;
+const BUCKET_BITS: u32 = 37;
 const LOG_BITS: u32 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +63,9 @@ impl Store {
         filter: impl Fn(&[u8]) -> bool,
     ) -> (u64, Vec<Bytes>) {
         let now = self.shared.clock.now_ms();
-        let shards = self.shared.map.shards();
+        let shard_count = self.shard_count();
         let mut cursor = Cursor::decode(cursor);
-        if cursor.shard >= shards.len() {
+        if cursor.shard >= shard_count {
             // Not a cursor we made: Redis treats an unknown cursor as the end.
             return (0, Vec::new());
         }
@@ -70,38 +75,31 @@ impl Store {
         let mut budget = count.saturating_mul(16).max(1024);
         let mut keys = Vec::new();
         loop {
-            let table = shards[cursor.shard].read();
-            let buckets = table.buckets();
-            let log2_buckets = buckets.trailing_zeros();
-            if cursor.bucket > 0 && cursor.log2_buckets != log2_buckets {
-                cursor.bucket = 0;
-            }
-            let end = (cursor.bucket + budget).min(buckets);
-            for index in cursor.bucket..end {
-                #[allow(unsafe_code)]
-                // SAFETY: `index < table.buckets()`, as `is_bucket_full` and `bucket` require,
-                // and the element is read only once `is_bucket_full` says it is initialized.
-                // The shard's read lock is held for the whole loop, so no writer can change
-                // or free the element while we read it.
-                unsafe {
-                    if !table.is_bucket_full(index) {
-                        continue;
-                    }
-                    let (key, slot) = table.bucket(index).as_ref();
-                    if slot.get().is_live(now) && filter(key) {
-                        keys.push(Bytes::copy_from_slice(key));
-                    }
+            let resume = cursor.bucket;
+            let (end, buckets) = self.visit_buckets(cursor.shard, resume, budget, |key, slot| {
+                if slot.is_live(now) && filter(key) {
+                    keys.push(Bytes::copy_from_slice(key));
                 }
+            });
+            let log2_buckets = buckets.trailing_zeros();
+            if resume > 0 && cursor.log2_buckets != log2_buckets {
+                // The table was resized since the cursor was made: its bucket index means
+                // nothing now, so this shard is scanned again from its start.
+                cursor = Cursor {
+                    bucket: 0,
+                    log2_buckets,
+                    ..cursor
+                };
+                continue;
             }
-            drop(table);
-            budget -= end - cursor.bucket;
+            budget -= end - resume;
             if end < buckets {
                 cursor = Cursor {
                     bucket: end,
                     log2_buckets,
                     ..cursor
                 };
-            } else if cursor.shard + 1 < shards.len() {
+            } else if cursor.shard + 1 < shard_count {
                 cursor = Cursor {
                     shard: cursor.shard + 1,
                     log2_buckets: 0,
@@ -120,6 +118,16 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_fit_a_javascript_number() {
+        let largest = Cursor {
+            shard: super::super::SHARDS - 1,
+            log2_buckets: (1 << LOG_BITS) - 1,
+            bucket: (1 << BUCKET_BITS) - 1,
+        };
+        assert!(largest.encode() < 1 << 53);
+    }
 
     #[test]
     fn cursors_round_trip() {
