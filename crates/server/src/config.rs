@@ -56,6 +56,34 @@ pub struct Config {
     pub log: LogConfig,
     /// `[aof]`: persistence.
     pub aof: AofConfig,
+    /// `[resp]`: the optional Redis-protocol listener.
+    pub resp: RespConfig,
+}
+
+/// `[resp]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespConfig {
+    /// Address of the RESP (Redis protocol) listener; absent means no RESP listener.
+    pub listen: Option<SocketAddr>,
+    /// TTL of a write that gives none (Redis would keep such a key forever).
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Whether `FLUSHDB`/`FLUSHALL` may delete every session.
+    pub allow_flush: bool,
+    /// Password `AUTH` must give before any other command; absent means none is required.
+    pub password: Option<String>,
+}
+
+impl Default for RespConfig {
+    fn default() -> Self {
+        RespConfig {
+            listen: None,
+            default_ttl: Duration::from_secs(24 * 60 * 60),
+            allow_flush: false,
+            password: None,
+        }
+    }
 }
 
 /// `[aof]`
@@ -239,10 +267,29 @@ impl Config {
         if self.aof.rewrite_growth_percent == 0 {
             return invalid("aof.rewrite_growth_percent", "must be at least 1".into());
         }
+        if self.resp.default_ttl.as_millis() == 0 {
+            return invalid("resp.default_ttl", "must be at least 1ms".into());
+        }
+        if self.resp.password.as_deref() == Some("") {
+            return invalid(
+                "resp.password",
+                "must not be empty (leave it out to require no password)".into(),
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", e.to_string());
         }
         Ok(())
+    }
+
+    /// The RESP listener's settings (all of `[resp]` but the address).
+    pub fn resp_settings(&self) -> crate::resp::Settings {
+        crate::resp::Settings {
+            // Capped like every other TTL, so that lowering limits.max_ttl alone is enough.
+            default_ttl_ms: self.resp.default_ttl.min(self.limits.max_ttl).as_millis() as u64,
+            allow_flush: self.resp.allow_flush,
+            password: self.resp.password.clone(),
+        }
     }
 
     /// The protocol limits this configuration sets.
@@ -298,6 +345,27 @@ mod tests {
         assert!(err.contains("limits.max_value_bytes"), "{err}");
         let err = parse("[log]\nformat = \"xml\"\n").unwrap_err();
         assert!(err.contains("format"), "{err}");
+        let err = parse("[resp]\ndefault_ttl = \"0s\"\n").unwrap_err();
+        assert!(err.contains("resp.default_ttl"), "{err}");
+        let err = parse("[resp]\npassword = \"\"\n").unwrap_err();
+        assert!(err.contains("resp.password"), "{err}");
+        let err = parse("[resp]\nlisten = \"nope\"\n").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn resp_listener_is_off_by_default() {
+        let config = parse("").unwrap();
+        assert_eq!(config.resp.listen, None);
+        assert_eq!(config.resp_settings().default_ttl_ms, 86_400_000);
+        let config = parse("[resp]\nlisten = \"127.0.0.1:6380\"\n").unwrap();
+        assert_eq!(
+            config.resp.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 6380)))
+        );
+        // The default TTL is capped by max_ttl like every other TTL.
+        let config = parse("[limits]\nmax_ttl = \"2h\"\n").unwrap();
+        assert_eq!(config.resp_settings().default_ttl_ms, 7_200_000);
     }
 
     #[test]

@@ -1,17 +1,19 @@
-//! Buffered frame I/O on one TCP connection.
+//! Buffered byte I/O on one TCP connection, whatever protocol it speaks.
 //!
 //! Reading and writing are decoupled from processing so that responses can be batched: the
-//! handler decodes every complete frame that one read brought in, queues each response here,
-//! and [`Connection::flush`] sends them all with one write. A client that pipelines 100
+//! handler decodes every complete request that one read brought in (straight out of
+//! [`Connection::read_buf`]), encodes each response into [`Connection::write_buf`], and
+//! [`Connection::flush`] sends them all with one write. A client that pipelines 100
 //! requests in one packet gets 100 responses in one packet.
 
 use std::io;
 
 use bytes::BytesMut;
-use sessiond_proto::{FrameError, Inbound, Limits, ResponseFrame, ServerCodec};
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::Decoder;
+use tokio::time::{timeout_at, Instant};
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -21,34 +23,34 @@ const READ_CHUNK: usize = 16 * 1024;
 /// client that stops reading stops being read from.
 pub(crate) const FLUSH_THRESHOLD: usize = 64 * 1024;
 
-/// A TCP stream with the protocol's codec and read/write buffers.
+/// How long, and for how many bytes, [`Connection::close_after_reply`] keeps reading.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// A TCP stream with its read and write buffers.
 pub(crate) struct Connection {
     stream: TcpStream,
-    codec: ServerCodec,
     read_buf: BytesMut,
     write_buf: BytesMut,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, limits: Limits) -> Connection {
+    pub(crate) fn new(stream: TcpStream) -> Connection {
         Connection {
             stream,
-            codec: ServerCodec::new(limits),
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: BytesMut::with_capacity(READ_CHUNK),
         }
     }
 
-    /// The next complete frame already read, or `Ok(None)` if the buffer holds none. Never
-    /// reads from the socket.
-    pub(crate) fn next_buffered(&mut self) -> Result<Option<Inbound>, FrameError> {
-        self.codec.decode(&mut self.read_buf)
+    /// Bytes read and not yet consumed by the protocol's decoder.
+    pub(crate) fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
     }
 
-    /// Queues a response for the next [`Connection::flush`].
-    pub(crate) fn queue(&mut self, response: &ResponseFrame) {
-        self.write_buf.reserve(response.encoded_len());
-        response.encode(&mut self.write_buf);
+    /// Encoded responses waiting for the next [`Connection::flush`]; append to it to queue one.
+    pub(crate) fn write_buf(&mut self) -> &mut BytesMut {
+        &mut self.write_buf
     }
 
     /// Bytes of responses queued and not yet written.
@@ -82,7 +84,28 @@ impl Connection {
         }
     }
 
-    /// Whether a partial frame is buffered (meaningful once no complete frame is left).
+    /// Closes the connection so that the last reply survives: sends FIN, then reads and
+    /// throws away what the client is still sending, until it closes its side or a short
+    /// bound is reached. Closing a socket that has unread data makes the kernel send a reset
+    /// instead, and a reset can destroy a reply the client has not read yet, such as the
+    /// error that explains why the connection is being closed.
+    pub(crate) async fn close_after_reply(&mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            self.read_buf.clear();
+            self.read_buf.reserve(READ_CHUNK);
+            match timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => return,
+            }
+        }
+    }
+
+    /// Whether a partial request is buffered (meaningful once no complete one is left).
     pub(crate) fn has_partial_frame(&self) -> bool {
         !self.read_buf.is_empty()
     }

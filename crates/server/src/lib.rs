@@ -13,10 +13,12 @@
 //! - [`store`]: the sharded map, lazy expiry on access, the background sweep, and the
 //!   [`store::MutationSink`] seam through which a persistence layer sees every write in
 //!   per-key order.
-//! - [`server`]: the accept loop and one task per connection. Each task decodes every frame a
-//!   read brought in, applies them in order through [`cmd`], and writes all the responses with
-//!   one write.
-//! - `cmd`: one file per command, applying a parsed request to the store.
+//! - [`server`]: the accept loops and one task per connection. Each task decodes every request
+//!   a read brought in, applies them in order, and writes all the responses with one write.
+//!   The protocol-specific half of a connection is a [`server`] `Protocol`: `native` for the
+//!   binary protocol, [`resp`] for Redis clients.
+//! - `cmd`: one file per native command, applying a parsed request to the store.
+//! - [`resp`]: the optional Redis-protocol (RESP2/RESP3) listener over the same store.
 //! - [`stats`]: counters for `STATS`.
 //!
 //! The `sessiond` binary only wires these together: parse arguments, load the configuration,
@@ -30,6 +32,8 @@ mod cmd;
 pub mod config;
 mod connection;
 pub mod logging;
+mod native;
+pub mod resp;
 pub mod server;
 mod shutdown;
 pub mod stats;

@@ -37,19 +37,23 @@ struct Args {
 
     /// Configuration file (TOML). Without it, the defaults documented in
     /// config/sessiond.toml apply.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "SESSIOND_CONFIG")]
     config: Option<PathBuf>,
 
     /// Listen address, overriding `server.listen`.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "SESSIOND_LISTEN")]
     listen: Option<SocketAddr>,
 
+    /// Address of the RESP (Redis protocol) listener, overriding `resp.listen`.
+    #[arg(long, value_name = "ADDR", env = "SESSIOND_RESP_LISTEN")]
+    resp_listen: Option<SocketAddr>,
+
     /// Data directory, overriding `server.data_dir`.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "SESSIOND_DATA_DIR")]
     data_dir: Option<PathBuf>,
 
     /// Fsync policy of the append-only file, overriding `aof.fsync`.
-    #[arg(long, value_name = "always|everysec|no")]
+    #[arg(long, value_name = "always|everysec|no", env = "SESSIOND_FSYNC")]
     fsync: Option<FsyncPolicy>,
 
     /// If the append-only file is corrupt in the middle, truncate it at the first damaged
@@ -57,8 +61,12 @@ struct Args {
     #[arg(long)]
     repair_aof: bool,
 
-    /// Validate this configuration file and exit: 0 if it is valid, 1 if not.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "listen", "data_dir", "fsync", "repair_aof"])]
+    /// Validate this configuration file and exit: 0 if it is valid, 1 if not. The overrides
+    /// above are ignored: it checks the file alone.
+    // No `conflicts_with_all` with the overrides: clap counts a value from an environment
+    // variable as given, so in a container configured through SESSIOND_* variables
+    // `sessiond --check-config FILE` would be refused.
+    #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
 }
 
@@ -141,6 +149,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(addr) = args.resp_listen {
+        config.resp.listen = Some(addr);
+    }
     if let Some(dir) = args.data_dir {
         config.server.data_dir = dir;
     }
@@ -209,11 +220,29 @@ async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
         version = sessiond::SERVER_VERSION,
         "listening"
     );
-    // Scripts and tests wait for this line (the port may have been chosen by the OS).
+    let resp = match config.resp.listen {
+        Some(resp_addr) => {
+            let listener = TcpListener::bind(resp_addr)
+                .await
+                .with_context(|| format!("cannot listen on {resp_addr} (resp.listen)"))?;
+            Some((listener, config.resp_settings()))
+        }
+        None => None,
+    };
+    // Scripts and tests wait for these lines (the ports may have been chosen by the OS).
     println!("listening on {addr}");
+    if let Some((listener, _)) = &resp {
+        let resp_addr = listener.local_addr()?;
+        tracing::info!(addr = %resp_addr, "RESP listening");
+        println!("resp listening on {resp_addr}");
+    }
     std::io::stdout().flush()?;
 
-    server::run(listener, ctx, settings, shutdown).await;
+    let listeners = server::Listeners {
+        native: listener,
+        resp,
+    };
+    server::run(listeners, ctx, settings, shutdown).await;
     if let Some(aof) = aof {
         tokio::task::spawn_blocking(move || aof.close()).await?;
     }

@@ -1,30 +1,40 @@
-//! The accept loop and the per-connection handler.
+//! The accept loops and the per-connection handler, shared by every wire protocol.
 //!
 //! Shaped like mini-redis's `server.rs`: a [`Listener`] accepts connections while a semaphore
 //! has permits, each connection runs in its own task as a [`Handler`], a broadcast channel
 //! tells every handler to stop, and an mpsc channel whose last sender is dropped tells
 //! [`run`] that they all have.
+//!
+//! The server speaks two protocols, each on its own socket: the native binary protocol
+//! ([`crate::native`]) and, optionally, RESP for Redis clients ([`crate::resp`]). Everything
+//! that is about connections rather than bytes is written once, here: the connection limit
+//! (one semaphore for both listeners), idle timeout, batching of responses into one write,
+//! graceful shutdown, and, with `fsync = "always"`, holding the responses to writes until
+//! the append-only file has synced them. A protocol plugs in through the [`Protocol`] trait:
+//! it turns buffered bytes into answers and answers into bytes.
 
 use std::future::Future;
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiond_proto::{FrameError, Inbound, Limits, ResponseFrame, Status};
+use bytes::BytesMut;
+use sessiond_proto::Limits;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio::time::{self, Instant};
 use tracing::{debug, error, info, warn};
 
-use crate::aof::{Aof, FsyncPolicy};
-use crate::cmd;
+use crate::aof::{Aof, FsyncPolicy, PersistenceError};
 use crate::connection::{Connection, FLUSH_THRESHOLD};
+use crate::native::Native;
+use crate::resp::{self, Resp};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::store::Store;
 
-/// The opcode of frames the server sends without a request (`BUSY`, `PROTOCOL_ERROR`).
-pub const UNSOLICITED_OPCODE: u8 = 0xFF;
+pub use crate::native::UNSOLICITED_OPCODE;
 
 /// What every connection handler shares.
 pub struct Context {
@@ -63,19 +73,69 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
 }
 
-/// Serves connections from `listener` until `shutdown` completes, then stops accepting,
+/// The sockets to serve.
+pub struct Listeners {
+    /// The native-protocol listener.
+    pub native: TcpListener,
+    /// The RESP listener and its settings, when `[resp] listen` (or `--resp-listen`) is set.
+    pub resp: Option<(TcpListener, resp::Settings)>,
+}
+
+/// What a protocol made of one request: the response to send (if any), whether the request
+/// changed the store (so that with `fsync = "always"` its acknowledgement waits for the AOF),
+/// and whether the connection must be closed once the response is sent.
+#[derive(Debug)]
+pub(crate) struct Answer<R> {
+    pub(crate) response: Option<R>,
+    pub(crate) mutated: bool,
+    pub(crate) close: bool,
+}
+
+/// One wire protocol's half of a connection: decoding requests, applying them to the store,
+/// encoding responses. One value per connection, so it can hold per-connection state (RESP's
+/// protocol version and client name, a decoder's partial request). Everything else a
+/// connection needs is done by [`Handler`], the same way for every protocol.
+pub(crate) trait Protocol: Send + 'static {
+    /// A response, kept as a value until it is queued: with `fsync = "always"` it may be
+    /// held back, and replaced by [`Protocol::persistence_failed`].
+    type Response: Send;
+
+    /// Decodes the next complete request in `buf`, consuming its bytes, and applies it.
+    /// `None` when `buf` holds no complete request (a partial one stays buffered).
+    fn next(&mut self, buf: &mut BytesMut, ctx: &Context) -> Option<Answer<Self::Response>>;
+
+    /// Appends the wire encoding of `response` to `out`.
+    fn encode(&self, response: &Self::Response, out: &mut BytesMut);
+
+    /// About how many bytes [`Protocol::encode`] will append: counts towards the flush
+    /// threshold while responses are held.
+    fn encoded_len(response: &Self::Response) -> usize;
+
+    /// What to send instead of `response` when its write could not be made durable.
+    fn persistence_failed(
+        &self,
+        response: &Self::Response,
+        error: &PersistenceError,
+    ) -> Self::Response;
+
+    /// The bytes a connection over the connection limit receives before it is closed.
+    fn busy_message() -> Vec<u8>;
+}
+
+/// Serves connections from `listeners` until `shutdown` completes, then stops accepting,
 /// lets every connection answer what it has received, and returns once they have closed (or
 /// `shutdown_timeout` has passed).
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     ctx: Arc<Context>,
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) {
     let (notify_shutdown, _) = broadcast::channel(1);
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
-    let mut server = Listener {
-        listener,
+    let server = Listener {
+        // One limit for both protocols: it bounds file descriptors and memory, which both
+        // spend alike.
         limit_connections: Arc::new(Semaphore::new(settings.max_connections as usize)),
         ctx,
         idle_timeout: settings.idle_timeout,
@@ -83,8 +143,22 @@ pub async fn run(
         shutdown_complete_tx,
     };
 
+    let limits = server.ctx.limits;
+    let Listeners { native, resp } = listeners;
+    let native = server.accept(native, move || Native::new(limits));
+    let resp = async {
+        let Some((listener, resp_settings)) = resp else {
+            return std::future::pending().await;
+        };
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let shared = resp::Shared::new(resp_settings, limits, port, settings.max_connections);
+        server
+            .accept(listener, move || Resp::new(shared.clone()))
+            .await
+    };
     tokio::select! {
-        () = server.run() => {}
+        // The accept loops never return; `join!` only runs them side by side.
+        _ = async { tokio::join!(native, resp) } => {}
         () = shutdown => info!("shutting down: no longer accepting connections"),
     }
 
@@ -107,8 +181,8 @@ pub async fn run(
     }
 }
 
+/// What every accept loop shares.
 struct Listener {
-    listener: TcpListener,
     limit_connections: Arc<Semaphore>,
     ctx: Arc<Context>,
     idle_timeout: Option<Duration>,
@@ -117,12 +191,13 @@ struct Listener {
 }
 
 impl Listener {
-    /// Accepts forever. Accept errors (e.g. out of file descriptors) are logged and retried
-    /// with a backoff instead of ending the server.
-    async fn run(&mut self) {
+    /// Accepts on `listener` forever, serving each connection with a fresh protocol state
+    /// from `new_protocol`. Accept errors (e.g. out of file descriptors) are logged and
+    /// retried with a backoff instead of ending the server.
+    async fn accept<P: Protocol>(&self, listener: TcpListener, new_protocol: impl Fn() -> P) {
         let mut backoff = Duration::from_millis(10);
         loop {
-            let (socket, peer) = match self.listener.accept().await {
+            let (socket, peer) = match listener.accept().await {
                 Ok(accepted) => {
                     backoff = Duration::from_millis(10);
                     accepted
@@ -138,13 +213,14 @@ impl Listener {
             let Ok(permit) = self.limit_connections.clone().try_acquire_owned() else {
                 Stats::bump(&self.ctx.stats.connections_rejected);
                 warn!(%peer, "connection limit reached; refusing connection");
-                refuse_busy(socket);
+                refuse_busy(socket, &P::busy_message());
                 continue;
             };
             // Responses are batched by the handler, so Nagle's algorithm would only add delay.
             let _ = socket.set_nodelay(true);
             let mut handler = Handler {
-                connection: Connection::new(socket, self.ctx.limits),
+                connection: Connection::new(socket),
+                protocol: new_protocol(),
                 ctx: self.ctx.clone(),
                 idle_timeout: self.idle_timeout,
                 shutdown: Shutdown::new(self.notify_shutdown.subscribe()),
@@ -176,42 +252,36 @@ impl Listener {
 }
 
 /// Tells a connection over the limit why it is being closed. The socket is new, so its send
-/// buffer is empty and a non-blocking write of one small frame cannot stall the accept loop.
-fn refuse_busy(socket: TcpStream) {
-    let mut buf = Vec::new();
-    ResponseFrame::error(
-        UNSOLICITED_OPCODE,
-        0,
-        Status::Busy,
-        "connection limit reached; try again later",
-    )
-    .encode(&mut buf);
-    let _ = socket.try_write(&buf);
+/// buffer is empty and a non-blocking write of one small message cannot stall the accept loop.
+fn refuse_busy(socket: TcpStream, message: &[u8]) {
+    let _ = socket.try_write(message);
 }
 
 /// Serves one connection.
-struct Handler {
+struct Handler<P: Protocol> {
     connection: Connection,
+    protocol: P,
     ctx: Arc<Context>,
     idle_timeout: Option<Duration>,
     shutdown: Shutdown,
     /// With `fsync = "always"`: responses of this batch, held until its writes are durable,
     /// each with whether its request changed the store.
-    held: Vec<(ResponseFrame, bool)>,
+    held: Vec<(P::Response, bool)>,
     held_bytes: usize,
     held_mutations: bool,
     /// Dropped with the handler; see [`run`].
     _shutdown_complete: mpsc::Sender<()>,
 }
 
-impl Handler {
-    async fn run(&mut self) -> Result<(), FrameError> {
+impl<P: Protocol> Handler<P> {
+    async fn run(&mut self) -> io::Result<()> {
         let idle = time::sleep(self.idle_timeout.unwrap_or(Duration::MAX));
         tokio::pin!(idle);
         loop {
             let close = self.answer_buffered().await?;
             self.connection.flush().await?;
             if close {
+                self.connection.close_after_reply().await;
                 return Ok(());
             }
             if self.shutdown.is_shutdown() {
@@ -243,39 +313,17 @@ impl Handler {
         }
     }
 
-    /// Answers every complete frame in the read buffer. Returns whether the connection must
-    /// be closed after the queued responses are sent.
-    async fn answer_buffered(&mut self) -> Result<bool, FrameError> {
+    /// Answers every complete request in the read buffer. Returns whether the connection
+    /// must be closed after the queued responses are sent.
+    async fn answer_buffered(&mut self) -> io::Result<bool> {
         let mut close = false;
-        loop {
-            let item = match self.connection.next_buffered() {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(error) => {
-                    Stats::bump(&self.ctx.stats.protocol_errors);
-                    debug!(%error, "unreadable stream; closing");
-                    let Some(response) = fatal_response(&error) else {
-                        return Err(error);
-                    };
-                    self.respond(response, false);
-                    close = true;
-                    break;
-                }
-            };
-            Stats::bump(&self.ctx.stats.requests_total);
-            match item {
-                Inbound::Request(frame) => {
-                    let outcome = cmd::execute(frame, &self.ctx);
-                    self.respond(outcome.response, outcome.mutated);
-                    if outcome.close {
-                        close = true;
-                        break;
-                    }
-                }
-                Inbound::Rejected(rejection) => {
-                    Stats::bump(&self.ctx.stats.protocol_errors);
-                    self.respond(rejection.to_response(), false);
-                }
+        while let Some(answer) = self.protocol.next(self.connection.read_buf(), &self.ctx) {
+            if let Some(response) = answer.response {
+                self.respond(response, answer.mutated);
+            }
+            if answer.close {
+                close = true;
+                break;
             }
             if self.connection.queued() + self.held_bytes >= FLUSH_THRESHOLD {
                 self.release_held().await;
@@ -288,18 +336,19 @@ impl Handler {
 
     /// Queues a response, or holds it back until the AOF has synced the batch when the
     /// fsync policy requires that before a write is acknowledged.
-    fn respond(&mut self, response: ResponseFrame, mutated: bool) {
+    fn respond(&mut self, response: P::Response, mutated: bool) {
         if self.ctx.sync_before_ack().is_none() {
-            self.connection.queue(&response);
+            self.protocol.encode(&response, self.connection.write_buf());
             return;
         }
-        self.held_bytes += response.encoded_len();
+        self.held_bytes += P::encoded_len(&response);
         self.held_mutations |= mutated;
         self.held.push((response, mutated));
     }
 
     /// Queues the held responses once the records of their writes are durable. If the AOF
-    /// cannot make them durable, the responses to writes become `PERSISTENCE_FAILED`.
+    /// cannot make them durable, the responses to writes become the protocol's persistence
+    /// error (`PERSISTENCE_FAILED` in the native protocol).
     async fn release_held(&mut self) {
         let failure = match self.ctx.sync_before_ack() {
             Some(aof) if self.held_mutations => {
@@ -310,36 +359,15 @@ impl Handler {
             _ => None,
         };
         for (response, mutated) in self.held.drain(..) {
+            let out = self.connection.write_buf();
             match &failure {
-                Some(error) if mutated => self.connection.queue(&ResponseFrame::error(
-                    response.opcode,
-                    response.opaque,
-                    Status::PersistenceFailed,
-                    format!("{error}; the write may not survive a restart"),
-                )),
-                _ => self.connection.queue(&response),
+                Some(error) if mutated => self
+                    .protocol
+                    .encode(&self.protocol.persistence_failed(&response, error), out),
+                _ => self.protocol.encode(&response, out),
             }
         }
         self.held_bytes = 0;
         self.held_mutations = false;
-    }
-}
-
-/// The last frame sent on a stream that can no longer be read.
-fn fatal_response(error: &FrameError) -> Option<ResponseFrame> {
-    match error {
-        FrameError::BadMagic { .. } => Some(ResponseFrame::error(
-            UNSOLICITED_OPCODE,
-            0,
-            Status::ProtocolError,
-            error.to_string(),
-        )),
-        FrameError::UnsupportedVersion { opcode, opaque, .. } => Some(ResponseFrame::error(
-            *opcode,
-            *opaque,
-            Status::UnsupportedVersion,
-            error.to_string(),
-        )),
-        FrameError::ResponseTooLarge { .. } | FrameError::Io(_) => None,
     }
 }

@@ -1,0 +1,124 @@
+//! The native binary protocol's half of a connection (see `proto/PROTOCOL.md`).
+//!
+//! Framing is the protocol crate's [`ServerCodec`]; what each command does is in [`crate::cmd`].
+//! This file only connects the two to the protocol-independent [`Handler`](crate::server)
+//! and says what the native protocol sends when the stream itself is unreadable.
+
+use bytes::BytesMut;
+use sessiond_proto::{FrameError, Inbound, Limits, ResponseFrame, ServerCodec, Status};
+use tokio_util::codec::Decoder;
+use tracing::debug;
+
+use crate::aof::PersistenceError;
+use crate::cmd;
+use crate::server::{Answer, Context, Protocol};
+use crate::stats::Stats;
+
+/// The opcode of frames the server sends without a request (`BUSY`, `PROTOCOL_ERROR`).
+pub const UNSOLICITED_OPCODE: u8 = 0xFF;
+
+/// Per-connection state of the native protocol: only the codec's (a rejected frame's body
+/// may still be arriving, to be thrown away).
+pub(crate) struct Native {
+    codec: ServerCodec,
+}
+
+impl Native {
+    pub(crate) fn new(limits: Limits) -> Native {
+        Native {
+            codec: ServerCodec::new(limits),
+        }
+    }
+}
+
+impl Protocol for Native {
+    type Response = ResponseFrame;
+
+    fn next(&mut self, buf: &mut BytesMut, ctx: &Context) -> Option<Answer<ResponseFrame>> {
+        let item = match self.codec.decode(buf) {
+            Ok(Some(item)) => item,
+            Ok(None) => return None,
+            Err(error) => {
+                Stats::bump(&ctx.stats.protocol_errors);
+                debug!(%error, "unreadable stream; closing");
+                return Some(Answer {
+                    response: fatal_response(&error),
+                    mutated: false,
+                    close: true,
+                });
+            }
+        };
+        Stats::bump(&ctx.stats.requests_total);
+        Some(match item {
+            Inbound::Request(frame) => {
+                let outcome = cmd::execute(frame, ctx);
+                Answer {
+                    response: Some(outcome.response),
+                    mutated: outcome.mutated,
+                    close: outcome.close,
+                }
+            }
+            Inbound::Rejected(rejection) => {
+                Stats::bump(&ctx.stats.protocol_errors);
+                Answer {
+                    response: Some(rejection.to_response()),
+                    mutated: false,
+                    close: false,
+                }
+            }
+        })
+    }
+
+    fn encode(&self, response: &ResponseFrame, out: &mut BytesMut) {
+        out.reserve(response.encoded_len());
+        response.encode(out);
+    }
+
+    fn encoded_len(response: &ResponseFrame) -> usize {
+        response.encoded_len()
+    }
+
+    fn persistence_failed(
+        &self,
+        response: &ResponseFrame,
+        error: &PersistenceError,
+    ) -> ResponseFrame {
+        ResponseFrame::error(
+            response.opcode,
+            response.opaque,
+            Status::PersistenceFailed,
+            format!("{error}; the write may not survive a restart"),
+        )
+    }
+
+    fn busy_message() -> Vec<u8> {
+        let mut buf = Vec::new();
+        ResponseFrame::error(
+            UNSOLICITED_OPCODE,
+            0,
+            Status::Busy,
+            "connection limit reached; try again later",
+        )
+        .encode(&mut buf);
+        buf
+    }
+}
+
+/// The last frame sent on a stream that can no longer be read.
+fn fatal_response(error: &FrameError) -> Option<ResponseFrame> {
+    match error {
+        FrameError::BadMagic { .. } => Some(ResponseFrame::error(
+            UNSOLICITED_OPCODE,
+            0,
+            Status::ProtocolError,
+            error.to_string(),
+        )),
+        FrameError::UnsupportedVersion { opcode, opaque, .. } => Some(ResponseFrame::error(
+            *opcode,
+            *opaque,
+            Status::UnsupportedVersion,
+            error.to_string(),
+        )),
+        FrameError::ResponseTooLarge { .. } | FrameError::Io(_) => None,
+    }
+}

@@ -1,0 +1,250 @@
+//! Connection commands: `PING`, `ECHO`, `AUTH`, `HELLO`, `SELECT`, `CLIENT`, `QUIT`.
+
+use bytes::Bytes;
+
+use super::{int_arg, is, syntax_error, unknown_subcommand, wrong_arity, Call, Outcome, Result};
+use crate::resp::frame::{Value, Version, OK};
+
+/// The Redis version whose commands and replies the RESP listener follows, as `HELLO` and
+/// `INFO` report it. Clients that check the version before using a command (`GETEX` is 6.2,
+/// `SET ... NX GET` 7.0) see one that has them.
+pub(crate) const REDIS_COMPAT_VERSION: &str = "7.2.0";
+
+/// `PING [message]`: `PONG`, or the message.
+pub(super) fn ping(call: &mut Call<'_>) -> Result {
+    Ok(Outcome::reply(match &call.args[1..] {
+        [] => Value::Simple("PONG"),
+        [message] => Value::Bulk(message.clone()),
+        _ => return Err(wrong_arity("ping")),
+    }))
+}
+
+/// `ECHO message`: the message.
+pub(super) fn echo(call: &mut Call<'_>) -> Result {
+    Ok(Outcome::reply(Value::Bulk(call.args[1].clone())))
+}
+
+/// `AUTH [username] password`: `OK`, or `WRONGPASS`. The only user is `default`, as in a
+/// Redis without ACLs. Without a configured password, `AUTH password` is Redis's error for
+/// that case, and `AUTH default anything` succeeds (Redis's default user has `nopass`).
+pub(super) fn auth(call: &mut Call<'_>) -> Result {
+    let (username, password) = match &call.args[1..] {
+        [password] => (None, password.clone()),
+        [username, password] => (Some(username.clone()), password.clone()),
+        _ => return Err(syntax_error()),
+    };
+    if username.is_none() && call.shared.settings.password.is_none() {
+        return Err(Value::error(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        ));
+    }
+    authenticate(call, username.as_deref(), &password)?;
+    Ok(Outcome::reply(OK))
+}
+
+/// Checks a username and password; on success the connection is authenticated.
+fn authenticate(call: &mut Call<'_>, username: Option<&[u8]>, password: &[u8]) -> Result<()> {
+    let user_ok = username.map_or(true, |u| u == b"default");
+    let password_ok = match &call.shared.settings.password {
+        Some(expected) => constant_time_eq(password, expected.as_bytes()),
+        None => true,
+    };
+    if !(user_ok && password_ok) {
+        return Err(Value::error(
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        ));
+    }
+    call.client.authenticated = true;
+    Ok(())
+}
+
+/// Compares a password attempt with the configured one in time that depends only on the
+/// attempt's length, so that response timing does not reveal how much of a guess was right.
+fn constant_time_eq(attempt: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(attempt.len() != expected.len());
+    for (i, &a) in attempt.iter().enumerate() {
+        // Cycling through `expected` keeps the work per attempted byte the same whether or
+        // not the lengths match.
+        let e = expected
+            .get(i % expected.len().max(1))
+            .copied()
+            .unwrap_or(0);
+        diff |= a ^ e;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`: switches to RESP2 or
+/// RESP3 and answers with a map describing the server, in the new protocol.
+pub(super) fn hello(call: &mut Call<'_>) -> Result {
+    let mut version = None;
+    if let Some(arg) = call.args.get(1) {
+        let n = super::super::decode::parse_i64(arg).ok_or_else(|| {
+            Value::error("ERR Protocol version is not an integer or out of range")
+        })?;
+        version = Some(match n {
+            2 => Version::Resp2,
+            3 => Version::Resp3,
+            _ => return Err(Value::error("NOPROTO unsupported protocol version")),
+        });
+    }
+    let mut credentials = None;
+    let mut name = None;
+    let mut j = 2;
+    while j < call.args.len() {
+        let opt = &call.args[j];
+        let more = call.args.len() - 1 - j;
+        if is(opt, "auth") && more >= 2 {
+            credentials = Some((call.args[j + 1].clone(), call.args[j + 2].clone()));
+            j += 3;
+        } else if is(opt, "setname") && more >= 1 {
+            name = Some(call.args[j + 1].clone());
+            j += 2;
+        } else {
+            return Err(Value::error(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(opt)
+            )));
+        }
+    }
+    if let Some((username, password)) = credentials {
+        authenticate(call, Some(&username), &password)?;
+    }
+    if !call.client.authenticated {
+        return Err(Value::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        ));
+    }
+    if let Some(name) = name {
+        set_name(call, name)?;
+    }
+    if let Some(version) = version {
+        call.client.version = version;
+    }
+    let s = Value::bulk_static;
+    Ok(Outcome::reply(Value::Map(vec![
+        (s("server"), s("sessiond")),
+        (s("version"), s(REDIS_COMPAT_VERSION)),
+        (s("proto"), Value::Integer(call.client.version.number())),
+        (s("id"), Value::Integer(call.client.id as i64)),
+        (s("mode"), s("standalone")),
+        (s("role"), s("master")),
+        (s("modules"), Value::Array(Vec::new())),
+    ])))
+}
+
+/// `SELECT index`: only database 0 exists.
+pub(super) fn select(call: &mut Call<'_>) -> Result {
+    match int_arg(&call.args[1])? {
+        0 => Ok(Outcome::reply(OK)),
+        _ => Err(Value::error("ERR DB index is out of range")),
+    }
+}
+
+/// `CLIENT ID | GETNAME | SETNAME name | SETINFO LIB-NAME|LIB-VER value | HELP`.
+pub(super) fn client(call: &mut Call<'_>) -> Result {
+    let sub = call.args[1].clone();
+    let argc = call.args.len();
+    let arity = |n: usize, name: &str| {
+        if argc == n {
+            Ok(())
+        } else {
+            Err(wrong_arity(&format!("client|{name}")))
+        }
+    };
+    if is(&sub, "id") {
+        arity(2, "id")?;
+        Ok(Outcome::reply(Value::Integer(call.client.id as i64)))
+    } else if is(&sub, "getname") {
+        arity(2, "getname")?;
+        Ok(Outcome::reply(
+            call.client.name.clone().map_or(Value::Null, Value::Bulk),
+        ))
+    } else if is(&sub, "setname") {
+        arity(3, "setname")?;
+        set_name(call, call.args[2].clone())?;
+        Ok(Outcome::reply(OK))
+    } else if is(&sub, "setinfo") {
+        arity(4, "setinfo")?;
+        let (attr, value) = (&call.args[2], &call.args[3]);
+        let label = if is(attr, "lib-name") {
+            "lib-name"
+        } else if is(attr, "lib-ver") {
+            "lib-ver"
+        } else {
+            return Err(Value::error(format!(
+                "ERR Unrecognized option '{}'",
+                String::from_utf8_lossy(attr)
+            )));
+        };
+        if !valid_name(value) {
+            return Err(Value::error(format!(
+                "ERR {label} cannot contain spaces, newlines or special characters."
+            )));
+        }
+        // Accepted for compatibility; only the debug log sees it.
+        tracing::debug!(client = call.client.id, %label, value = %String::from_utf8_lossy(value), "client setinfo");
+        Ok(Outcome::reply(OK))
+    } else if is(&sub, "help") {
+        let lines = [
+            "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GETNAME",
+            "    Return the name of the current connection.",
+            "ID",
+            "    Return the ID of the current connection.",
+            "SETINFO <option> <value>",
+            "    Set client meta attr. Options are:",
+            "    * LIB-NAME: the client lib name.",
+            "    * LIB-VER: the client lib version.",
+            "SETNAME <name>",
+            "    Assign the name <name> to the current connection.",
+            "HELP",
+            "    Print this help.",
+        ];
+        Ok(Outcome::reply(Value::Array(
+            lines.into_iter().map(Value::Simple).collect(),
+        )))
+    } else {
+        Err(unknown_subcommand(&sub, "client"))
+    }
+}
+
+/// Redis allows names of printable ASCII without spaces.
+fn valid_name(name: &[u8]) -> bool {
+    name.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
+/// Sets (or, with an empty name, clears) the connection's name.
+fn set_name(call: &mut Call<'_>, name: Bytes) -> Result<()> {
+    if !valid_name(&name) {
+        return Err(Value::error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    call.client.name = (!name.is_empty()).then_some(name);
+    Ok(())
+}
+
+/// `QUIT`: `OK`, then the connection is closed.
+pub(super) fn quit(_call: &mut Call<'_>) -> Result {
+    Ok(Outcome {
+        value: Some(OK),
+        mutated: false,
+        close: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret!", b"secret"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(!constant_time_eq(b"x", b""));
+    }
+}

@@ -1,0 +1,861 @@
+//! The RESP commands: one file per group, a table that describes them all.
+//!
+//! [`execute`] does what Redis's `processCommand` does before a command runs, in the same
+//! order, so that clients see the same errors: look the name up (`unknown command`), check
+//! the argument count (`wrong number of arguments`), check authentication (`NOAUTH`), and
+//! refuse writes while the append-only file cannot be written (`MISCONF`). Each command
+//! then parses its own options and replies with Redis's reply types and error strings.
+//!
+//! Every read and write goes through the same [`Store`](crate::store::Store) methods as the
+//! native protocol, so versions, expiry, limits, persistence and the `STATS` counters apply
+//! to both alike.
+//!
+//! [`COMMANDS`] is also what `COMMAND`, `COMMAND INFO` and `COMMAND DOCS` report, which is
+//! how `redis-cli` learns the commands it offers hints for.
+
+mod connection;
+mod keys;
+mod server;
+mod strings;
+
+use bytes::Bytes;
+
+use super::decode::parse_i64;
+use super::frame::{Value, Version};
+use super::Shared;
+use crate::server::Context;
+
+/// What a command produced.
+#[derive(Debug)]
+pub(super) struct Outcome {
+    /// The reply; `None` only when the connection is dropped without one.
+    pub(super) value: Option<Value>,
+    /// Whether the store changed (the reply may have to wait for the AOF).
+    pub(super) mutated: bool,
+    /// Whether to close the connection after the reply.
+    pub(super) close: bool,
+}
+
+impl Outcome {
+    fn reply(value: Value) -> Outcome {
+        Outcome {
+            value: Some(value),
+            mutated: false,
+            close: false,
+        }
+    }
+
+    fn write(value: Value, mutated: bool) -> Outcome {
+        Outcome {
+            value: Some(value),
+            mutated,
+            close: false,
+        }
+    }
+}
+
+/// What a command function returns: an error reply is `Err`, so that argument parsing can
+/// use `?`.
+type Result<T = Outcome> = std::result::Result<T, Value>;
+
+/// Per-connection state that commands read and change.
+#[derive(Debug)]
+pub(crate) struct Client {
+    /// Unique id (`CLIENT ID`, `HELLO`).
+    pub(crate) id: u64,
+    /// The RESP version replies are written in.
+    pub(crate) version: Version,
+    /// Whether the client may run commands: true unless a password is configured and has
+    /// not been given yet.
+    pub(crate) authenticated: bool,
+    /// `CLIENT SETNAME`.
+    pub(crate) name: Option<Bytes>,
+}
+
+/// One command invocation.
+pub(super) struct Call<'a> {
+    /// The arguments; `args[0]` is the command name as sent.
+    args: Vec<Bytes>,
+    ctx: &'a Context,
+    shared: &'a Shared,
+    client: &'a mut Client,
+}
+
+impl Call<'_> {
+    /// The key at `index`, if it is a key sessiond can hold: 1 to `limits.max_key_bytes`
+    /// bytes. The native protocol has the same rule, so every key is reachable from both.
+    fn key(&self, index: usize) -> Result<&Bytes> {
+        let key = &self.args[index];
+        let max = self.ctx.limits.max_key_len as usize;
+        if key.is_empty() {
+            return Err(Value::error("ERR empty keys are not supported"));
+        }
+        if key.len() > max {
+            return Err(Value::error(format!(
+                "ERR key is too long ({} bytes; limits.max_key_bytes is {max})",
+                key.len()
+            )));
+        }
+        Ok(key)
+    }
+
+    /// Every argument from `from` on, checked as keys.
+    fn keys(&self, from: usize) -> Result<Vec<&Bytes>> {
+        (from..self.args.len()).map(|i| self.key(i)).collect()
+    }
+
+    /// The current time, Unix milliseconds, on the store's clock.
+    fn now_ms(&self) -> u64 {
+        self.ctx.store.clock().now_ms()
+    }
+
+    /// The longest TTL, in milliseconds.
+    fn max_ttl_ms(&self) -> u64 {
+        self.ctx.limits.max_ttl_ms
+    }
+}
+
+/// `ERR syntax error`.
+fn syntax_error() -> Value {
+    Value::error("ERR syntax error")
+}
+
+/// The error for a non-integer (or out-of-range) integer argument.
+fn not_an_integer() -> Value {
+    Value::error("ERR value is not an integer or out of range")
+}
+
+/// Parses an integer argument as Redis does (`string2ll`).
+fn int_arg(arg: &[u8]) -> Result<i64> {
+    parse_i64(arg).ok_or_else(not_an_integer)
+}
+
+/// Whether `arg` is `word`, ignoring ASCII case (Redis options are case-insensitive).
+fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// `ERR invalid expire time in 'NAME' command`.
+fn invalid_expire(name: &str) -> Value {
+    Value::error(format!("ERR invalid expire time in '{name}' command"))
+}
+
+/// The error for an argument count that does not fit `name`'s arity.
+fn wrong_arity(name: &str) -> Value {
+    Value::error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// Redis's reply to an unknown command, word for word: the name and up to 128 bytes of
+/// arguments, each quoted and followed by a space.
+fn unknown_command(args: &[Bytes]) -> Value {
+    let name = String::from_utf8_lossy(&args[0][..args[0].len().min(128)]).into_owned();
+    let mut quoted = String::new();
+    for arg in &args[1..] {
+        if quoted.len() >= 128 {
+            break;
+        }
+        let room = 128 - quoted.len();
+        let arg = String::from_utf8_lossy(&arg[..arg.len().min(room)]).into_owned();
+        quoted.push('\'');
+        quoted.push_str(&arg);
+        quoted.push_str("' ");
+    }
+    Value::error(format!(
+        "ERR unknown command '{name}', with args beginning with: {quoted}"
+    ))
+}
+
+/// `ERR unknown subcommand 'SUB'. Try NAME HELP.`
+fn unknown_subcommand(sub: &[u8], name: &str) -> Value {
+    let sub = String::from_utf8_lossy(&sub[..sub.len().min(128)]).into_owned();
+    Value::error(format!(
+        "ERR unknown subcommand '{sub}'. Try {} HELP.",
+        name.to_ascii_uppercase()
+    ))
+}
+
+/// Runs one command for `client`.
+pub(super) fn execute(
+    args: Vec<Bytes>,
+    ctx: &Context,
+    shared: &Shared,
+    client: &mut Client,
+) -> Outcome {
+    let Some(spec) = lookup(&args[0]) else {
+        // Browsers can be made to send HTTP to any port. Redis closes the connection on
+        // `POST` and `Host:` lines rather than run what follows them; so do we.
+        if is(&args[0], "post") || is(&args[0], "host:") {
+            tracing::warn!("HTTP request on the RESP port (possible cross-protocol attack); closing the connection");
+            return Outcome {
+                value: None,
+                mutated: false,
+                close: true,
+            };
+        }
+        return Outcome::reply(unknown_command(&args));
+    };
+    let argc = args.len() as i32;
+    if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
+        return Outcome::reply(wrong_arity(spec.name));
+    }
+    if !client.authenticated && !spec.has_flag("no-auth") {
+        return Outcome::reply(Value::error("NOAUTH Authentication required."));
+    }
+    if spec.has_flag("write") && ctx.refuse_writes() {
+        return Outcome::reply(Value::error(
+            "MISCONF Errors writing to the AOF file: writes are refused until sessiond can \
+             persist them again (see the server log)",
+        ));
+    }
+    let mut call = Call {
+        args,
+        ctx,
+        shared,
+        client,
+    };
+    (spec.run)(&mut call).unwrap_or_else(Outcome::reply)
+}
+
+/// The command named `name` (any case).
+fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    COMMANDS
+        .iter()
+        .find(|spec| spec.name.len() == name.len() && is(name, spec.name))
+}
+
+/// What `COMMAND DOCS` says about an argument (enough for `redis-cli`'s hints).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ArgDoc {
+    name: &'static str,
+    kind: ArgKind,
+    token: Option<&'static str>,
+    optional: bool,
+    multiple: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ArgKind {
+    Key,
+    String,
+    Integer,
+    Pattern,
+    UnixTime,
+    PureToken,
+    OneOf(&'static [ArgDoc]),
+}
+
+impl ArgKind {
+    fn name(self) -> &'static str {
+        match self {
+            ArgKind::Key => "key",
+            ArgKind::String => "string",
+            ArgKind::Integer => "integer",
+            ArgKind::Pattern => "pattern",
+            ArgKind::UnixTime => "unix-time",
+            ArgKind::PureToken => "pure-token",
+            ArgKind::OneOf(_) => "oneof",
+        }
+    }
+}
+
+const fn arg(name: &'static str, kind: ArgKind) -> ArgDoc {
+    ArgDoc {
+        name,
+        kind,
+        token: None,
+        optional: false,
+        multiple: false,
+    }
+}
+
+const fn token(name: &'static str, token: &'static str, kind: ArgKind) -> ArgDoc {
+    ArgDoc {
+        token: Some(token),
+        ..arg(name, kind)
+    }
+}
+
+const fn flag(name: &'static str, word: &'static str) -> ArgDoc {
+    token(name, word, ArgKind::PureToken)
+}
+
+impl ArgDoc {
+    const fn optional(self) -> ArgDoc {
+        ArgDoc {
+            optional: true,
+            ..self
+        }
+    }
+
+    const fn multiple(self) -> ArgDoc {
+        ArgDoc {
+            multiple: true,
+            ..self
+        }
+    }
+
+    fn to_value(self) -> Value {
+        let s = Value::bulk_static;
+        let mut fields = vec![(s("name"), s(self.name)), (s("type"), s(self.kind.name()))];
+        if let Some(token) = self.token {
+            fields.push((s("token"), s(token)));
+        }
+        let mut flags = Vec::new();
+        if self.optional {
+            flags.push(Value::Simple("optional"));
+        }
+        if self.multiple {
+            flags.push(Value::Simple("multiple"));
+        }
+        if !flags.is_empty() {
+            fields.push((s("flags"), Value::Set(flags)));
+        }
+        if let ArgKind::OneOf(options) = self.kind {
+            fields.push((
+                s("arguments"),
+                Value::Array(options.iter().map(|a| a.to_value()).collect()),
+            ));
+        }
+        Value::Map(fields)
+    }
+}
+
+/// One command: what `COMMAND` reports about it, and the function that runs it.
+pub(super) struct Spec {
+    /// Lower-case name.
+    name: &'static str,
+    /// Redis's arity: exactly N arguments (name included) if positive, at least -N if
+    /// negative.
+    arity: i32,
+    /// Redis's command flags; `write` and `no-auth` also drive [`execute`].
+    flags: &'static [&'static str],
+    /// First key, last key (-1: the last argument), step.
+    keys: (i64, i64, i64),
+    /// Redis's command group (`string`, `generic`, `connection`, `server`).
+    group: &'static str,
+    /// The Redis version that introduced it (for `COMMAND DOCS`).
+    since: &'static str,
+    summary: &'static str,
+    args: &'static [ArgDoc],
+    run: fn(&mut Call<'_>) -> Result,
+}
+
+impl Spec {
+    fn has_flag(&self, flag: &str) -> bool {
+        self.flags.contains(&flag)
+    }
+
+    /// The `COMMAND INFO` entry (Redis 7's ten fields).
+    fn info(&self) -> Value {
+        let (first, last, step) = self.keys;
+        Value::Array(vec![
+            Value::bulk_static(self.name),
+            Value::Integer(i64::from(self.arity)),
+            Value::Set(self.flags.iter().map(|f| Value::Simple(f)).collect()),
+            Value::Integer(first),
+            Value::Integer(last),
+            Value::Integer(step),
+            Value::Set(vec![Value::Simple(acl_category(self.group))]),
+            Value::Set(Vec::new()),
+            Value::Array(Vec::new()),
+            Value::Array(Vec::new()),
+        ])
+    }
+
+    /// The `COMMAND DOCS` entry.
+    fn docs(&self) -> Value {
+        let s = Value::bulk_static;
+        let mut fields = vec![
+            (s("summary"), s(self.summary)),
+            (s("since"), s(self.since)),
+            (s("group"), s(self.group)),
+        ];
+        if !self.args.is_empty() {
+            fields.push((
+                s("arguments"),
+                Value::Array(self.args.iter().map(|a| a.to_value()).collect()),
+            ));
+        }
+        Value::Map(fields)
+    }
+}
+
+fn acl_category(group: &str) -> &'static str {
+    match group {
+        "string" => "@string",
+        "generic" => "@keyspace",
+        "connection" => "@connection",
+        _ => "@admin",
+    }
+}
+
+/// Argument docs shared by several commands.
+const KEY: ArgDoc = arg("key", ArgKind::Key);
+const KEYS: ArgDoc = KEY.multiple();
+const VALUE: ArgDoc = arg("value", ArgKind::String);
+const SECONDS: ArgDoc = arg("seconds", ArgKind::Integer);
+const MILLISECONDS: ArgDoc = arg("milliseconds", ArgKind::Integer);
+const EXPIRE_CONDITION: ArgDoc = arg(
+    "condition",
+    ArgKind::OneOf(&[
+        flag("nx", "NX"),
+        flag("xx", "XX"),
+        flag("gt", "GT"),
+        flag("lt", "LT"),
+    ]),
+)
+.optional();
+
+/// Every command the RESP listener knows, most frequent first (lookup is a linear scan).
+pub(super) static COMMANDS: &[Spec] = &[
+    Spec {
+        name: "get",
+        arity: 2,
+        flags: &["readonly", "fast"],
+        keys: (1, 1, 1),
+        group: "string",
+        since: "1.0.0",
+        summary: "Returns the string value of a key.",
+        args: &[KEY],
+        run: strings::get,
+    },
+    Spec {
+        name: "set",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, 1, 1),
+        group: "string",
+        since: "1.0.0",
+        summary: "Sets the string value of a key. Without an expiry option the key gets resp.default_ttl; every TTL is capped at limits.max_ttl.",
+        args: &[
+            KEY,
+            VALUE,
+            arg(
+                "condition",
+                ArgKind::OneOf(&[flag("nx", "NX"), flag("xx", "XX")]),
+            )
+            .optional(),
+            flag("get", "GET").optional(),
+            arg(
+                "expiration",
+                ArgKind::OneOf(&[
+                    token("seconds", "EX", ArgKind::Integer),
+                    token("milliseconds", "PX", ArgKind::Integer),
+                    token("unix-time-seconds", "EXAT", ArgKind::UnixTime),
+                    token("unix-time-milliseconds", "PXAT", ArgKind::UnixTime),
+                    flag("keepttl", "KEEPTTL"),
+                ]),
+            )
+            .optional(),
+        ],
+        run: strings::set,
+    },
+    Spec {
+        name: "setex",
+        arity: 4,
+        flags: &["write", "denyoom"],
+        keys: (1, 1, 1),
+        group: "string",
+        since: "2.0.0",
+        summary: "Sets the string value and expiration time of a key.",
+        args: &[KEY, SECONDS, VALUE],
+        run: strings::setex,
+    },
+    Spec {
+        name: "psetex",
+        arity: 4,
+        flags: &["write", "denyoom"],
+        keys: (1, 1, 1),
+        group: "string",
+        since: "2.6.0",
+        summary: "Sets the string value and expiration time in milliseconds of a key.",
+        args: &[KEY, MILLISECONDS, VALUE],
+        run: strings::psetex,
+    },
+    Spec {
+        name: "getex",
+        arity: -2,
+        flags: &["write", "fast"],
+        keys: (1, 1, 1),
+        group: "string",
+        since: "6.2.0",
+        summary: "Returns the string value of a key after setting its expiration time. PERSIST keeps the TTL: every session expires.",
+        args: &[
+            KEY,
+            arg(
+                "expiration",
+                ArgKind::OneOf(&[
+                    token("seconds", "EX", ArgKind::Integer),
+                    token("milliseconds", "PX", ArgKind::Integer),
+                    token("unix-time-seconds", "EXAT", ArgKind::UnixTime),
+                    token("unix-time-milliseconds", "PXAT", ArgKind::UnixTime),
+                    flag("persist", "PERSIST"),
+                ]),
+            )
+            .optional(),
+        ],
+        run: strings::getex,
+    },
+    Spec {
+        name: "getdel",
+        arity: 2,
+        flags: &["write", "fast"],
+        keys: (1, 1, 1),
+        group: "string",
+        since: "6.2.0",
+        summary: "Returns the string value of a key after deleting the key.",
+        args: &[KEY],
+        run: strings::getdel,
+    },
+    Spec {
+        name: "mget",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        keys: (1, -1, 1),
+        group: "string",
+        since: "1.0.0",
+        summary: "Atomically returns the string values of one or more keys.",
+        args: &[KEYS],
+        run: strings::mget,
+    },
+    Spec {
+        name: "del",
+        arity: -2,
+        flags: &["write"],
+        keys: (1, -1, 1),
+        group: "generic",
+        since: "1.0.0",
+        summary: "Deletes one or more keys.",
+        args: &[KEYS],
+        run: keys::del,
+    },
+    Spec {
+        name: "unlink",
+        arity: -2,
+        flags: &["write", "fast"],
+        keys: (1, -1, 1),
+        group: "generic",
+        since: "4.0.0",
+        summary: "Deletes one or more keys (the same as DEL here).",
+        args: &[KEYS],
+        run: keys::del,
+    },
+    Spec {
+        name: "exists",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        keys: (1, -1, 1),
+        group: "generic",
+        since: "1.0.0",
+        summary: "Determines whether one or more keys exist.",
+        args: &[KEYS],
+        run: keys::exists,
+    },
+    Spec {
+        name: "expire",
+        arity: -3,
+        flags: &["write", "fast"],
+        keys: (1, 1, 1),
+        group: "generic",
+        since: "1.0.0",
+        summary: "Sets the expiration time of a key in seconds.",
+        args: &[KEY, SECONDS, EXPIRE_CONDITION],
+        run: keys::expire,
+    },
+    Spec {
+        name: "pexpire",
+        arity: -3,
+        flags: &["write", "fast"],
+        keys: (1, 1, 1),
+        group: "generic",
+        since: "2.6.0",
+        summary: "Sets the expiration time of a key in milliseconds.",
+        args: &[KEY, MILLISECONDS, EXPIRE_CONDITION],
+        run: keys::pexpire,
+    },
+    Spec {
+        name: "expireat",
+        arity: -3,
+        flags: &["write", "fast"],
+        keys: (1, 1, 1),
+        group: "generic",
+        since: "1.2.0",
+        summary: "Sets the expiration time of a key to a Unix timestamp.",
+        args: &[
+            KEY,
+            arg("unix-time-seconds", ArgKind::UnixTime),
+            EXPIRE_CONDITION,
+        ],
+        run: keys::expireat,
+    },
+    Spec {
+        name: "pexpireat",
+        arity: -3,
+        flags: &["write", "fast"],
+        keys: (1, 1, 1),
+        group: "generic",
+        since: "2.6.0",
+        summary: "Sets the expiration time of a key to a Unix milliseconds timestamp.",
+        args: &[
+            KEY,
+            arg("unix-time-milliseconds", ArgKind::UnixTime),
+            EXPIRE_CONDITION,
+        ],
+        run: keys::pexpireat,
+    },
+    Spec {
+        name: "ttl",
+        arity: 2,
+        flags: &["readonly", "fast"],
+        keys: (1, 1, 1),
+        group: "generic",
+        since: "1.0.0",
+        summary: "Returns the expiration time in seconds of a key.",
+        args: &[KEY],
+        run: keys::ttl,
+    },
+    Spec {
+        name: "pttl",
+        arity: 2,
+        flags: &["readonly", "fast"],
+        keys: (1, 1, 1),
+        group: "generic",
+        since: "2.6.0",
+        summary: "Returns the expiration time in milliseconds of a key.",
+        args: &[KEY],
+        run: keys::pttl,
+    },
+    Spec {
+        name: "persist",
+        arity: 2,
+        flags: &["write", "fast"],
+        keys: (1, 1, 1),
+        group: "generic",
+        since: "2.2.0",
+        summary: "Always 0: every session expires, so the TTL is kept.",
+        args: &[KEY],
+        run: keys::persist,
+    },
+    Spec {
+        name: "scan",
+        arity: -2,
+        flags: &["readonly"],
+        keys: (0, 0, 0),
+        group: "generic",
+        since: "2.8.0",
+        summary: "Iterates over the key names.",
+        args: &[
+            arg("cursor", ArgKind::Integer),
+            token("pattern", "MATCH", ArgKind::Pattern).optional(),
+            token("count", "COUNT", ArgKind::Integer).optional(),
+            token("type", "TYPE", ArgKind::String).optional(),
+        ],
+        run: keys::scan,
+    },
+    Spec {
+        name: "dbsize",
+        arity: 1,
+        flags: &["readonly", "fast"],
+        keys: (0, 0, 0),
+        group: "server",
+        since: "1.0.0",
+        summary: "Returns the number of keys (including expired ones not yet reclaimed).",
+        args: &[],
+        run: keys::dbsize,
+    },
+    Spec {
+        name: "flushdb",
+        arity: -1,
+        flags: &["write"],
+        keys: (0, 0, 0),
+        group: "server",
+        since: "1.0.0",
+        summary: "Removes all keys. Refused unless resp.allow_flush is true.",
+        args: &[FLUSH_MODE],
+        run: keys::flush,
+    },
+    Spec {
+        name: "flushall",
+        arity: -1,
+        flags: &["write"],
+        keys: (0, 0, 0),
+        group: "server",
+        since: "1.0.0",
+        summary: "Removes all keys. Refused unless resp.allow_flush is true.",
+        args: &[FLUSH_MODE],
+        run: keys::flush,
+    },
+    Spec {
+        name: "ping",
+        arity: -1,
+        flags: &["fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        since: "1.0.0",
+        summary: "Returns the server's liveliness response.",
+        args: &[arg("message", ArgKind::String).optional()],
+        run: connection::ping,
+    },
+    Spec {
+        name: "echo",
+        arity: 2,
+        flags: &["fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        since: "1.0.0",
+        summary: "Returns the given string.",
+        args: &[arg("message", ArgKind::String)],
+        run: connection::echo,
+    },
+    Spec {
+        name: "auth",
+        arity: -2,
+        flags: &["no-auth", "fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        since: "1.0.0",
+        summary: "Authenticates the connection.",
+        args: &[
+            arg("username", ArgKind::String).optional(),
+            arg("password", ArgKind::String),
+        ],
+        run: connection::auth,
+    },
+    Spec {
+        name: "hello",
+        arity: -1,
+        flags: &["no-auth", "fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        since: "6.0.0",
+        summary: "Handshakes with the server: chooses RESP2 or RESP3.",
+        args: &[
+            arg("protover", ArgKind::Integer).optional(),
+            token("username", "AUTH", ArgKind::String).optional(),
+            token("clientname", "SETNAME", ArgKind::String).optional(),
+        ],
+        run: connection::hello,
+    },
+    Spec {
+        name: "select",
+        arity: 2,
+        flags: &["fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        since: "1.0.0",
+        summary: "Changes the selected database: only 0 exists.",
+        args: &[arg("index", ArgKind::Integer)],
+        run: connection::select,
+    },
+    Spec {
+        name: "client",
+        arity: -2,
+        flags: &[],
+        keys: (0, 0, 0),
+        group: "connection",
+        since: "2.4.0",
+        summary: "CLIENT ID, GETNAME, SETNAME, SETINFO.",
+        args: &[arg(
+            "subcommand",
+            ArgKind::OneOf(&[
+                flag("id", "ID"),
+                flag("getname", "GETNAME"),
+                token("connection-name", "SETNAME", ArgKind::String),
+                token("libname", "SETINFO", ArgKind::String),
+            ]),
+        )],
+        run: connection::client,
+    },
+    Spec {
+        name: "quit",
+        arity: -1,
+        flags: &["no-auth", "fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        since: "1.0.0",
+        summary: "Closes the connection.",
+        args: &[],
+        run: connection::quit,
+    },
+    Spec {
+        name: "info",
+        arity: -1,
+        flags: &[],
+        keys: (0, 0, 0),
+        group: "server",
+        since: "1.0.0",
+        summary: "Returns information and statistics about the server.",
+        args: &[arg("section", ArgKind::String).optional().multiple()],
+        run: server::info,
+    },
+    Spec {
+        name: "config",
+        arity: -2,
+        flags: &[],
+        keys: (0, 0, 0),
+        group: "server",
+        since: "2.0.0",
+        summary: "CONFIG GET: reads Redis configuration parameters (read-only).",
+        args: &[token("parameter", "GET", ArgKind::String).multiple()],
+        run: server::config,
+    },
+    Spec {
+        name: "command",
+        arity: -1,
+        flags: &[],
+        keys: (0, 0, 0),
+        group: "server",
+        since: "2.8.13",
+        summary: "Returns detailed information about the commands.",
+        args: &[arg(
+            "subcommand",
+            ArgKind::OneOf(&[
+                flag("count", "COUNT"),
+                token("command-name", "INFO", ArgKind::String),
+                token("command-name", "DOCS", ArgKind::String),
+                flag("list", "LIST"),
+            ]),
+        )
+        .optional()],
+        run: server::command,
+    },
+];
+
+const FLUSH_MODE: ArgDoc = arg(
+    "flush-type",
+    ArgKind::OneOf(&[flag("async", "ASYNC"), flag("sync", "SYNC")]),
+)
+.optional();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_lower_case() {
+        let mut names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+        assert!(names.iter().all(|n| *n == n.to_ascii_lowercase()));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len());
+    }
+
+    #[test]
+    fn unknown_command_is_worded_like_redis() {
+        let args = vec![
+            Bytes::from_static(b"foo"),
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+        ];
+        assert_eq!(
+            unknown_command(&args),
+            Value::error("ERR unknown command 'foo', with args beginning with: 'a' 'b' ")
+        );
+        assert_eq!(
+            unknown_command(&args[..1]),
+            Value::error("ERR unknown command 'foo', with args beginning with: ")
+        );
+    }
+}

@@ -1,0 +1,35 @@
+"""Fixtures for the real-client tests.
+
+These tests are run by tests/tests/resp_clients.rs, which starts a real sessiond with a RESP
+listener and passes its address in SESSIOND_RESP_ADDR (host:port) and its native address
+in SESSIOND_ADDR. Nothing here stands in for the server.
+"""
+
+import os
+
+import pytest
+import redis
+
+
+def resp_addr():
+    addr = os.environ.get("SESSIOND_RESP_ADDR")
+    if not addr:
+        pytest.fail("SESSIOND_RESP_ADDR is not set: run these tests through `cargo test`")
+    host, port = addr.rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.fixture(params=["default", 2, 3])
+def protocol(request):
+    """The RESP version the client asks for: the library's default (RESP2 for redis-py 5,
+    RESP3 for redis-py 8), then each one explicitly."""
+    return None if request.param == "default" else request.param
+
+
+@pytest.fixture
+def r(protocol):
+    host, port = resp_addr()
+    kwargs = {} if protocol is None else {"protocol": protocol}
+    client = redis.Redis(host=host, port=port, **kwargs)
+    yield client
+    client.close()
