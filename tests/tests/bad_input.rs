@@ -235,7 +235,7 @@ async fn stream_filler(conn: &mut Conn, total: u64, mut sample: impl FnMut()) {
         let n = chunk.len().min((total - sent) as usize);
         conn.send_raw(&chunk[..n]).await;
         sent += n as u64;
-        if sent % (4 << 20) == 0 {
+        if sent.is_multiple_of(4 << 20) {
             sample();
         }
     }

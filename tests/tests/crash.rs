@@ -298,7 +298,7 @@ fn check_key(
                 Action::Del { if_version } => {
                     op.may_have_applied()
                         && !op.precedes(last)
-                        && if_version.map_or(true, |deleted| deleted >= v)
+                        && if_version.is_none_or(|deleted| deleted >= v)
                 }
                 Action::Set { .. } => false,
             });

@@ -44,7 +44,7 @@ pub(super) fn auth(call: &mut Call<'_>) -> Result {
 
 /// Checks a username and password; on success the connection is authenticated.
 fn authenticate(call: &mut Call<'_>, username: Option<&[u8]>, password: &[u8]) -> Result<()> {
-    let user_ok = username.map_or(true, |u| u == b"default");
+    let user_ok = username.is_none_or(|u| u == b"default");
     let password_ok = match &call.shared.settings.password {
         Some(expected) => constant_time_eq(password, expected.as_bytes()),
         None => true,

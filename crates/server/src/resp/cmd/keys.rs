@@ -191,7 +191,7 @@ pub(super) fn scan(call: &mut Call<'_>) -> Result {
     // COUNT is a hint; a huge one must not make one call walk the whole map at once.
     let count = count.min(100_000) as usize;
     let (next, keys) = call.ctx.store.scan(cursor, count, |key| {
-        type_matches && pattern.as_ref().map_or(true, |p| p.matches(key))
+        type_matches && pattern.as_ref().is_none_or(|p| p.matches(key))
     });
     Ok(Outcome::reply(Value::Array(vec![
         Value::bulk_string(next.to_string()),

@@ -110,7 +110,7 @@ fn parse_options(call: &Call<'_>, from: usize, command: Command) -> Result<Optio
         .find_map(|(name, unit)| is(opt, name).then_some(unit))
         // A unit may be repeated (the last one wins, as in Redis) but not mixed.
         .filter(|&unit| {
-            !o.keepttl && !o.persist && o.expire.map_or(true, |(u, _)| u == unit) && has_next
+            !o.keepttl && !o.persist && o.expire.is_none_or(|(u, _)| u == unit) && has_next
         }) {
             o.expire = Some((unit, j + 1));
             j += 1;

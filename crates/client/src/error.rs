@@ -1,0 +1,120 @@
+//! The client's error type.
+//!
+//! One enum for every request, because the outcomes overlap: any request can time out or
+//! lose its connection, and the conditional ones can also be declined. The first three
+//! variants are the server declining a conditional request; they are ordinary outcomes of a
+//! correct program, and [`Error::is_declined`] tells them apart from failures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessiond_proto::command::ReplyError;
+use sessiond_proto::{FrameError, Status};
+
+/// Why a request did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key does not exist or has expired (`TOUCH`, update-only or if-version `SET`,
+    /// if-version `DEL`). A plain `GET` miss is `Ok(None)`, not this.
+    #[error("not found: the key does not exist or has expired")]
+    NotFound,
+    /// A create-only `SET` found the key already present.
+    #[error("exists: a create-only write found the key already present")]
+    Exists,
+    /// An if-version `SET` or `DEL` found another version: someone else wrote the key after
+    /// the version the request names was read. Nothing was changed.
+    #[error("version mismatch: the entry now has version {current}")]
+    VersionMismatch {
+        /// The version the entry has now.
+        current: u64,
+    },
+    /// No reply arrived within the request timeout. The request may or may not have been
+    /// applied (it may still be, later): retry writes only in a conditional mode.
+    #[error("no reply within {after:?}")]
+    Timeout {
+        /// The request timeout that elapsed.
+        after: Duration,
+    },
+    /// No connection could be made, or it was lost before the reply arrived. A write that
+    /// was sent may or may not have been applied.
+    #[error("connection to {addr}: {source}")]
+    Connection {
+        /// The server address.
+        addr: Arc<str>,
+        /// What went wrong (`ConnectionRefused`, `TimedOut`, `UnexpectedEof`, ...).
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The server answered with an error status, such as `INVALID_ARGUMENT` (a TTL above the
+    /// server's maximum), `TOO_LARGE`, `BUSY` or `PERSISTENCE_FAILED`.
+    #[error("server error {status}: {message}")]
+    Server {
+        /// The status.
+        status: Status,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's bytes or replies did not follow the protocol. The connection is closed.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The request cannot be sent as given (for example a key longer than the protocol's
+    /// 65535 bytes). Nothing was sent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// Whether the server declined a conditional request ([`Error::NotFound`],
+    /// [`Error::Exists`], [`Error::VersionMismatch`]): an answer, not a failure.
+    pub fn is_declined(&self) -> bool {
+        matches!(
+            self,
+            Error::NotFound | Error::Exists | Error::VersionMismatch { .. }
+        )
+    }
+
+    /// Whether the request may succeed if tried again later: timeouts, lost connections,
+    /// and the server's transient statuses (`BUSY`, `SHUTTING_DOWN`, `PERSISTENCE_FAILED`).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Timeout { .. } | Error::Connection { .. } => true,
+            Error::Server { status, .. } => matches!(
+                status,
+                Status::Busy | Status::ShuttingDown | Status::PersistenceFailed
+            ),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn connection(addr: &Arc<str>, source: std::io::Error) -> Error {
+        Error::Connection {
+            addr: addr.clone(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn closed(addr: &Arc<str>, why: &str) -> Error {
+        Error::connection(
+            addr,
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why.to_string()),
+        )
+    }
+
+    /// The error for a stream the codec could not read.
+    pub(crate) fn from_frame(addr: &Arc<str>, e: FrameError) -> Error {
+        match e {
+            FrameError::Io(io) => Error::connection(addr, io),
+            other => Error::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<ReplyError> for Error {
+    fn from(e: ReplyError) -> Error {
+        match e {
+            ReplyError::Server { status, message } => Error::Server { status, message },
+            malformed @ ReplyError::Malformed { .. } => Error::Protocol(malformed.to_string()),
+        }
+    }
+}

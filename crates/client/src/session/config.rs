@@ -1,0 +1,161 @@
+//! [`SessionConfig`]: Flask-Session's settings, for Rust.
+
+use std::time::Duration;
+
+use super::cookie::{is_attribute_value, is_token, CookieAttributes, SameSite};
+use super::SessionError;
+use crate::signer::{KeyTooShort, Signer};
+
+/// How sessions are named, stored and carried in cookies.
+///
+/// Each setting mirrors a Flask / Flask-Session one, with the same default unless noted:
+///
+/// | here | Flask | default |
+/// | --- | --- | --- |
+/// | [`key_prefix`](Self::key_prefix) | `SESSION_KEY_PREFIX` | `session:` |
+/// | [`cookie_name`](Self::cookie_name) | `SESSION_COOKIE_NAME` | `session` |
+/// | [`permanent`](Self::permanent) | `SESSION_PERMANENT` | `true` |
+/// | [`lifetime`](Self::lifetime) | `PERMANENT_SESSION_LIFETIME` | 31 days |
+/// | [`refresh_each_request`](Self::refresh_each_request) | `SESSION_REFRESH_EACH_REQUEST` | `true` |
+/// | [`signing_key`](Self::signing_key) | `SESSION_USE_SIGNER` + `SECRET_KEY` | off |
+/// | [`http_only`](Self::http_only) | `SESSION_COOKIE_HTTPONLY` | `true` |
+/// | [`secure`](Self::secure) | `SESSION_COOKIE_SECURE` | `false` |
+/// | [`same_site`](Self::same_site) | `SESSION_COOKIE_SAMESITE` | `Lax` (Flask: unset) |
+/// | [`path`](Self::path) | `SESSION_COOKIE_PATH` | `/` |
+/// | [`domain`](Self::domain) | `SESSION_COOKIE_DOMAIN` | unset |
+///
+/// The session id length is fixed at 32 random bytes (Flask-Session's `SESSION_ID_LENGTH`
+/// default), and the serializer is always MessagePack.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub(crate) key_prefix: String,
+    pub(crate) cookie_name: String,
+    pub(crate) permanent: bool,
+    pub(crate) lifetime: Duration,
+    pub(crate) refresh_each_request: bool,
+    pub(crate) signer: Option<Signer>,
+    pub(crate) cookie: CookieAttributes,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            key_prefix: "session:".into(),
+            cookie_name: "session".into(),
+            permanent: true,
+            lifetime: Duration::from_secs(31 * 24 * 60 * 60),
+            refresh_each_request: true,
+            signer: None,
+            cookie: CookieAttributes {
+                path: "/".into(),
+                domain: None,
+                http_only: true,
+                secure: false,
+                // Lax rather than Flask's unset: the browser default anyway, and explicit.
+                same_site: Some(SameSite::Lax),
+            },
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Prepended to the session id to make the key, so sessions can share a server with
+    /// other data (or other applications, each with its own prefix).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The cookie's name.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// `true`: the cookie carries `Max-Age` = the lifetime and survives browser restarts.
+    /// `false`: a browser-session cookie with no expiry. Either way the stored session
+    /// expires after [`lifetime`](Self::lifetime) without use.
+    pub fn permanent(mut self, permanent: bool) -> Self {
+        self.permanent = permanent;
+        self
+    }
+
+    /// How long a session lives without being used: the TTL of the stored session and the
+    /// `Max-Age` of a permanent cookie. Capped to the server's `max_ttl` (400 days by
+    /// default), which the server reports when the client connects.
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// `true`: every request that loads a session extends it by the lifetime (sliding
+    /// expiry, in the same round trip as the read) and re-sends a permanent cookie. `false`:
+    /// only saving a modified session extends it.
+    pub fn refresh_each_request(mut self, refresh: bool) -> Self {
+        self.refresh_each_request = refresh;
+        self
+    }
+
+    /// Signs the cookie value with HMAC-SHA256 under `key` (at least 32 random bytes), and
+    /// ignores cookies whose signature does not verify.
+    pub fn signing_key(mut self, key: &[u8]) -> Result<Self, KeyTooShort> {
+        self.signer = Some(Signer::new(key)?);
+        Ok(self)
+    }
+
+    /// The cookie's `HttpOnly` flag: scripts in the page cannot read it.
+    pub fn http_only(mut self, http_only: bool) -> Self {
+        self.cookie.http_only = http_only;
+        self
+    }
+
+    /// The cookie's `Secure` flag: sent over HTTPS only. Turn it on in production.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.cookie.secure = secure;
+        self
+    }
+
+    /// The cookie's `SameSite` attribute, or `None` to leave it out.
+    pub fn same_site(mut self, same_site: Option<SameSite>) -> Self {
+        self.cookie.same_site = same_site;
+        self
+    }
+
+    /// The cookie's `Path`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.cookie.path = path.into();
+        self
+    }
+
+    /// The cookie's `Domain`, or `None` for the host that set it.
+    pub fn domain(mut self, domain: Option<String>) -> Self {
+        self.cookie.domain = domain;
+        self
+    }
+
+    /// Checks what the setters cannot: names and attributes that would break the header.
+    pub(crate) fn validate(&self) -> Result<(), SessionError> {
+        let invalid = |what: &str, value: &str| {
+            Err(SessionError::Config(format!(
+                "{what} {value:?} cannot be used in a cookie"
+            )))
+        };
+        if !is_token(&self.cookie_name) {
+            return invalid("cookie name", &self.cookie_name);
+        }
+        if self.cookie.path.is_empty() || !is_attribute_value(&self.cookie.path) {
+            return invalid("path", &self.cookie.path);
+        }
+        if let Some(domain) = &self.cookie.domain {
+            if domain.is_empty() || !is_attribute_value(domain) {
+                return invalid("domain", domain);
+            }
+        }
+        if self.lifetime < Duration::from_secs(1) {
+            return Err(SessionError::Config(
+                "the session lifetime must be at least 1 s".into(),
+            ));
+        }
+        Ok(())
+    }
+}

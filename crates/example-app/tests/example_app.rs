@@ -1,0 +1,174 @@
+//! The example app as its users run it: real processes, a real `sessiond`, and a browser-like
+//! client with a cookie jar.
+//!
+//! Having an integration test here also makes `cargo test --workspace` build the
+//! `sessiond-example-app` binary (cargo builds a package's binaries only for its own
+//! integration tests).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sessiond_tests::Daemon;
+
+const SECRET: &str = "a signing key of at least 32 bytes, for tests";
+
+/// A running example app; killed on drop.
+struct ExampleApp {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ExampleApp {
+    fn start(sessiond: SocketAddr, secret: Option<&str>) -> ExampleApp {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sessiond-example-app"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--sessiond"])
+            .arg(sessiond.to_string())
+            .env_remove("SESSION_SECRET_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(secret) = secret {
+            command.env("SESSION_SECRET_KEY", secret);
+        }
+        let mut child = command.spawn().expect("spawn sessiond-example-app");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the app prints its address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        ExampleApp { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for ExampleApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+async fn get(browser: &reqwest::Client, url: String) -> (u16, String) {
+    let response = browser.get(url).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_flask_session_example_works() {
+    let daemon = Daemon::start();
+    let app = ExampleApp::start(daemon.addr(), None);
+    let browser = browser();
+    assert_eq!(
+        get(&browser, app.url("/get")).await,
+        (200, "Username: not set".into())
+    );
+    assert_eq!(
+        get(&browser, app.url("/")).await,
+        (200, "Session data set!".into())
+    );
+    assert_eq!(
+        get(&browser, app.url("/get")).await,
+        (200, "Username: Alice".into())
+    );
+    assert_eq!(get(&browser, app.url("/logout")).await.0, 200);
+    assert_eq!(
+        get(&browser, app.url("/get")).await,
+        (200, "Username: not set".into())
+    );
+}
+
+#[tokio::test]
+async fn two_instances_share_sessions_through_one_sessiond() {
+    let daemon = Daemon::start();
+    let a = ExampleApp::start(daemon.addr(), None);
+    let b = ExampleApp::start(daemon.addr(), None);
+    let browser = browser();
+    // Cookies are not per port, so the browser sends the one A set to B as well.
+    assert_eq!(get(&browser, a.url("/")).await.1, "Session data set!");
+    assert_eq!(get(&browser, b.url("/get")).await.1, "Username: Alice");
+    // Logging out on B ends the session on A too.
+    get(&browser, b.url("/logout")).await;
+    assert_eq!(get(&browser, a.url("/get")).await.1, "Username: not set");
+    // Another browser has its own session.
+    assert_eq!(
+        get(&self::browser(), b.url("/get")).await.1,
+        "Username: not set"
+    );
+}
+
+#[tokio::test]
+async fn signed_instances_share_sessions_only_with_the_same_key() {
+    let daemon = Daemon::start();
+    let a = ExampleApp::start(daemon.addr(), Some(SECRET));
+    let b = ExampleApp::start(daemon.addr(), Some(SECRET));
+    let other = ExampleApp::start(
+        daemon.addr(),
+        Some("another key, also at least 32 bytes long"),
+    );
+    let browser = browser();
+    get(&browser, a.url("/")).await;
+    assert_eq!(get(&browser, b.url("/get")).await.1, "Username: Alice");
+    assert_eq!(
+        get(&browser, other.url("/get")).await.1,
+        "Username: not set"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_sessiond_is_a_503_not_a_crash() {
+    let nothing = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let app = ExampleApp::start(nothing, None);
+    assert_eq!(get(&browser(), app.url("/")).await.0, 503);
+}
+
+#[test]
+fn help_and_bad_keys() {
+    let exe = env!("CARGO_BIN_EXE_sessiond-example-app");
+    let help = Command::new(exe).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for option in ["--listen", "--sessiond", "--secret-key", "SESSIOND_ADDR"] {
+        assert!(
+            text.contains(option),
+            "--help does not mention {option}:\n{text}"
+        );
+    }
+    let short = Command::new(exe)
+        .args(["--listen", "127.0.0.1:0", "--secret-key", "short"])
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("at least 32 bytes"),
+        "{short:?}"
+    );
+}
