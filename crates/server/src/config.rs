@@ -127,6 +127,8 @@ pub struct ServerConfig {
     /// How long shutdown waits for connections to finish their requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Threads serving connections; 0 means one per CPU the process may run on.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +139,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(10),
+            worker_threads: 0,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The accept loops and the per-connection handler, shared by every wire protocol.
 //!
 //! Shaped like mini-redis's `server.rs`: a [`Listener`] accepts connections while a semaphore
-//! has permits, each connection runs in its own task as a [`Handler`], a broadcast channel
+//! has permits, each connection runs in its own task as a [`Handler`], a cancellation token
 //! tells every handler to stop, and an mpsc channel whose last sender is dropped tells
 //! [`run`] that they all have.
 //!
@@ -22,8 +22,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use sessiond_proto::Limits;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{self, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::aof::{Aof, FsyncPolicy, PersistenceError};
@@ -131,7 +132,7 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (notify_shutdown, _) = broadcast::channel(1);
+    let notify_shutdown = CancellationToken::new();
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
     let server = Listener {
         // One limit for both protocols: it bounds file descriptors and memory, which both
@@ -162,15 +163,15 @@ pub async fn run(
         () = shutdown => info!("shutting down: no longer accepting connections"),
     }
 
-    // Dropping the broadcast sender wakes every handler; dropping our completion sender
-    // leaves only the handlers' clones, so `recv` returns `None` once the last one exits.
+    // Cancelling the token wakes every handler; dropping our completion sender leaves only
+    // the handlers' clones, so `recv` returns `None` once the last one exits.
     let Listener {
         notify_shutdown,
         shutdown_complete_tx,
         ctx,
         ..
     } = server;
-    drop(notify_shutdown);
+    notify_shutdown.cancel();
     drop(shutdown_complete_tx);
     match time::timeout(settings.shutdown_timeout, shutdown_complete_rx.recv()).await {
         Ok(_) => info!("all connections closed"),
@@ -186,7 +187,7 @@ struct Listener {
     limit_connections: Arc<Semaphore>,
     ctx: Arc<Context>,
     idle_timeout: Option<Duration>,
-    notify_shutdown: broadcast::Sender<()>,
+    notify_shutdown: CancellationToken,
     shutdown_complete_tx: mpsc::Sender<()>,
 }
 
@@ -223,7 +224,7 @@ impl Listener {
                 protocol: new_protocol(),
                 ctx: self.ctx.clone(),
                 idle_timeout: self.idle_timeout,
-                shutdown: Shutdown::new(self.notify_shutdown.subscribe()),
+                shutdown: Shutdown::new(self.notify_shutdown.clone()),
                 held: Vec::new(),
                 held_bytes: 0,
                 held_mutations: false,
@@ -275,8 +276,12 @@ struct Handler<P: Protocol> {
 
 impl<P: Protocol> Handler<P> {
     async fn run(&mut self) -> io::Result<()> {
+        // The idle timer is armed once per idle period, not once per request (re-arming a
+        // timer takes the runtime's timer lock): when it fires, the connection may have been
+        // busy since, and it is moved to `last_read + timeout` instead of closing.
         let idle = time::sleep(self.idle_timeout.unwrap_or(Duration::MAX));
         tokio::pin!(idle);
+        let mut last_read = Instant::now();
         loop {
             let close = self.answer_buffered().await?;
             self.connection.flush().await?;
@@ -292,9 +297,6 @@ impl<P: Protocol> Handler<P> {
                 }
                 return Ok(());
             }
-            if let Some(timeout) = self.idle_timeout {
-                idle.as_mut().reset(Instant::now() + timeout);
-            }
             tokio::select! {
                 read = self.connection.read_more() => {
                     if !read? {
@@ -303,11 +305,19 @@ impl<P: Protocol> Handler<P> {
                         }
                         return Ok(());
                     }
+                    if self.idle_timeout.is_some() {
+                        last_read = Instant::now();
+                    }
                 }
                 () = self.shutdown.recv() => {}
                 () = &mut idle => {
-                    debug!("closing idle connection");
-                    return Ok(());
+                    let Some(timeout) = self.idle_timeout else { continue };
+                    let deadline = last_read + timeout;
+                    if Instant::now() >= deadline {
+                        debug!("closing idle connection");
+                        return Ok(());
+                    }
+                    idle.as_mut().reset(deadline);
                 }
             }
         }
@@ -350,6 +360,10 @@ impl<P: Protocol> Handler<P> {
     /// cannot make them durable, the responses to writes become the protocol's persistence
     /// error (`PERSISTENCE_FAILED` in the native protocol).
     async fn release_held(&mut self) {
+        if let Some(aof) = &self.ctx.aof {
+            // Writes faster than the disk: stop here until the AOF writer catches up.
+            aof.relieve_backlog().await;
+        }
         let failure = match self.ctx.sync_before_ack() {
             Some(aof) if self.held_mutations => {
                 // Every record this handler produced was appended before this point, so

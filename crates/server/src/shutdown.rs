@@ -1,22 +1,26 @@
 //! Telling connection handlers that the server is shutting down.
 
-use tokio::sync::broadcast;
+use std::pin::Pin;
 
-/// Listens for the server's shutdown broadcast (mini-redis's `Shutdown`).
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Listens for the server's shutdown signal (mini-redis's `Shutdown`, on a cancellation
+/// token instead of a broadcast channel).
 ///
-/// Each connection handler owns one. Once the signal has been seen it is remembered, so a
-/// handler can check [`Shutdown::is_shutdown`] without awaiting again.
-#[derive(Debug)]
+/// The wait is created once per connection and kept: a handler awaits it in the `select!` of
+/// every turn of its loop, and a future re-created per turn (as a broadcast `recv` is) took
+/// the channel's single lock, shared by all connections, twice per request. Once the signal
+/// has been seen it is remembered, so [`Shutdown::is_shutdown`] needs no await.
 pub(crate) struct Shutdown {
     is_shutdown: bool,
-    notify: broadcast::Receiver<()>,
+    signal: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Shutdown {
-    pub(crate) fn new(notify: broadcast::Receiver<()>) -> Shutdown {
+    pub(crate) fn new(token: CancellationToken) -> Shutdown {
         Shutdown {
-            is_shutdown: false,
-            notify,
+            is_shutdown: token.is_cancelled(),
+            signal: Box::pin(token.cancelled_owned()),
         }
     }
 
@@ -30,8 +34,7 @@ impl Shutdown {
         if self.is_shutdown {
             return;
         }
-        // Only one value is ever sent, and a lagged or closed channel means the same thing.
-        let _ = self.notify.recv().await;
+        self.signal.as_mut().await;
         self.is_shutdown = true;
     }
 }

@@ -150,12 +150,22 @@ struct Durable {
     failure: Option<String>,
 }
 
+/// Bytes of records waiting for the writer above which connections stop to let it catch up.
+/// Without a bound, clients writing faster than the disk accepts would grow the buffer until
+/// memory ran out; with it, they are slowed to the disk's pace.
+pub const MAX_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
+
 struct Shared {
     policy: FsyncPolicy,
     pending: Mutex<Pending>,
     /// Wakes the writer when records arrive or it must close.
     wake: Condvar,
     durable: watch::Sender<Durable>,
+    /// Sequence number of the last record the writer has taken off the buffer (written to
+    /// the file, or dropped because the file has failed and a rewrite will cover it).
+    taken: watch::Sender<u64>,
+    /// Bytes in `pending.buf`, readable without the lock.
+    backlog: std::sync::atomic::AtomicUsize,
     /// Mirrors `durable.failure.is_some()` for a lock-free check on every write request.
     failed: AtomicBool,
     /// Current file size, for STATS.
@@ -177,6 +187,7 @@ impl Aof {
         file_len: u64,
     ) -> std::io::Result<Aof> {
         let (durable, _) = watch::channel(Durable::default());
+        let (taken, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             policy: settings.fsync,
             pending: Mutex::new(Pending {
@@ -187,6 +198,8 @@ impl Aof {
             }),
             wake: Condvar::new(),
             durable,
+            taken,
+            backlog: std::sync::atomic::AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             file_len: AtomicU64::new(file_len),
             rewrites: AtomicU64::new(0),
@@ -250,6 +263,24 @@ impl Aof {
         Err(PersistenceError(state.failure.clone().unwrap_or_default()))
     }
 
+    /// If more than [`MAX_BACKLOG_BYTES`] of records are waiting for the writer, waits until
+    /// the writer has taken everything recorded so far. Connection handlers call this after
+    /// each batch of requests, which is what slows writers down to the disk's pace.
+    pub async fn relieve_backlog(&self) {
+        if self.shared.backlog.load(Ordering::Relaxed) <= MAX_BACKLOG_BYTES {
+            return;
+        }
+        let target = self.appended();
+        let mut rx = self.shared.taken.subscribe();
+        // An error means the writer has stopped (shutdown); nothing is left to wait for.
+        let _ = rx.wait_for(|taken| *taken >= target).await;
+    }
+
+    /// Bytes of records waiting for the writer.
+    pub fn backlog_bytes(&self) -> usize {
+        self.shared.backlog.load(Ordering::Relaxed)
+    }
+
     /// Current size of the file in bytes.
     pub fn file_len(&self) -> u64 {
         self.shared.file_len.load(Ordering::Relaxed)
@@ -295,6 +326,9 @@ impl MutationSink for Aof {
             rewrite.extend_from_slice(&buf[start..]);
         }
         pending.appended += 1;
+        self.shared
+            .backlog
+            .store(pending.buf.len(), Ordering::Relaxed);
         drop(pending);
         self.shared.wake.notify_one();
     }

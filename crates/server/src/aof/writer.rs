@@ -17,6 +17,8 @@ use super::rewrite::{self, no_hook};
 use super::{lock, Aof, AofSettings, Durable, FsyncPolicy};
 use crate::store::Store;
 
+/// Largest buffer capacity kept between batches.
+const MAX_RETAINED_BUFFER: usize = 4 * 1024 * 1024;
 /// How often `everysec` fsyncs.
 const EVERYSEC: Duration = Duration::from_secs(1);
 /// First delay before retrying after a disk failure; doubles up to [`MAX_RETRY`].
@@ -112,6 +114,7 @@ impl Writer {
         }
         self.batch.clear();
         std::mem::swap(&mut self.batch, &mut pending.buf);
+        self.aof.shared.backlog.store(0, Ordering::Relaxed);
         (pending.appended, pending.closing)
     }
 
@@ -134,6 +137,20 @@ impl Writer {
     }
 
     fn write_batch(&mut self, seq: u64) {
+        self.append(seq);
+        self.aof.shared.taken.send_if_modified(|taken| {
+            let advanced = *taken < seq;
+            *taken = (*taken).max(seq);
+            advanced
+        });
+        // After a burst, give the memory back instead of keeping the burst's capacity in
+        // both buffers for good (they alternate, so each passes through here).
+        if self.batch.capacity() > MAX_RETAINED_BUFFER {
+            self.batch = Vec::with_capacity(64 * 1024);
+        }
+    }
+
+    fn append(&mut self, seq: u64) {
         if self.failed() {
             // The file is not trusted any more; these records reach disk through the
             // recovery rewrite's side buffer instead.
