@@ -203,14 +203,23 @@ async fn a_zero_budget_sweep_does_one_bounded_step_and_resumes() {
 async fn the_background_sweeper_runs_until_its_guard_is_dropped() {
     let store = Store::new();
     stored(store.set(b"k", b"x", 10, SetMode::Upsert));
-    let guard = store.start_sweeper(Duration::from_millis(20), Duration::from_millis(5));
+    // A generous budget: the sweeper yields after every step, so it covers the map over
+    // many polls; the test yields until it has.
+    let guard = store.start_sweeper(Duration::from_millis(20), Duration::from_secs(10));
     advance(Duration::from_millis(100)).await;
-    tokio::task::yield_now().await;
+    for _ in 0..100_000 {
+        if store.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     assert!(store.is_empty(), "the sweeper did not reclaim the entry");
     drop(guard);
     stored(store.set(b"k2", b"x", 10, SetMode::Upsert));
     advance(Duration::from_millis(100)).await;
-    tokio::task::yield_now().await;
+    for _ in 0..10_000 {
+        tokio::task::yield_now().await;
+    }
     assert_eq!(store.len(), 1, "a dropped guard must stop the sweeper");
 }
 

@@ -330,7 +330,12 @@ impl MutationSink for Aof {
             .backlog
             .store(pending.buf.len(), Ordering::Relaxed);
         drop(pending);
-        self.shared.wake.notify_one();
+        // The writer sleeps only when the buffer is empty (it checks under the same lock), so
+        // only the record that makes the buffer non-empty needs to wake it. Waking it for
+        // every record cost a context switch per write on a busy core.
+        if start == 0 {
+            self.shared.wake.notify_one();
+        }
     }
 }
 

@@ -113,8 +113,13 @@ impl Store {
         report
     }
 
-    /// Starts the background sweep on the current tokio runtime: every `interval`, one call
-    /// to [`Store::sweep`] with `budget`. The task stops when the returned guard is dropped.
+    /// Starts the background sweep on the current tokio runtime: every `interval`, sweep
+    /// steps until `budget` is spent or the map has been covered once. The task stops when
+    /// the returned guard is dropped.
+    ///
+    /// Between steps the task yields to the runtime, so the requests queued on its worker
+    /// thread run after at most one step (a few microseconds) instead of after the whole
+    /// tick's budget: run in one go, a tick showed in the worker's p99.9 latency.
     pub fn start_sweeper(&self, interval: Duration, budget: Duration) -> SweeperGuard {
         let token = CancellationToken::new();
         let stopped = token.clone();
@@ -126,21 +131,36 @@ impl Store {
             loop {
                 tokio::select! {
                     _ = stopped.cancelled() => break,
-                    _ = ticker.tick() => {
-                        let report = store.sweep(&mut cursor, budget);
-                        if report.reclaimed > 0 {
-                            tracing::trace!(
-                                reclaimed = report.reclaimed,
-                                scanned = report.buckets_scanned,
-                                "expiry sweep"
-                            );
-                        }
-                    }
+                    _ = ticker.tick() => store.sweep_tick(&mut cursor, budget, &stopped).await,
                 }
             }
         });
         SweeperGuard {
             _guard: token.drop_guard(),
+        }
+    }
+
+    /// One tick of the background sweep: single steps, yielding in between, until `budget`
+    /// is spent, the cursor completes a cycle of the map, or the sweeper is stopped.
+    async fn sweep_tick(
+        &self,
+        cursor: &mut SweepCursor,
+        budget: Duration,
+        stopped: &CancellationToken,
+    ) {
+        let started = std::time::Instant::now();
+        let mut reclaimed = 0;
+        loop {
+            // A zero budget makes `sweep` do exactly one step.
+            let report = self.sweep(cursor, Duration::ZERO);
+            reclaimed += report.reclaimed;
+            if report.completed_cycle || started.elapsed() >= budget || stopped.is_cancelled() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if reclaimed > 0 {
+            tracing::trace!(reclaimed, "expiry sweep");
         }
     }
 }
