@@ -136,10 +136,28 @@ struct Pending {
     appended: u64,
     /// While a rewrite runs, a copy of every record since it started: they are appended to
     /// the new file before it replaces the old one, so no write is lost to the switch.
-    rewrite: Option<Vec<u8>>,
+    rewrite: RewriteTail,
     /// Set when the writer must finish and exit.
     closing: bool,
 }
+
+/// The side buffer of a running rewrite.
+#[derive(Debug, Default)]
+enum RewriteTail {
+    /// No rewrite is running.
+    #[default]
+    Off,
+    /// A rewrite is running; every record since it started.
+    Collecting(Vec<u8>),
+    /// More than [`MAX_REWRITE_TAIL_BYTES`] arrived while the snapshot was being written:
+    /// the copy was dropped, and the rewrite must be abandoned rather than finished.
+    Overflowed,
+}
+
+/// Most bytes of records kept for a running rewrite. Writes faster than the snapshot can be
+/// written would otherwise grow the side buffer without bound; past this the rewrite is
+/// abandoned (the old file stays complete) and tried again once the file has grown further.
+pub const MAX_REWRITE_TAIL_BYTES: usize = 256 * 1024 * 1024;
 
 /// What the writer has made durable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,7 +211,7 @@ impl Aof {
             pending: Mutex::new(Pending {
                 buf: Vec::with_capacity(64 * 1024),
                 appended: 0,
-                rewrite: None,
+                rewrite: RewriteTail::Off,
                 closing: false,
             }),
             wake: Condvar::new(),
@@ -322,8 +340,12 @@ impl MutationSink for Aof {
         let start = pending.buf.len();
         record::encode_mutation(&mutation, &mut pending.buf);
         let Pending { buf, rewrite, .. } = &mut *pending;
-        if let Some(rewrite) = rewrite {
-            rewrite.extend_from_slice(&buf[start..]);
+        if let RewriteTail::Collecting(tail) = rewrite {
+            if tail.len() + (buf.len() - start) > MAX_REWRITE_TAIL_BYTES {
+                *rewrite = RewriteTail::Overflowed;
+            } else {
+                tail.extend_from_slice(&buf[start..]);
+            }
         }
         pending.appended += 1;
         self.shared

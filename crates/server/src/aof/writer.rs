@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 use super::rewrite::{self, no_hook};
-use super::{lock, Aof, AofSettings, Durable, FsyncPolicy};
+use super::{lock, Aof, AofSettings, Durable, FsyncPolicy, RewriteTail, MAX_REWRITE_TAIL_BYTES};
 use crate::store::Store;
 
 /// How long the writer lets records gather between writes when no acknowledgement waits for
@@ -262,7 +262,7 @@ impl Writer {
     fn start_rewrite(&mut self) {
         // The side buffer starts before the snapshot reads anything, so every write the
         // snapshot might miss is in it.
-        lock(&self.aof.shared.pending).rewrite = Some(Vec::new());
+        lock(&self.aof.shared.pending).rewrite = RewriteTail::Collecting(Vec::new());
         let (tx, rx) = mpsc::channel();
         let dir = self.settings.dir.clone();
         let store = self.store.clone();
@@ -297,7 +297,13 @@ impl Writer {
         // side buffer too, so they must not also be appended after the switch.
         let (tail, unwritten, seq) = {
             let mut pending = lock(&self.aof.shared.pending);
-            let tail = pending.rewrite.take().unwrap_or_default();
+            let tail = match std::mem::take(&mut pending.rewrite) {
+                RewriteTail::Collecting(tail) => tail,
+                RewriteTail::Off | RewriteTail::Overflowed => {
+                    drop(pending);
+                    return self.abandon_rewrite();
+                }
+            };
             let unwritten = std::mem::take(&mut pending.buf);
             (tail, unwritten, pending.appended)
         };
@@ -343,8 +349,24 @@ impl Writer {
         }
     }
 
+    /// Gives up a rewrite whose side buffer overflowed: the old file is still complete. A
+    /// compaction is tried again once the file has grown by the percentage again; a recovery
+    /// after the usual delay (its snapshot will include everything in memory).
+    fn abandon_rewrite(&mut self) {
+        let _ = std::fs::remove_file(self.settings.dir.join(super::REWRITE_FILE_NAME));
+        warn!(
+            limit = MAX_REWRITE_TAIL_BYTES,
+            "abandoning an append-only file rewrite: more writes arrived during it than it keeps"
+        );
+        if self.failed() {
+            self.retry_at = Some(Instant::now() + self.retry_delay);
+        } else {
+            self.base_len = self.file_len;
+        }
+    }
+
     fn rewrite_failed(&mut self, e: io::Error) {
-        lock(&self.aof.shared.pending).rewrite = None;
+        lock(&self.aof.shared.pending).rewrite = RewriteTail::Off;
         let _ = std::fs::remove_file(self.settings.dir.join(super::REWRITE_FILE_NAME));
         self.aof.shared.write_errors.fetch_add(1, Ordering::Relaxed);
         warn!(error = %e, retry_in = ?self.retry_delay, "append-only file rewrite failed");
@@ -362,7 +384,7 @@ impl Writer {
     fn close(&mut self) {
         if self.rewrite.take().is_some() {
             debug!("abandoning an unfinished rewrite at shutdown");
-            lock(&self.aof.shared.pending).rewrite = None;
+            lock(&self.aof.shared.pending).rewrite = RewriteTail::Off;
         }
         let (seq, _) = self.take_batch();
         if !self.batch.is_empty() {

@@ -148,13 +148,18 @@ impl Store {
         budget: Duration,
         stopped: &CancellationToken,
     ) {
-        let started = std::time::Instant::now();
+        // The budget counts the time spent sweeping, not the time other tasks run while the
+        // sweep yields: otherwise a busy server would sweep less exactly when it has more
+        // to reclaim.
+        let mut spent = Duration::ZERO;
         let mut reclaimed = 0;
         loop {
+            let step = std::time::Instant::now();
             // A zero budget makes `sweep` do exactly one step.
             let report = self.sweep(cursor, Duration::ZERO);
+            spent += step.elapsed();
             reclaimed += report.reclaimed;
-            if report.completed_cycle || started.elapsed() >= budget || stopped.is_cancelled() {
+            if report.completed_cycle || spent >= budget || stopped.is_cancelled() {
                 break;
             }
             tokio::task::yield_now().await;
