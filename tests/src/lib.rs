@@ -26,7 +26,7 @@
 
 use std::ffi::OsStr;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -148,13 +148,31 @@ pub fn run_to_completion<S: AsRef<OsStr>>(
     args: &[S],
     timeout: Duration,
 ) -> Finished {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
+    let mut command = Command::new(program);
+    command.args(args);
+    run_command(command, &[], timeout)
+}
+
+/// Runs `command` with `input` on its stdin to completion, killing it and panicking after
+/// `timeout` (so a hanging client fails its test instead of blocking CI).
+pub fn run_command(mut command: Command, input: &[u8], timeout: Duration) -> Finished {
+    let what = format!("{command:?}");
+    let mut child = command
+        .stdin(if input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let writer = child.stdin.take().map(|mut stdin| {
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        })
+    });
     // Drain both pipes on their own threads so a chatty child never blocks on a full pipe.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -180,8 +198,11 @@ pub fn run_to_completion<S: AsRef<OsStr>>(
     let Some(status) = wait_child(&mut child, timeout) else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("{} did not exit within {timeout:?}", program.display());
+        panic!("{what} did not exit within {timeout:?}");
     };
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
     Finished {
         status,
         stdout: out.join().expect("stdout reader"),

@@ -10,12 +10,11 @@
 //! `target/pyenv/redis8`). A missing client fails its test with that hint, unless
 //! `SESSIOND_TESTS_ALLOW_MISSING=1`, which skips it instead.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use sessiond_tests::Daemon;
+use sessiond_tests::{run_command, Daemon, Finished};
 
 /// Bounds every client run: a hang fails the test instead of blocking CI.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -24,78 +23,20 @@ fn daemon() -> Daemon {
     Daemon::start_with_args("", &["--resp-listen", "127.0.0.1:0"])
 }
 
-/// What a client printed and how it exited.
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn assert_success(&self, what: &str) {
-        assert!(
-            self.status.success(),
-            "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-    }
+/// Checks that a client exited successfully, showing what it printed if not.
+fn assert_success(output: &Finished, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        output.stdout,
+        output.stderr
+    );
 }
 
 /// Runs `command` with `input` on its stdin, killing it after [`CLIENT_TIMEOUT`].
-fn run(mut command: Command, input: &[u8]) -> Output {
-    let what = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut text);
-            }
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the client") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {CLIENT_TIMEOUT:?} (a hang)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = writer.join();
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+fn run(command: Command, input: &[u8]) -> Finished {
+    run_command(command, input, CLIENT_TIMEOUT)
 }
 
 /// Whether missing clients skip their tests instead of failing them.
@@ -161,7 +102,7 @@ fn redis_cli(cli: &Path, daemon: &Daemon, args: &[&str]) -> Command {
 
 fn cli_output(cli: &Path, daemon: &Daemon, args: &[&str]) -> String {
     let out = run(redis_cli(cli, daemon, args), b"");
-    out.assert_success(&format!("redis-cli {args:?}"));
+    assert_success(&out, &format!("redis-cli {args:?}"));
     assert!(
         out.stderr.is_empty(),
         "redis-cli wrote to stderr: {}",
@@ -230,7 +171,7 @@ fn redis_cli_interactive_start_up() {
     let daemon = daemon();
     let script = b"set sess:2 alice EX 120\nget sess:2\nttl sess:2\nhelp getex\nquit\n";
     let out = run(redis_cli(&cli, &daemon, &[]), script);
-    out.assert_success("interactive redis-cli");
+    assert_success(&out, "interactive redis-cli");
     assert!(
         out.stderr.is_empty(),
         "redis-cli complained: {}",
@@ -248,7 +189,7 @@ fn redis_cli_interactive_start_up() {
 }
 
 /// Runs redis-benchmark against the daemon with `args` (plus `-q`).
-fn benchmark(tool: &Path, daemon: &Daemon, args: &[&str]) -> Output {
+fn benchmark(tool: &Path, daemon: &Daemon, args: &[&str]) -> Finished {
     let addr = daemon.resp_addr();
     let mut command = Command::new(tool);
     command
@@ -275,7 +216,7 @@ fn redis_benchmark_set_get_has_no_errors() {
         ];
         args.extend_from_slice(extra);
         let out = benchmark(&bench, &daemon, &args);
-        out.assert_success(&format!("redis-benchmark {args:?}"));
+        assert_success(&out, &format!("redis-benchmark {args:?}"));
         let all = format!("{}{}", out.stdout, out.stderr);
         assert!(
             !all.contains("rror"),
@@ -313,7 +254,7 @@ fn redis_benchmark_default_tests_pass_or_fail_cleanly() {
         let out = benchmark(&bench, &daemon, &["-t", test, "-n", "1000", "-c", "5"]);
         let all = format!("{}{}", out.stdout, out.stderr);
         if supported.contains(test) {
-            out.assert_success(&format!("redis-benchmark -t {test}"));
+            assert_success(&out, &format!("redis-benchmark -t {test}"));
             assert!(!all.contains("rror"), "{test}: {all}");
         } else {
             assert!(
@@ -345,7 +286,7 @@ fn pytest(flavour: &str) {
     let out = run(command, b"");
     // Shown with --nocapture, and on failure.
     println!("{}", out.stdout);
-    out.assert_success(&format!("pytest with {flavour}"));
+    assert_success(&out, &format!("pytest with {flavour}"));
     assert!(out.stdout.contains(" passed"), "{}", out.stdout);
     daemon.assert_no_panic();
 }
