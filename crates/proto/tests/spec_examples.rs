@@ -18,6 +18,10 @@ use sessiond_proto::{
 };
 use tokio_util::codec::{Decoder, Encoder};
 
+#[path = "support/spec_hex.rs"]
+mod spec_hex;
+use spec_hex::{hex, hex_blocks};
+
 /// The specification itself; `include_str!` also makes cargo rerun these tests when it changes.
 const SPEC: &str = include_str!("../../../proto/PROTOCOL.md");
 
@@ -31,40 +35,6 @@ const ONE_HOUR: u64 = 60 * 60 * 1000;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// The bytes of a hex block: pairs of hex digits, with everything after `#` ignored.
-fn hex(block: &str) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for line in block.lines() {
-        let data = line.split('#').next().unwrap_or("");
-        for token in data.split_whitespace() {
-            assert_eq!(token.len(), 2, "not a hex byte: {token:?} in line {line:?}");
-            let byte = u8::from_str_radix(token, 16)
-                .unwrap_or_else(|_| panic!("not a hex byte: {token:?} in line {line:?}"));
-            bytes.push(byte);
-        }
-    }
-    bytes
-}
-
-/// The contents of every ```` ```hex ```` block in a markdown text, in order.
-fn hex_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match current.as_mut() {
-            None if line.trim() == "```hex" => current = Some(String::new()),
-            None => {}
-            Some(_) if line.trim() == "```" => blocks.extend(current.take()),
-            Some(block) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-        }
-    }
-    assert!(current.is_none(), "unterminated hex block in the spec");
-    blocks
-}
 
 fn encode_request(frame: &RequestFrame) -> Vec<u8> {
     let mut buf = BytesMut::new();

@@ -20,17 +20,20 @@ use bytes::Bytes;
 use sessiond::aof::check::{check, Verdict};
 use sessiond::aof::reader::{read_file, ReadError, ReadSummary};
 use sessiond::aof::record::{
-    decode_record, encode_file_header, encode_last_version, encode_mutation, encode_set, Decoded,
-    Record, FILE_HEADER_LEN, MAX_BODY_LEN,
+    decode_record, encode_file_header, Decoded, Record, FILE_HEADER_LEN, MAX_BODY_LEN,
 };
 use sessiond::aof::replay::LoadError;
 use sessiond::aof::rewrite::{finish, no_hook, write_snapshot};
 use sessiond::aof::{Aof, AofSettings, FsyncPolicy, FILE_NAME};
 use sessiond::clock::Clock;
-use sessiond::store::Mutation;
 use sessiond::Store;
 use sessiond_proto::command::{GetReply, SetMode, SetOutcome};
 use tempfile::TempDir;
+
+// The same reader of hex blocks as the protocol spec's tests.
+#[path = "../../proto/tests/support/spec_hex.rs"]
+mod spec_hex;
+use spec_hex::{hex, hex_blocks};
 
 /// The specification itself; `include_str!` also makes cargo rerun these tests when it changes.
 const SPEC: &str = include_str!("../../../proto/AOF.md");
@@ -45,40 +48,6 @@ const MAX_TORN_TAIL: u64 = 32 * 1024 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// The bytes of a hex block: pairs of hex digits, with everything after `#` ignored.
-fn hex(block: &str) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for line in block.lines() {
-        let data = line.split('#').next().unwrap_or("");
-        for token in data.split_whitespace() {
-            assert_eq!(token.len(), 2, "not a hex byte: {token:?} in line {line:?}");
-            let byte = u8::from_str_radix(token, 16)
-                .unwrap_or_else(|_| panic!("not a hex byte: {token:?} in line {line:?}"));
-            bytes.push(byte);
-        }
-    }
-    bytes
-}
-
-/// The contents of every ```` ```hex ```` block in a markdown text, in order.
-fn hex_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match current.as_mut() {
-            None if line.trim() == "```hex" => current = Some(String::new()),
-            None => {}
-            Some(_) if line.trim() == "```" => blocks.extend(current.take()),
-            Some(block) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-        }
-    }
-    assert!(current.is_none(), "unterminated hex block in the spec");
-    blocks
-}
 
 fn set(key: &[u8], value: &[u8], expires_at_ms: u64, version: u64) -> Record {
     Record::Set {
@@ -102,26 +71,10 @@ fn del(key: &[u8]) -> Record {
     }
 }
 
-/// A record's bytes, through the encoders the server uses.
+/// A record's bytes, through the encoder the server uses.
 fn encode(record: &Record) -> Vec<u8> {
     let mut out = Vec::new();
-    match record {
-        Record::Set {
-            key,
-            value,
-            expires_at_ms,
-            version,
-        } => encode_set(key, value, *expires_at_ms, *version, &mut out),
-        Record::Touch { key, expires_at_ms } => encode_mutation(
-            &Mutation::Touch {
-                key,
-                expires_at_ms: *expires_at_ms,
-            },
-            &mut out,
-        ),
-        Record::Del { key } => encode_mutation(&Mutation::Del { key }, &mut out),
-        Record::LastVersion { version } => encode_last_version(*version, &mut out),
-    }
+    record.encode(&mut out);
     out
 }
 

@@ -13,13 +13,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sessiond::aof::reader::read_file;
-use sessiond::aof::record::{
-    encode_file_header, encode_last_version, encode_mutation, encode_set, Record,
-};
+use sessiond::aof::record::{encode_file_header, Record};
 use sessiond::aof::rewrite::{finish, no_hook, write_snapshot, RewriteStep};
 use sessiond::aof::{Aof, AofSettings, FsyncPolicy, FILE_NAME, REWRITE_FILE_NAME};
 use sessiond::clock::Clock;
-use sessiond::store::Mutation;
 use sessiond::Store;
 use sessiond_proto::command::{SetMode, SetOutcome};
 use tempfile::TempDir;
@@ -54,23 +51,7 @@ fn del(key: &[u8]) -> Record {
 fn encode(records: &[Record]) -> Vec<u8> {
     let mut out = Vec::new();
     for record in records {
-        match record {
-            Record::Set {
-                key,
-                value,
-                expires_at_ms,
-                version,
-            } => encode_set(key, value, *expires_at_ms, *version, &mut out),
-            Record::Touch { key, expires_at_ms } => encode_mutation(
-                &Mutation::Touch {
-                    key,
-                    expires_at_ms: *expires_at_ms,
-                },
-                &mut out,
-            ),
-            Record::Del { key } => encode_mutation(&Mutation::Del { key }, &mut out),
-            Record::LastVersion { version } => encode_last_version(*version, &mut out),
-        }
+        record.encode(&mut out);
     }
     out
 }

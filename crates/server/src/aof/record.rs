@@ -73,6 +73,30 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// Appends the record's bytes to `dst`: the inverse of [`decode_record`], through the same
+    /// encoders the writer and the rewrite use.
+    pub fn encode(&self, dst: &mut impl BufMut) {
+        match self {
+            Record::Set {
+                key,
+                value,
+                expires_at_ms,
+                version,
+            } => encode_set(key, value, *expires_at_ms, *version, dst),
+            Record::Touch { key, expires_at_ms } => encode_mutation(
+                &Mutation::Touch {
+                    key,
+                    expires_at_ms: *expires_at_ms,
+                },
+                dst,
+            ),
+            Record::Del { key } => encode_mutation(&Mutation::Del { key }, dst),
+            Record::LastVersion { version } => encode_last_version(*version, dst),
+        }
+    }
+}
+
 /// The file header.
 pub fn encode_file_header(dst: &mut impl BufMut) {
     dst.put_slice(&FILE_MAGIC);
