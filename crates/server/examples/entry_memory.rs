@@ -1,13 +1,13 @@
 //! Measures what one stored entry costs in resident memory.
 //!
-//! Loads N entries (default 1,000,000) with 43-byte keys (the length of a 256-bit URL-safe
-//! session id) and V-byte values (default 1024) into a `Store`, then prints the growth of the
+//! Loads N entries (default 1,000,000) with 43-byte keys (default: the length of a 256-bit
+//! URL-safe session id) and V-byte values (default 1024) into a `Store`, then prints the growth of the
 //! process's resident set per entry and how much of it is overhead beyond key and value. It
 //! also times a full expiry sweep over the loaded map with nothing to reclaim and with
 //! everything to reclaim, and reports the longest single sweep step.
 //!
 //! ```sh
-//! cargo run --release -p sessiond --example entry_memory -- [N] [VALUE_BYTES]
+//! cargo run --release -p sessiond --example entry_memory -- [N] [VALUE_BYTES] [KEY_BYTES]
 //! ```
 
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let value_len: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
-    let key_len = 43;
+    let key_len: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(43);
 
     let store = Store::new();
     let value = vec![b'x'; value_len];

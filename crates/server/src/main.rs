@@ -20,6 +20,11 @@ use tokio::net::TcpListener;
 /// batch can trim the heap inside a single `free` and hold a shard lock for over 100 ms
 /// (measured with `examples/entry_memory`: longest sweep step 159 ms with glibc, 95 µs with
 /// mimalloc, for 1M entries expiring at once).
+///
+/// Its 2.x line (the `v2` feature), not 3.x: 3.x rounds a 79-byte allocation up to 96 bytes
+/// where 2.x uses its 80-byte class, and 79 bytes is what a slot with a 51-byte key takes
+/// (`store/slot.rs`): 15 bytes more per session at 1M sessions (70 B of overhead per session
+/// instead of 57 B in `scripts/bench-compare memory`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

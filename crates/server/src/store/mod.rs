@@ -17,18 +17,19 @@
 
 pub mod mutation;
 pub mod scan;
+mod slot;
 pub mod sweep;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetMode, SetOutcome, TouchReply};
 
 use crate::clock::Clock;
 pub use mutation::{Mutation, MutationSink};
+use slot::{Slot, SlotMut};
 
 /// Number of shards. Many small shards keep lock contention low on many cores and, more
 /// importantly here, keep each step of the expiry sweep short. Must be a power of two.
@@ -57,41 +58,11 @@ impl Expiry {
     }
 }
 
-/// What one stored key holds besides its key bytes.
-#[derive(Debug, Clone)]
-pub(crate) struct Slot {
-    /// Exact-size copy of the value: never a slice of a connection's read buffer, which would
-    /// pin the whole buffer in memory for as long as the session lives. A plain box rather
-    /// than `Bytes`: 16 bytes in the bucket instead of 32, and no shared-ownership header
-    /// allocated per entry on its first read. Reads copy the value out, which the response
-    /// encoder would do anyway.
-    value: Box<[u8]>,
-    /// Absolute deadline, Unix milliseconds (see [`Clock`]).
-    expires_at_ms: u64,
-    /// Version of the last `SET`.
-    version: u64,
-}
-
-impl Slot {
-    fn is_live(&self, now_ms: u64) -> bool {
-        self.expires_at_ms > now_ms
-    }
-
-    fn entry(&self, now_ms: u64) -> Entry {
-        Entry {
-            value: Bytes::copy_from_slice(&self.value),
-            version: self.version,
-            ttl_ms: self.expires_at_ms.saturating_sub(now_ms),
-        }
-    }
-}
-
-/// Approximate bytes an entry costs beyond its key and value: the hash-table bucket (key
-/// pointer and length, the slot, one control byte) at the table's average load of about two
-/// thirds, and the allocator's rounding of the two heap allocations. Used for the STATS
-/// estimate; `examples/entry_memory.rs` measures the real figure.
-pub const ENTRY_OVERHEAD_BYTES: u64 =
-    (std::mem::size_of::<(Box<[u8]>, Slot)>() as u64 + 1) * 3 / 2 + 16;
+/// Approximate bytes an entry costs beyond its key and value: the table's 8-byte pointer and
+/// control byte at the table's average load of about two thirds, the slot's 28-byte header,
+/// and the allocator's rounding of its two allocations. Used for the STATS estimate;
+/// `examples/entry_memory.rs` measures the real figure.
+pub const ENTRY_OVERHEAD_BYTES: u64 = (std::mem::size_of::<Slot>() as u64 + 1) * 3 / 2 + 28 + 8;
 
 /// A handle to the store. Clones share the same data.
 #[derive(Clone)]
@@ -106,7 +77,8 @@ pub struct Store {
 type KeyHasher = foldhash::fast::RandomState;
 
 struct Shared {
-    map: DashMap<Box<[u8]>, Slot, KeyHasher>,
+    /// A set of slots, each hashed and compared as its key: the bucket is one thin pointer.
+    map: DashMap<Slot, (), KeyHasher>,
     /// The last version handed out.
     last_version: AtomicU64,
     clock: Clock,
@@ -149,7 +121,9 @@ impl Store {
         let Some(ttl) = touch_ttl_ms else {
             // A plain read takes only the shard's read lock.
             match self.shared.map.get(key) {
-                Some(slot) if slot.is_live(now) => return GetReply::Hit(slot.entry(now)),
+                Some(found) if found.key().is_live(now) => {
+                    return GetReply::Hit(found.key().entry(now))
+                }
                 None => return GetReply::Miss,
                 Some(_) => {}
             }
@@ -157,13 +131,10 @@ impl Store {
             return GetReply::Miss;
         };
         match self.shared.map.get_mut(key) {
-            Some(mut slot) if slot.is_live(now) => {
-                slot.expires_at_ms = now + ttl;
-                self.record(Mutation::Touch {
-                    key,
-                    expires_at_ms: slot.expires_at_ms,
-                });
-                GetReply::Hit(slot.entry(now))
+            Some(mut found) if found.key().is_live(now) => {
+                let mut slot = SlotMut::from_ref_mut(&mut found);
+                self.move_deadline(&mut slot, now + ttl);
+                GetReply::Hit(slot.slot().entry(now))
             }
             Some(slot) => {
                 drop(slot);
@@ -208,27 +179,29 @@ impl Store {
     ) -> SetOutcome {
         let now = self.shared.clock.now_ms();
         // Updates are the common case for sessions: find the entry without allocating a key.
-        if let Some(mut slot) = self.shared.map.get_mut(key) {
-            return self.overwrite(key, &mut slot, value, expiry, mode, now, previous);
+        if let Some(mut found) = self.shared.map.get_mut(key) {
+            let slot = SlotMut::from_ref_mut(&mut found);
+            return self.overwrite(slot, value, expiry, mode, now, previous);
         }
         if matches!(mode, SetMode::UpdateOnly | SetMode::IfVersion(_)) {
             return SetOutcome::NotFound;
         }
-        match self.shared.map.entry(Box::from(key)) {
+        // The new slot is built before the shard lock is taken: its version and deadline are
+        // set under the lock, once the key is known to be absent.
+        match self.shared.map.entry(Slot::new(key, value, 0, 0)) {
             // Another writer created the key between the lookup and here.
             MapEntry::Occupied(mut occupied) => {
-                self.overwrite(key, occupied.get_mut(), value, expiry, mode, now, previous)
+                let slot = SlotMut::from_occupied(&mut occupied);
+                self.overwrite(slot, value, expiry, mode, now, previous)
             }
             MapEntry::Vacant(vacant) => {
+                let mut inserted = vacant.insert(());
+                let mut slot = SlotMut::from_ref_mut(&mut inserted);
                 let version = self.next_version();
-                let slot = Slot {
-                    value: Box::from(value),
-                    expires_at_ms: expiry.deadline(now, None),
-                    version,
-                };
-                self.record_set(key, &slot);
+                slot.set_expires_at_ms(expiry.deadline(now, None));
+                slot.set_version(version);
+                self.record_set(slot.slot());
                 self.add_payload(key.len() + value.len());
-                vacant.insert(slot);
                 SetOutcome::Stored { version }
             }
         }
@@ -238,24 +211,24 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     fn overwrite(
         &self,
-        key: &[u8],
-        slot: &mut Slot,
+        mut slot: SlotMut<'_>,
         value: &[u8],
         expiry: Expiry,
         mode: SetMode,
         now: u64,
         previous: Option<&mut Option<Entry>>,
     ) -> SetOutcome {
-        let live = slot.is_live(now);
+        let current = slot.slot();
+        let live = current.is_live(now);
         if let (Some(previous), true) = (previous, live) {
-            *previous = Some(slot.entry(now));
+            *previous = Some(current.entry(now));
         }
         match mode {
             SetMode::CreateOnly if live => return SetOutcome::Exists,
             SetMode::UpdateOnly | SetMode::IfVersion(_) if !live => return SetOutcome::NotFound,
-            SetMode::IfVersion(expected) if expected != slot.version => {
+            SetMode::IfVersion(expected) if expected != current.version() => {
                 return SetOutcome::VersionMismatch {
-                    current: slot.version,
+                    current: current.version(),
                 }
             }
             _ => {}
@@ -266,15 +239,15 @@ impl Store {
                 .expired_reclaimed
                 .fetch_add(1, Ordering::Relaxed);
         }
+        let deadline = expiry.deadline(now, live.then_some(current.expires_at_ms()));
         self.add_payload(value.len());
-        self.sub_payload(slot.value.len());
-        slot.value = Box::from(value);
-        slot.expires_at_ms = expiry.deadline(now, live.then_some(slot.expires_at_ms));
-        slot.version = self.next_version();
-        self.record_set(key, slot);
-        SetOutcome::Stored {
-            version: slot.version,
-        }
+        self.sub_payload(current.value().len());
+        slot.replace_value(value);
+        slot.set_expires_at_ms(deadline);
+        let version = self.next_version();
+        slot.set_version(version);
+        self.record_set(slot.slot());
+        SetOutcome::Stored { version }
     }
 
     /// Moves `key`'s deadline to `at_ms` (Unix milliseconds). A deadline that has already
@@ -285,12 +258,8 @@ impl Store {
             return self.del(key, None) == DelOutcome::Deleted;
         }
         match self.shared.map.get_mut(key) {
-            Some(mut slot) if slot.is_live(now) => {
-                slot.expires_at_ms = at_ms;
-                self.record(Mutation::Touch {
-                    key,
-                    expires_at_ms: at_ms,
-                });
+            Some(mut found) if found.key().is_live(now) => {
+                self.move_deadline(&mut SlotMut::from_ref_mut(&mut found), at_ms);
                 true
             }
             Some(slot) => {
@@ -305,17 +274,17 @@ impl Store {
     /// Removes `key` and returns what it held, atomically.
     pub fn getdel(&self, key: &[u8]) -> GetReply {
         let now = self.shared.clock.now_ms();
-        let removed = self.shared.map.remove_if(key, |_, slot| {
+        let removed = self.shared.map.remove_if(key, |slot, _| {
             // Expired entries are reclaimed too, but only live ones are returned and recorded.
             if slot.is_live(now) {
                 self.record(Mutation::Del { key });
             }
             true
         });
-        let Some((key, slot)) = removed else {
+        let Some((slot, ())) = removed else {
             return GetReply::Miss;
         };
-        self.sub_payload(key.len() + slot.value.len());
+        self.sub_payload(payload_len(&slot));
         if slot.is_live(now) {
             GetReply::Hit(slot.entry(now))
         } else {
@@ -331,12 +300,12 @@ impl Store {
     pub fn clear(&self) -> usize {
         let now = self.shared.clock.now_ms();
         let mut removed = 0;
-        self.shared.map.retain(|key, slot| {
+        self.shared.map.retain(|slot, _| {
             if slot.is_live(now) {
-                self.record(Mutation::Del { key });
+                self.record(Mutation::Del { key: slot.key() });
                 removed += 1;
             }
-            self.sub_payload(key.len() + slot.value.len());
+            self.sub_payload(payload_len(slot));
             false
         });
         removed
@@ -346,14 +315,11 @@ impl Store {
     pub fn touch(&self, key: &[u8], ttl_ms: u64) -> TouchReply {
         let now = self.shared.clock.now_ms();
         match self.shared.map.get_mut(key) {
-            Some(mut slot) if slot.is_live(now) => {
-                slot.expires_at_ms = now + ttl_ms;
-                self.record(Mutation::Touch {
-                    key,
-                    expires_at_ms: slot.expires_at_ms,
-                });
+            Some(mut found) if found.key().is_live(now) => {
+                let mut slot = SlotMut::from_ref_mut(&mut found);
+                self.move_deadline(&mut slot, now + ttl_ms);
                 TouchReply::Touched {
-                    version: slot.version,
+                    version: slot.slot().version(),
                 }
             }
             Some(slot) => {
@@ -369,15 +335,15 @@ impl Store {
     pub fn del(&self, key: &[u8], if_version: Option<u64>) -> DelOutcome {
         let now = self.shared.clock.now_ms();
         let mut outcome = DelOutcome::NotFound;
-        let removed = self.shared.map.remove_if(key, |_, slot| {
+        let removed = self.shared.map.remove_if(key, |slot, _| {
             if !slot.is_live(now) {
                 // Gone already as far as clients can tell; reclaim it while we hold the lock.
                 return true;
             }
             match if_version {
-                Some(expected) if expected != slot.version => {
+                Some(expected) if expected != slot.version() => {
                     outcome = DelOutcome::VersionMismatch {
-                        current: slot.version,
+                        current: slot.version(),
                     };
                     false
                 }
@@ -389,8 +355,8 @@ impl Store {
                 }
             }
         });
-        if let Some((key, slot)) = removed {
-            self.sub_payload(key.len() + slot.value.len());
+        if let Some((slot, ())) = removed {
+            self.sub_payload(payload_len(&slot));
             if outcome == DelOutcome::NotFound {
                 self.shared
                     .expired_reclaimed
@@ -407,28 +373,28 @@ impl Store {
         self.shared
             .last_version
             .fetch_max(version, Ordering::Relaxed);
-        let slot = Slot {
-            value: Box::from(value),
-            expires_at_ms,
-            version,
-        };
         self.add_payload(key.len() + value.len());
-        if let Some(old) = self.shared.map.insert(Box::from(key), slot) {
-            self.sub_payload(key.len() + old.value.len());
+        // `insert` keeps the key it finds and drops the new one, so remove first: the new
+        // slot must replace the old one whole.
+        if let Some((old, ())) = self.shared.map.remove(key) {
+            self.sub_payload(payload_len(&old));
         }
+        self.shared
+            .map
+            .insert(Slot::new(key, value, expires_at_ms, version), ());
     }
 
     /// Replays a persisted TOUCH. Not reported to the sink.
     pub fn restore_touch(&self, key: &[u8], expires_at_ms: u64) {
-        if let Some(mut slot) = self.shared.map.get_mut(key) {
-            slot.expires_at_ms = expires_at_ms;
+        if let Some(mut found) = self.shared.map.get_mut(key) {
+            SlotMut::from_ref_mut(&mut found).set_expires_at_ms(expires_at_ms);
         }
     }
 
     /// Replays a persisted DEL. Not reported to the sink.
     pub fn restore_del(&self, key: &[u8]) {
-        if let Some((key, slot)) = self.shared.map.remove(key) {
-            self.sub_payload(key.len() + slot.value.len());
+        if let Some((slot, ())) = self.shared.map.remove(key) {
+            self.sub_payload(payload_len(&slot));
         }
     }
 
@@ -450,9 +416,14 @@ impl Store {
     /// writes after the call returns).
     pub fn visit_live_in_shard(&self, shard: usize, mut f: impl FnMut(&[u8], &[u8], u64, u64)) {
         let now = self.shared.clock.now_ms();
-        self.visit_buckets(shard, 0, usize::MAX, |key, slot| {
+        self.visit_buckets(shard, 0, usize::MAX, |slot| {
             if slot.is_live(now) {
-                f(key, &slot.value, slot.expires_at_ms, slot.version);
+                f(
+                    slot.key(),
+                    slot.value(),
+                    slot.expires_at_ms(),
+                    slot.version(),
+                );
             }
         });
     }
@@ -465,7 +436,7 @@ impl Store {
         shard: usize,
         from: usize,
         max: usize,
-        mut f: impl FnMut(&[u8], &Slot),
+        mut f: impl FnMut(&Slot),
     ) -> (usize, usize) {
         let table = self.shared.map.shards()[shard].read();
         let buckets = table.buckets();
@@ -478,8 +449,8 @@ impl Store {
             // element while `f` reads it, and `f` cannot keep the references past its call.
             unsafe {
                 if table.is_bucket_full(index) {
-                    let (key, slot) = table.bucket(index).as_ref();
-                    f(key, slot.get());
+                    let (slot, _) = table.bucket(index).as_ref();
+                    f(slot);
                 }
             }
         }
@@ -518,20 +489,29 @@ impl Store {
     }
 
     fn remove_if_expired(&self, key: &[u8], now: u64) {
-        if let Some((key, slot)) = self.shared.map.remove_if(key, |_, s| !s.is_live(now)) {
-            self.sub_payload(key.len() + slot.value.len());
+        if let Some((slot, ())) = self.shared.map.remove_if(key, |s, _| !s.is_live(now)) {
+            self.sub_payload(payload_len(&slot));
             self.shared
                 .expired_reclaimed
                 .fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn record_set(&self, key: &[u8], slot: &Slot) {
+    /// Moves a live entry's deadline and records the TOUCH.
+    fn move_deadline(&self, slot: &mut SlotMut<'_>, expires_at_ms: u64) {
+        slot.set_expires_at_ms(expires_at_ms);
+        self.record(Mutation::Touch {
+            key: slot.slot().key(),
+            expires_at_ms: slot.slot().expires_at_ms(),
+        });
+    }
+
+    fn record_set(&self, slot: &Slot) {
         self.record(Mutation::Set {
-            key,
-            value: &slot.value[..],
-            expires_at_ms: slot.expires_at_ms,
-            version: slot.version,
+            key: slot.key(),
+            value: slot.value(),
+            expires_at_ms: slot.expires_at_ms(),
+            version: slot.version(),
         });
     }
 
@@ -552,6 +532,11 @@ impl Store {
             .payload_bytes
             .fetch_sub(bytes as i64, Ordering::Relaxed);
     }
+}
+
+/// Key and value bytes of a slot, as `payload_bytes` counts them.
+fn payload_len(slot: &Slot) -> usize {
+    slot.key().len() + slot.value().len()
 }
 
 impl Default for Store {

@@ -76,9 +76,9 @@ impl Store {
         let mut keys = Vec::new();
         loop {
             let resume = cursor.bucket;
-            let (end, buckets) = self.visit_buckets(cursor.shard, resume, budget, |key, slot| {
-                if slot.is_live(now) && filter(key) {
-                    keys.push(Bytes::copy_from_slice(key));
+            let (end, buckets) = self.visit_buckets(cursor.shard, resume, budget, |slot| {
+                if slot.is_live(now) && filter(slot.key()) {
+                    keys.push(Bytes::copy_from_slice(slot.key()));
                 }
             });
             let log2_buckets = buckets.trailing_zeros();

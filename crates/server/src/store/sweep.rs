@@ -78,10 +78,9 @@ impl Store {
                         continue;
                     }
                     let bucket = table.bucket(index);
-                    let (key, slot) = bucket.as_ref();
-                    let slot = slot.get();
-                    if slot.expires_at_ms <= now {
-                        freed_bytes += key.len() + slot.value.len();
+                    let (slot, _) = bucket.as_ref();
+                    if !slot.is_live(now) {
+                        freed_bytes += slot.key().len() + slot.value().len();
                         table.erase(bucket);
                         report.reclaimed += 1;
                     }
