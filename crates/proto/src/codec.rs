@@ -18,6 +18,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::frame::{RequestFrame, ResponseFrame};
 use crate::header::{RequestHeader, ResponseHeader, HEADER_LEN, REQUEST_MAGIC, RESPONSE_MAGIC};
+use crate::peek::BufferedKeys;
 use crate::{Limits, Status, PROTOCOL_VERSION};
 
 /// A stream-level failure after which no further frame can be read.
@@ -100,6 +101,13 @@ impl ServerCodec {
     /// The limits this codec enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The keys of the complete requests at the start of `src`, the buffer this codec decodes
+    /// from, without consuming anything (see [`crate::peek`]). None while the body of a
+    /// rejected frame is still being thrown away: `src` does not start with a frame then.
+    pub fn buffered_keys<'a>(&self, src: &'a [u8]) -> BufferedKeys<'a> {
+        BufferedKeys::new(if self.discard > 0 { &[] } else { src })
     }
 
     fn oversize_reason(&self, header: &RequestHeader) -> Option<String> {

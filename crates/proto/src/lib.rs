@@ -17,6 +17,8 @@
 //!   allocate more than the limits allow.
 //! - [`command`]: the typed meaning of each opcode, one file per command, each with its parse
 //!   from a frame, its encoding into one, and the typed reply.
+//! - [`peek`]: the keys of buffered requests, read ahead without decoding them, so that a
+//!   server can warm its caches for a pipelined batch.
 //!
 //! [`Status`] lists the response status codes and [`Opcode`] the operations.
 
@@ -28,6 +30,7 @@ pub mod frame;
 pub mod header;
 mod limits;
 mod opcode;
+pub mod peek;
 mod status;
 
 pub use codec::{ClientCodec, FrameError, Inbound, Rejection, ServerCodec};

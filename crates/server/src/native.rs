@@ -69,6 +69,10 @@ impl Protocol for Native {
         })
     }
 
+    fn prefetch(&self, buf: &[u8], ctx: &Context) {
+        ctx.store.prefetch(self.codec.buffered_keys(buf));
+    }
+
     fn encode(&self, response: &ResponseFrame, out: &mut BytesMut) {
         out.reserve(response.encoded_len());
         response.encode(out);

@@ -105,6 +105,11 @@ pub(crate) trait Protocol: Send + 'static {
     /// `None` when `buf` holds no complete request (a partial one stays buffered).
     fn next(&mut self, buf: &mut BytesMut, ctx: &Context) -> Option<Answer<Self::Response>>;
 
+    /// Called with the bytes buffered before their requests are answered, so that a protocol
+    /// can warm the caches for the keys a pipelined batch will read (see
+    /// [`Store::prefetch`]). Purely a hint; the default does nothing.
+    fn prefetch(&self, _buf: &[u8], _ctx: &Context) {}
+
     /// Appends the wire encoding of `response` to `out`.
     fn encode(&self, response: &Self::Response, out: &mut BytesMut);
 
@@ -327,6 +332,8 @@ impl<P: Protocol> Handler<P> {
     /// must be closed after the queued responses are sent.
     async fn answer_buffered(&mut self) -> io::Result<bool> {
         let mut close = false;
+        self.protocol
+            .prefetch(self.connection.read_buf(), &self.ctx);
         while let Some(answer) = self.protocol.next(self.connection.read_buf(), &self.ctx) {
             if let Some(response) = answer.response {
                 self.respond(response, answer.mutated);

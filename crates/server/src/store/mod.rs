@@ -16,6 +16,7 @@
 //! were applied and handed to the [`MutationSink`].
 
 pub mod mutation;
+mod prefetch;
 pub mod scan;
 mod slot;
 pub mod sweep;

@@ -118,6 +118,11 @@ impl Slot {
         unsafe { self.block.as_ref() }
     }
 
+    /// Where the block starts, for prefetching.
+    pub fn block_addr(&self) -> *const u8 {
+        self.block.as_ptr().cast_const().cast()
+    }
+
     /// The key.
     pub fn key(&self) -> &[u8] {
         let len = (self.header().deadline_and_key_len >> DEADLINE_BITS) as usize;
