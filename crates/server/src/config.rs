@@ -175,7 +175,8 @@ pub struct ExpiryConfig {
     /// How often the sweep runs.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// How long one sweep may run before it yields until the next tick.
+    /// How long one sweep may run before it yields until the next tick (up to ten times
+    /// longer while much of what it visits has expired).
     #[serde(with = "humantime_serde")]
     pub sweep_budget: Duration,
 }

@@ -106,8 +106,29 @@ impl Store {
     }
 }
 
+/// How many buckets ahead walks over a table (the expiry sweep, SCAN, snapshots) prefetch
+/// the blocks they are about to read: each full bucket's fields are one cache miss away, and
+/// asking ahead lets about this many misses overlap.
+pub(super) const WALK_AHEAD: usize = 16;
+
+/// Prefetches the block of bucket `index` of `table` if the bucket exists and is full.
+pub(super) fn prefetch_bucket(table: &ShardTable, index: usize) {
+    if index >= table.buckets() {
+        return;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `index < table.buckets()`, as `is_bucket_full` and `bucket` require, and the
+    // element is read only once `is_bucket_full` says it is initialized; the caller holds a
+    // lock on the table (it has a reference to it), so the element stays put meanwhile.
+    unsafe {
+        if table.is_bucket_full(index) {
+            prefetch_line(table.bucket(index).as_ref().0.block_addr());
+        }
+    }
+}
+
 /// One shard's hash table, as dashmap keeps it.
-type ShardTable = hashbrown::raw::RawTable<Bucket>;
+pub(super) type ShardTable = hashbrown::raw::RawTable<Bucket>;
 
 /// What one bucket of a shard's table holds.
 type Bucket = (Slot, dashmap::SharedValue<()>);
@@ -115,7 +136,7 @@ type Bucket = (Slot, dashmap::SharedValue<()>);
 /// Asks the CPU to bring the cache line at `addr` closer. A hint: it never faults, even for
 /// an address that is not mapped, and compiles to nothing where there is no such instruction.
 #[inline(always)]
-fn prefetch_line(addr: *const u8) {
+pub(super) fn prefetch_line(addr: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

@@ -26,11 +26,21 @@ use std::time::Duration;
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::prefetch::{prefetch_bucket, WALK_AHEAD};
 use super::Store;
 
 /// Buckets inspected per acquisition of a shard's write lock. At a few nanoseconds per bucket
 /// this keeps each lock hold to about a microsecond.
 pub const BUCKETS_PER_LOCK: usize = 256;
+
+/// A tick that finds an expired entry in at least one of every `BURST_DENSITY` buckets it
+/// visits keeps sweeping for up to `BURST_FACTOR` times its budget (10% of one core with the
+/// defaults). Sessions created together expire together, say after a traffic peak, and at
+/// the base budget (1% of a core) a million of them took 17 s to reclaim; Redis's active
+/// expiry likewise works harder, up to a quarter of its cycle, while more than a tenth of
+/// what it samples has expired. Requests still run between steps, since every step yields.
+const BURST_DENSITY: u64 = 10;
+const BURST_FACTOR: u32 = 10;
 
 /// Where the sweep resumes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +75,12 @@ impl Store {
             let mut table = shards[cursor.shard].write();
             let buckets = table.buckets();
             let end = (cursor.bucket + BUCKETS_PER_LOCK).min(buckets);
+            // Deadlines live in the slots' blocks, one cache miss each: prefetch ahead.
+            for index in cursor.bucket..cursor.bucket + WALK_AHEAD {
+                prefetch_bucket(&table, index);
+            }
             for index in cursor.bucket..end {
+                prefetch_bucket(&table, index + WALK_AHEAD);
                 #[allow(unsafe_code)]
                 // SAFETY: `index < table.buckets()`, which is what `is_bucket_full` and
                 // `bucket` require, and the bucket is read only once `is_bucket_full` says it
@@ -151,14 +166,20 @@ impl Store {
         // sweep yields: otherwise a busy server would sweep less exactly when it has more
         // to reclaim.
         let mut spent = Duration::ZERO;
-        let mut reclaimed = 0;
+        let mut limit = budget;
+        let (mut reclaimed, mut scanned) = (0, 0);
         loop {
             let step = std::time::Instant::now();
             // A zero budget makes `sweep` do exactly one step.
             let report = self.sweep(cursor, Duration::ZERO);
             spent += step.elapsed();
             reclaimed += report.reclaimed;
-            if report.completed_cycle || spent >= budget || stopped.is_cancelled() {
+            scanned += report.buckets_scanned;
+            if spent >= limit && limit == budget && reclaimed * BURST_DENSITY >= scanned {
+                // Much of what this tick saw had expired: more likely waits further on.
+                limit = budget * BURST_FACTOR;
+            }
+            if report.completed_cycle || spent >= limit || stopped.is_cancelled() {
                 break;
             }
             tokio::task::yield_now().await;
