@@ -549,3 +549,23 @@ fn scan_with_an_unknown_cursor_ends() {
     let store = Store::new();
     assert_eq!(store.scan(u64::MAX, 10, |_| true), (0, Vec::new()));
 }
+
+#[test]
+fn replaying_a_set_replaces_the_whole_entry_and_keeps_the_payload_count() {
+    let store = Store::new();
+    let far = 4_000_000_000_000; // Unix ms, year 2096
+    store.restore_set(b"k", b"first value", far, 7);
+    store.restore_set(b"k", b"second", far + 1, 9);
+    store.restore_set(b"other", b"x", far, 3);
+    assert_eq!(store.len(), 2);
+    let entry = hit(store.get(b"k", None));
+    assert_eq!(entry.value, Bytes::from_static(b"second"));
+    assert_eq!(entry.version, 9);
+    // Payload: "k" + "second" and "other" + "x", each counted once.
+    let overhead = sessiond::store::ENTRY_OVERHEAD_BYTES;
+    assert_eq!(store.memory_estimate(), 1 + 6 + 5 + 1 + 2 * overhead);
+    store.restore_del(b"k");
+    assert_eq!(store.memory_estimate(), 5 + 1 + overhead);
+    // New writes continue above every replayed version.
+    assert_eq!(stored(store.set(b"n", b"v", 1000, SetMode::Upsert)), 10);
+}

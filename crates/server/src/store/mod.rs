@@ -376,14 +376,21 @@ impl Store {
             .last_version
             .fetch_max(version, Ordering::Relaxed);
         self.add_payload(key.len() + value.len());
-        // `insert` keeps the key it finds and drops the new one, so remove first: the new
-        // slot must replace the old one whole.
-        if let Some((old, ())) = self.shared.map.remove(key) {
-            self.sub_payload(payload_len(&old));
-        }
-        self.shared
+        // The new slot must replace the old one whole (`insert` would keep the old slot and
+        // drop the new one): `replace_entry` swaps in the slot the entry was made with.
+        match self
+            .shared
             .map
-            .insert(Slot::new(key, value, expires_at_ms, version), ());
+            .entry(Slot::new(key, value, expires_at_ms, version))
+        {
+            MapEntry::Occupied(occupied) => {
+                let (old, ()) = occupied.replace_entry(());
+                self.sub_payload(payload_len(&old));
+            }
+            MapEntry::Vacant(vacant) => {
+                vacant.insert(());
+            }
+        }
     }
 
     /// Replays a persisted TOUCH. Not reported to the sink.
