@@ -175,6 +175,11 @@ impl Decoder {
         }
     }
 
+    /// Whether no request is partly decoded: the buffer then starts at a request.
+    pub fn is_idle(&self) -> bool {
+        self.partial.is_none()
+    }
+
     /// Lifts the unauthenticated limits (after a successful `AUTH`).
     pub fn set_authenticated(&mut self, authenticated: bool) {
         self.authenticated = authenticated;

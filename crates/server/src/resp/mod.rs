@@ -16,6 +16,7 @@
 //! - [`frame`] holds reply values and their RESP2/RESP3 encodings.
 //! - `cmd` has the commands, one file per group, and the table `COMMAND` reports.
 //! - `glob` matches `SCAN ... MATCH` patterns.
+//! - `peek` finds the keys of pipelined commands ahead of decoding, for prefetching.
 //! - `Resp` (here) is the per-connection state (protocol version, authentication, name)
 //!   and the glue to the connection handler.
 //!
@@ -28,6 +29,7 @@ mod cmd;
 pub(crate) mod decode;
 pub(crate) mod frame;
 mod glob;
+mod peek;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -150,6 +152,13 @@ impl Resp {
 
 impl Protocol for Resp {
     type Response = Reply;
+
+    fn prefetch(&self, buf: &[u8], ctx: &Context) {
+        // Mid-request, the buffer does not start at a command.
+        if self.decoder.is_idle() {
+            ctx.store.prefetch(peek::BufferedKeys::new(buf));
+        }
+    }
 
     fn next(&mut self, buf: &mut BytesMut, ctx: &Context) -> Option<Answer<Reply>> {
         let decoded = match self.decoder.decode(buf) {

@@ -21,8 +21,8 @@
 //! stalls from the lookups into the prefetch). Redis 8 does the same for batches of
 //! commands ("prefetch keys").
 //!
-//! The native protocol calls it for every batch it reads (`Protocol::prefetch`); the RESP
-//! listener does not yet, since finding keys in RESP means parsing each command's arguments.
+//! Both protocols call it for every batch they read (`Protocol::prefetch`), with the keys
+//! their look-ahead finds (`sessiond_proto::peek`, `resp/peek.rs`).
 //!
 //! This only reads and never blocks: a shard another thread is writing is skipped, and a key
 //! that changes before its request runs costs nothing but a wasted prefetch.
