@@ -81,10 +81,11 @@ impl Store {
 
     /// Calls `f` with the table of the shard `hash` belongs to, under its read lock; skips
     /// the shard if it is locked for writing.
-    fn with_shard<R>(&self, hash: u64, f: impl FnOnce(&ShardTable) -> R) -> Option<R> {
+    fn with_shard(&self, hash: u64, f: impl FnOnce(&ShardTable)) {
         let map = &self.shared.map;
-        let table = map.shards()[map.determine_shard(hash as usize)].try_read()?;
-        Some(f(&table))
+        if let Some(table) = map.shards()[map.determine_shard(hash as usize)].try_read() {
+            f(&table);
+        }
     }
 
     /// Calls `f` for each slot whose hash tag matches `hash` in the first bucket groups its
@@ -136,7 +137,7 @@ type Bucket = (Slot, dashmap::SharedValue<()>);
 /// Asks the CPU to bring the cache line at `addr` closer. A hint: it never faults, even for
 /// an address that is not mapped, and compiles to nothing where there is no such instruction.
 #[inline(always)]
-pub(super) fn prefetch_line(addr: *const u8) {
+fn prefetch_line(addr: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
