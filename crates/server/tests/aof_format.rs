@@ -13,6 +13,10 @@
 //!   a crash or a mistake leaves behind, what `--repair` makes of each, and what startup does
 //!   with them.
 
+mod common;
+
+use common::{del, set, touch};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -48,28 +52,6 @@ const MAX_TORN_TAIL: u64 = 32 * 1024 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn set(key: &[u8], value: &[u8], expires_at_ms: u64, version: u64) -> Record {
-    Record::Set {
-        key: Bytes::copy_from_slice(key),
-        value: Bytes::copy_from_slice(value),
-        expires_at_ms,
-        version,
-    }
-}
-
-fn touch(key: &[u8], expires_at_ms: u64) -> Record {
-    Record::Touch {
-        key: Bytes::copy_from_slice(key),
-        expires_at_ms,
-    }
-}
-
-fn del(key: &[u8]) -> Record {
-    Record::Del {
-        key: Bytes::copy_from_slice(key),
-    }
-}
 
 /// A record's bytes, through the encoder the server uses.
 fn encode(record: &Record) -> Vec<u8> {

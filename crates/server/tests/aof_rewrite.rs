@@ -6,12 +6,15 @@
 //! rename, and exactly the new one after it; the temporary file must never survive a load; and
 //! the loaded file must take new writes that a further restart sees.
 
+mod common;
+
+use common::{del, set, touch};
+
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use sessiond::aof::reader::read_file;
 use sessiond::aof::record::{encode_file_header, Record};
 use sessiond::aof::rewrite::{finish, no_hook, write_snapshot, RewriteStep};
@@ -25,28 +28,6 @@ use tempfile::TempDir;
 const FAR: u64 = 4_102_444_800_000;
 /// 2023-11-14T22:13:20Z: a deadline every test run sees in the past.
 const PAST: u64 = 1_700_000_000_000;
-
-fn set(key: &[u8], value: &[u8], expires_at_ms: u64, version: u64) -> Record {
-    Record::Set {
-        key: Bytes::copy_from_slice(key),
-        value: Bytes::copy_from_slice(value),
-        expires_at_ms,
-        version,
-    }
-}
-
-fn touch(key: &[u8], expires_at_ms: u64) -> Record {
-    Record::Touch {
-        key: Bytes::copy_from_slice(key),
-        expires_at_ms,
-    }
-}
-
-fn del(key: &[u8]) -> Record {
-    Record::Del {
-        key: Bytes::copy_from_slice(key),
-    }
-}
 
 fn encode(records: &[Record]) -> Vec<u8> {
     let mut out = Vec::new();
