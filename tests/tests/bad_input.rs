@@ -1,6 +1,6 @@
 //! End-to-end tests of how the real `sessiond` binary treats malformed and hostile input.
 //!
-//! The contract (`notes/CONTEXT.md`): a frame whose header is readable but whose contents are
+//! The contract (`proto/PROTOCOL.md`, section 8): a frame whose header is readable but whose contents are
 //! wrong gets an error response and the connection carries on with the next frame; an
 //! oversized key or value is skipped without being buffered; bad magic and an unknown header
 //! version are answered once and the connection is closed. No input may take the server down

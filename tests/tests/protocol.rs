@@ -2,7 +2,7 @@
 //! negotiation, reads, every write mode, versions, TTLs and expiry, `STATS`, and deep
 //! pipelining across several connections.
 //!
-//! The expected statuses and versions are the contract in `notes/CONTEXT.md` and the
+//! The expected statuses and versions are the contract in `proto/PROTOCOL.md` and the
 //! protocol crate; every reply is checked to echo its request's opcode and opaque.
 
 use std::time::Duration;
@@ -19,7 +19,7 @@ use sessiond_tests::{
 /// A TTL long enough that nothing expires during a test.
 const HOUR_MS: u64 = 60 * 60 * 1000;
 
-/// The names `STATS` must report, in this order (CONTEXT.md).
+/// The names `STATS` must report, in this order (`proto/PROTOCOL.md`, 5.7).
 const STATS_NAMES: [&str; 18] = [
     "server_version",
     "uptime_ms",

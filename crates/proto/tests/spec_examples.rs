@@ -20,7 +20,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 #[path = "support/spec_hex.rs"]
 mod spec_hex;
-use spec_hex::{hex, hex_blocks};
+use spec_hex::{assert_examples_match_spec, hex};
 
 /// The specification itself; `include_str!` also makes cargo rerun these tests when it changes.
 const SPEC: &str = include_str!("../../../proto/PROTOCOL.md");
@@ -602,34 +602,7 @@ const EXAMPLES: &[(&str, &str)] = &[
 
 #[test]
 fn every_hex_block_in_the_spec_is_tested() {
-    let in_spec: Vec<Vec<u8>> = hex_blocks(SPEC).iter().map(|block| hex(block)).collect();
-    let here: Vec<(&str, Vec<u8>)> = EXAMPLES
-        .iter()
-        .map(|(name, block)| (*name, hex(block)))
-        .collect();
-
-    for (i, bytes) in in_spec.iter().enumerate() {
-        assert!(
-            here.iter().any(|(_, b)| b == bytes),
-            "hex block #{} of PROTOCOL.md ({:02x?}) is not among the tested examples",
-            i + 1,
-            bytes
-        );
-    }
-    for (name, bytes) in &here {
-        assert!(
-            in_spec.contains(bytes),
-            "{name} does not appear byte for byte in PROTOCOL.md"
-        );
-    }
-    assert_eq!(in_spec.len(), here.len(), "a block appears twice");
-}
-
-#[test]
-fn hex_blocks_are_found_and_parsed() {
-    let blocks = hex_blocks("text\n```hex\nb5 01  # x\n\n0a\n```\n```text\nff\n```\n");
-    assert_eq!(blocks.len(), 1);
-    assert_eq!(hex(&blocks[0]), [0xb5, 0x01, 0x0a]);
+    assert_examples_match_spec("PROTOCOL.md", SPEC, EXAMPLES);
 }
 
 // ---------------------------------------------------------------------------------------------
