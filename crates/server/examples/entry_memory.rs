@@ -45,7 +45,7 @@ async fn main() {
     let value_len: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
     let key_len: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(43);
 
-    let store = Store::new();
+    let store = Store::with_parts(sessiond::clock::Clock::following_tokio(), None);
     let value = vec![b'x'; value_len];
     let before = rss_bytes();
     let started = Instant::now();

@@ -16,6 +16,11 @@ use tokio::time::advance;
 
 const MINUTE: u64 = 60_000;
 
+/// A store whose clock follows tokio's, so that `start_paused` tests control its time.
+fn paused_store() -> Store {
+    Store::with_parts(Clock::following_tokio(), None)
+}
+
 fn stored(outcome: SetOutcome) -> u64 {
     match outcome {
         SetOutcome::Stored { version } => version,
@@ -32,7 +37,7 @@ fn hit(reply: GetReply) -> Entry {
 
 #[tokio::test(start_paused = true)]
 async fn upsert_then_get_returns_value_version_and_ttl() {
-    let store = Store::new();
+    let store = paused_store();
     let v = stored(store.set(b"k", b"hello", MINUTE, SetMode::Upsert));
     assert!(v >= 1);
     advance(Duration::from_millis(1500)).await;
@@ -44,7 +49,7 @@ async fn upsert_then_get_returns_value_version_and_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn every_write_gets_a_larger_version_across_keys_and_recreation() {
-    let store = Store::new();
+    let store = paused_store();
     let a1 = stored(store.set(b"a", b"1", MINUTE, SetMode::Upsert));
     let b1 = stored(store.set(b"b", b"1", MINUTE, SetMode::Upsert));
     let a2 = stored(store.set(b"a", b"2", MINUTE, SetMode::Upsert));
@@ -57,7 +62,7 @@ async fn every_write_gets_a_larger_version_across_keys_and_recreation() {
 
 #[tokio::test(start_paused = true)]
 async fn create_only_refuses_a_live_key_but_not_an_expired_one() {
-    let store = Store::new();
+    let store = paused_store();
     stored(store.set(b"k", b"1", 100, SetMode::CreateOnly));
     assert_eq!(
         store.set(b"k", b"2", 100, SetMode::CreateOnly),
@@ -71,7 +76,7 @@ async fn create_only_refuses_a_live_key_but_not_an_expired_one() {
 
 #[tokio::test(start_paused = true)]
 async fn update_only_never_resurrects() {
-    let store = Store::new();
+    let store = paused_store();
     assert_eq!(
         store.set(b"k", b"1", MINUTE, SetMode::UpdateOnly),
         SetOutcome::NotFound
@@ -89,7 +94,7 @@ async fn update_only_never_resurrects() {
 
 #[tokio::test(start_paused = true)]
 async fn if_version_detects_a_concurrent_update() {
-    let store = Store::new();
+    let store = paused_store();
     let v1 = stored(store.set(b"k", b"base", MINUTE, SetMode::Upsert));
     // Two requests both loaded v1; the first to save wins.
     let v2 = stored(store.set(b"k", b"first", MINUTE, SetMode::IfVersion(v1)));
@@ -109,7 +114,7 @@ async fn if_version_detects_a_concurrent_update() {
 
 #[tokio::test(start_paused = true)]
 async fn touch_and_get_with_touch_slide_the_deadline_and_keep_the_version() {
-    let store = Store::new();
+    let store = paused_store();
     let v = stored(store.set(b"k", b"x", 1000, SetMode::Upsert));
     advance(Duration::from_millis(900)).await;
     assert_eq!(store.touch(b"k", 1000), TouchReply::Touched { version: v });
@@ -125,7 +130,7 @@ async fn touch_and_get_with_touch_slide_the_deadline_and_keep_the_version() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_entry_is_never_returned_and_is_reclaimed_on_access() {
-    let store = Store::new();
+    let store = paused_store();
     stored(store.set(b"k", b"x", 50, SetMode::Upsert));
     advance(Duration::from_millis(49)).await;
     hit(store.get(b"k", None));
@@ -140,7 +145,7 @@ async fn an_expired_entry_is_never_returned_and_is_reclaimed_on_access() {
 
 #[tokio::test(start_paused = true)]
 async fn del_with_if_version() {
-    let store = Store::new();
+    let store = paused_store();
     let v = stored(store.set(b"k", b"x", MINUTE, SetMode::Upsert));
     assert_eq!(
         store.del(b"k", Some(v + 1)),
@@ -153,7 +158,7 @@ async fn del_with_if_version() {
 
 #[tokio::test(start_paused = true)]
 async fn the_sweep_reclaims_expired_entries_and_keeps_live_ones() {
-    let store = Store::new();
+    let store = paused_store();
     for i in 0..10_000u32 {
         let ttl = if i % 2 == 0 { 100 } else { MINUTE };
         stored(store.set(&i.to_be_bytes(), &[0u8; 100], ttl, SetMode::Upsert));
@@ -175,7 +180,7 @@ async fn the_sweep_reclaims_expired_entries_and_keeps_live_ones() {
 
 #[tokio::test(start_paused = true)]
 async fn a_zero_budget_sweep_does_one_bounded_step_and_resumes() {
-    let store = Store::new();
+    let store = paused_store();
     for i in 0..50_000u32 {
         stored(store.set(&i.to_be_bytes(), b"v", 10, SetMode::Upsert));
     }
@@ -201,7 +206,7 @@ async fn a_zero_budget_sweep_does_one_bounded_step_and_resumes() {
 
 #[tokio::test(start_paused = true)]
 async fn the_background_sweeper_runs_until_its_guard_is_dropped() {
-    let store = Store::new();
+    let store = paused_store();
     stored(store.set(b"k", b"x", 10, SetMode::Upsert));
     // A generous budget: the sweeper yields after every step, so it covers the map over
     // many polls; the test yields until it has.
@@ -243,7 +248,10 @@ impl MutationSink for Recorder {
 #[tokio::test(start_paused = true)]
 async fn every_mutation_reaches_the_sink_with_absolute_deadlines() {
     let recorder = Arc::new(Recorder::default());
-    let store = Store::with_parts(Clock::starting_at(1_000_000), Some(recorder.clone()));
+    let store = Store::with_parts(
+        Clock::following_tokio_from(1_000_000),
+        Some(recorder.clone()),
+    );
     let v = stored(store.set(b"k", b"x", 500, SetMode::Upsert));
     assert_eq!(
         store.set(b"k", b"y", 500, SetMode::CreateOnly),
@@ -345,7 +353,7 @@ proptest! {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let store = Store::new();
+            let store = paused_store();
             let mut model = Model::default();
             for op in ops {
                 match op {
@@ -434,7 +442,7 @@ proptest! {
 #[tokio::test(start_paused = true)]
 async fn set_with_keeps_or_sets_absolute_deadlines() {
     use sessiond::store::Expiry;
-    let store = Store::new();
+    let store = paused_store();
     let now = store.clock().now_ms();
     stored(store.set_with(b"k", b"1", Expiry::At(now + 5_000), SetMode::Upsert));
     assert_eq!(hit(store.get(b"k", None)).ttl_ms, 5_000);
@@ -450,7 +458,7 @@ async fn set_with_keeps_or_sets_absolute_deadlines() {
 #[tokio::test(start_paused = true)]
 async fn set_returning_previous_reads_under_the_same_lock() {
     use sessiond::store::Expiry;
-    let store = Store::new();
+    let store = paused_store();
     let (outcome, previous) =
         store.set_returning_previous(b"k", b"1", Expiry::In(MINUTE), SetMode::Upsert);
     let v1 = stored(outcome);
@@ -466,7 +474,7 @@ async fn set_returning_previous_reads_under_the_same_lock() {
 
 #[tokio::test(start_paused = true)]
 async fn expire_at_moves_the_deadline_or_deletes() {
-    let store = Store::new();
+    let store = paused_store();
     let now = store.clock().now_ms();
     stored(store.set(b"k", b"x", MINUTE, SetMode::Upsert));
     assert!(store.expire_at(b"k", now + 10));
@@ -504,7 +512,7 @@ async fn getdel_and_clear_record_deletions() {
 #[tokio::test(start_paused = true)]
 async fn scan_returns_every_key_even_while_the_map_grows() {
     use std::collections::HashSet;
-    let store = Store::new();
+    let store = paused_store();
     let original: HashSet<Vec<u8>> = (0..20_000u32)
         .map(|i| format!("session:{i}").into_bytes())
         .collect();
@@ -546,13 +554,13 @@ async fn scan_returns_every_key_even_while_the_map_grows() {
 
 #[test]
 fn scan_with_an_unknown_cursor_ends() {
-    let store = Store::new();
+    let store = paused_store();
     assert_eq!(store.scan(u64::MAX, 10, |_| true), (0, Vec::new()));
 }
 
 #[test]
 fn replaying_a_set_replaces_the_whole_entry_and_keeps_the_payload_count() {
-    let store = Store::new();
+    let store = paused_store();
     let far = 4_000_000_000_000; // Unix ms, year 2096
     store.restore_set(b"k", b"first value", far, 7);
     store.restore_set(b"k", b"second", far + 1, 9);

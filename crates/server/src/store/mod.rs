@@ -13,13 +13,15 @@
 //! Versions come from one store-wide counter, so a key that is deleted and created again
 //! never reuses a version a client may still hold (no ABA). The counter is advanced while the
 //! shard lock is held, which keeps the versions of one key increasing in the order the writes
-//! were applied and handed to the [`MutationSink`].
+//! were applied and handed to the [`MutationSink`]. With persistence, [`versions`] also keeps
+//! it from handing out a number twice across crashes.
 
 pub mod mutation;
 mod prefetch;
 pub mod scan;
 mod slot;
 pub mod sweep;
+mod versions;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use crate::clock::Clock;
 pub use mutation::{Mutation, MutationSink};
 use prefetch::{prefetch_bucket, WALK_AHEAD};
 use slot::{Slot, SlotMut};
+use versions::Versions;
 
 /// Number of shards. Many small shards keep lock contention low on many cores and, more
 /// importantly here, keep each step of the expiry sweep short. Must be a power of two.
@@ -81,8 +84,8 @@ type KeyHasher = foldhash::fast::RandomState;
 struct Shared {
     /// A set of slots, each hashed and compared as its key: the bucket is one thin pointer.
     map: DashMap<Slot, (), KeyHasher>,
-    /// The last version handed out.
-    last_version: AtomicU64,
+    /// The version counter and its durable reservation.
+    versions: Versions,
     clock: Clock,
     sink: Option<Arc<dyn MutationSink>>,
     /// Sum of key and value lengths of the entries held.
@@ -102,7 +105,7 @@ impl Store {
         Store {
             shared: Arc::new(Shared {
                 map: DashMap::with_hasher_and_shard_amount(KeyHasher::default(), SHARDS),
-                last_version: AtomicU64::new(0),
+                versions: Versions::unlimited(),
                 clock,
                 sink,
                 payload_bytes: AtomicI64::new(0),
@@ -372,9 +375,7 @@ impl Store {
     /// reported to the sink, and the version counter is moved past `version` so that new
     /// writes never reuse it.
     pub fn restore_set(&self, key: &[u8], value: &[u8], expires_at_ms: u64, version: u64) {
-        self.shared
-            .last_version
-            .fetch_max(version, Ordering::Relaxed);
+        self.shared.versions.restore(version);
         self.add_payload(key.len() + value.len());
         // The new slot must replace the old one whole (`insert` would keep the old slot and
         // drop the new one): `replace_entry` swaps in the slot the entry was made with.
@@ -410,9 +411,32 @@ impl Store {
     /// Replays a persisted version floor: new writes get versions above `version`. Not
     /// reported to the sink.
     pub fn restore_last_version(&self, version: u64) {
-        self.shared
-            .last_version
-            .fetch_max(version, Ordering::Relaxed);
+        self.shared.versions.restore(version);
+    }
+
+    /// Replays a persisted time: the clock reads at least `unix_ms` from now on, so entries
+    /// that had expired before it stay expired even if the system clock is now behind.
+    pub fn restore_clock(&self, unix_ms: u64) {
+        self.shared.clock.raise_to(unix_ms);
+    }
+
+    /// From now on, versions above the last one handed out are handed out only once
+    /// [`Store::grant_versions`] has allowed them. A persistence layer calls this after replay,
+    /// before the first write, and grants each ceiling once a record of it is durable.
+    pub fn require_version_reservations(&self) {
+        self.shared.versions.require_reservations();
+    }
+
+    /// Allows versions up to `ceiling` to be handed out.
+    pub fn grant_versions(&self, ceiling: u64) {
+        self.shared.versions.grant(ceiling);
+    }
+
+    /// Every version up to this may have been handed out: the granted ceiling with
+    /// reservations, else the last version. A snapshot of the store records it, since versions
+    /// up to the ceiling may be in clients' hands by the time the snapshot replaces the file.
+    pub fn versions_reserved_up_to(&self) -> u64 {
+        self.shared.versions.reserved_up_to()
     }
 
     /// Number of shards; [`Store::visit_live_in_shard`] takes an index below it.
@@ -495,11 +519,15 @@ impl Store {
 
     /// The last version handed out (0 before the first write).
     pub fn last_version(&self) -> u64 {
-        self.shared.last_version.load(Ordering::Relaxed)
+        self.shared.versions.last()
     }
 
     fn next_version(&self) -> u64 {
-        self.shared.last_version.fetch_add(1, Ordering::Relaxed) + 1
+        self.shared.versions.next(|| {
+            if let Some(sink) = &self.shared.sink {
+                sink.versions_exhausted();
+            }
+        })
     }
 
     fn remove_if_expired(&self, key: &[u8], now: u64) {

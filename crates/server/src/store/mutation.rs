@@ -41,4 +41,9 @@ pub enum Mutation<'a> {
 pub trait MutationSink: Send + Sync + 'static {
     /// Records one applied mutation.
     fn record(&self, mutation: Mutation<'_>);
+
+    /// A write is waiting for versions beyond the granted ceiling
+    /// ([`Store::grant_versions`](super::Store::grant_versions)): the layer that grants them
+    /// should reserve more now. Called with a shard lock held, so it must not block.
+    fn versions_exhausted(&self) {}
 }
