@@ -2,8 +2,8 @@
 //! filler file fills up.
 //!
 //! While the append-only file cannot be written, writes must be refused with
-//! `PERSISTENCE_FAILED` and never answered `OK`, reads served, `GET` with touch served as a
-//! plain `GET`, and `STATS` must say `aof_failed 1`. Once space is freed, the writer's
+//! `PERSISTENCE_FAILED` and never answered `OK` (a `GET` with touch included), reads must be
+//! served, and `STATS` must say `aof_failed 1`. Once space is freed, the writer's
 //! retries (backoff from 1 s up to 10 s) rewrite the file from memory and writes resume;
 //! after a restart everything acknowledged is there.
 //!
@@ -227,10 +227,19 @@ async fn writes_are_refused_while_the_disk_is_full(fsync: &str) {
             GetReply::Miss => panic!("{key} cannot be read while the disk is full"),
         }
     }
-    match conn.get_touch(b"before-0", 5 * HOUR_MS).await {
+    // A GET with touch is a write: it is refused, not served as a plain GET that a client
+    // would take for an extended session (regression: it answered OK with the old TTL).
+    let reply = conn
+        .exchange(&Request::Get(sessiond_proto::command::Get {
+            key: Bytes::from_static(b"before-0"),
+            touch_ttl_ms: Some(5 * HOUR_MS),
+        }))
+        .await;
+    assert_refused(&reply, "GET with touch");
+    match conn.get(b"before-0").await {
         GetReply::Hit(entry) => assert!(
             entry.ttl_ms <= HOUR_MS,
-            "GET with touch extended the TTL to {} ms while writes cannot be persisted",
+            "the refused touch extended the TTL to {} ms",
             entry.ttl_ms
         ),
         GetReply::Miss => panic!("before-0 is missing"),

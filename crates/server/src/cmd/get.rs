@@ -7,11 +7,10 @@ use crate::server::Context;
 use crate::stats::Stats;
 
 pub(super) fn apply(cmd: Get, opaque: u32, ctx: &Context) -> Outcome {
-    // While writes cannot be persisted, a touch would be an unpersisted write: serve the
-    // read without it. The reply's TTL shows the deadline did not move.
-    let touch_ttl_ms = cmd.touch_ttl_ms.filter(|_| !ctx.refuse_writes());
-    let touch = touch_ttl_ms.is_some();
-    let reply = ctx.store.get(&cmd.key, touch_ttl_ms);
+    // While writes cannot be persisted a touch never gets here: the dispatcher answers it
+    // PERSISTENCE_FAILED, like every other write.
+    let touch = cmd.touch_ttl_ms.is_some();
+    let reply = ctx.store.get(&cmd.key, cmd.touch_ttl_ms);
     Stats::bump(match reply {
         GetReply::Hit(_) => &ctx.stats.get_hits,
         GetReply::Miss => &ctx.stats.get_misses,

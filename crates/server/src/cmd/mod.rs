@@ -69,10 +69,13 @@ pub(crate) fn execute(frame: RequestFrame, ctx: &Context) -> Outcome {
             ));
         }
     };
-    let is_write = matches!(
-        request,
-        Request::Set(_) | Request::Touch(_) | Request::Del(_)
-    );
+    // A GET with TOUCH is a write too: while writes cannot be persisted, serving it as a plain
+    // read would answer OK to a client that believes its session was extended.
+    let is_write = match &request {
+        Request::Set(_) | Request::Touch(_) | Request::Del(_) => true,
+        Request::Get(get) => get.touch_ttl_ms.is_some(),
+        _ => false,
+    };
     if is_write && ctx.refuse_writes() {
         return refused(request.opcode(), opaque);
     }
