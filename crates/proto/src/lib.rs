@@ -19,6 +19,8 @@
 //!   from a frame, its encoding into one, and the typed reply.
 //! - [`peek`]: the keys of buffered requests, read ahead without decoding them, so that a
 //!   server can warm its caches for a pipelined batch.
+//! - [`unsolicited`]: the frames a server sends without a request (`BUSY`, `SHUTTING_DOWN`,
+//!   `PROTOCOL_ERROR`), and how a client recognises them.
 //!
 //! [`Status`] lists the response status codes and [`Opcode`] the operations.
 
@@ -32,6 +34,7 @@ mod limits;
 mod opcode;
 pub mod peek;
 mod status;
+pub mod unsolicited;
 
 pub use codec::{ClientCodec, FrameError, Inbound, Rejection, ServerCodec};
 pub use command::{CommandError, Request};

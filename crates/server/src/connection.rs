@@ -23,7 +23,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// client that stops reading stops being read from.
 pub(crate) const FLUSH_THRESHOLD: usize = 64 * 1024;
 
-/// How long, and for how many bytes, [`Connection::close_after_reply`] keeps reading.
+/// How long, and for how many bytes, [`Connection::close_after_reply`] keeps reading; at
+/// shutdown, [`Connection::close_at_shutdown`] stops once the client has been quiet this long.
 const LINGER_TIME: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 1024 * 1024;
 
@@ -73,15 +74,31 @@ impl Connection {
         Ok(self.stream.read_buf(&mut self.read_buf).await? > 0)
     }
 
-    /// Reads whatever the socket already holds, without waiting. Returns whether anything
-    /// was read. Used at shutdown to answer requests the client sent before it.
-    pub(crate) fn read_ready(&mut self) -> io::Result<bool> {
-        self.read_buf.reserve(READ_CHUNK);
-        match self.stream.try_read_buf(&mut self.read_buf) {
-            Ok(n) => Ok(n > 0),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
-        }
+    /// Bytes that have arrived on the socket and are not read yet: what the client had
+    /// delivered (and our TCP stack acknowledged) by now. Shutdown answers the requests
+    /// among them and no others, so a client that keeps pipelining cannot hold the
+    /// server past the moment it learnt of the shutdown.
+    pub(crate) fn arrived(&self) -> io::Result<usize> {
+        let n = rustix::io::ioctl_fionread(&self.stream)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// Reads at most `limit` bytes of what the socket already holds, without waiting.
+    /// Returns how many were read: 0 if none were available or the peer closed.
+    pub(crate) fn read_arrived(&mut self, limit: usize) -> io::Result<usize> {
+        let start = self.read_buf.len();
+        self.read_buf.resize(start + limit.min(READ_CHUNK), 0);
+        let read = self.stream.try_read(&mut self.read_buf[start..]);
+        let n = match read {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                self.read_buf.truncate(start);
+                return Err(e);
+            }
+        };
+        self.read_buf.truncate(start + n);
+        Ok(n)
     }
 
     /// Closes the connection so that the last reply survives: sends FIN, then reads and
@@ -96,12 +113,38 @@ impl Connection {
         let deadline = Instant::now() + LINGER_TIME;
         let mut drained = 0;
         while drained < LINGER_BYTES {
-            self.read_buf.clear();
-            self.read_buf.reserve(READ_CHUNK);
-            match timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await {
-                Ok(Ok(n)) if n > 0 => drained += n,
-                _ => return,
+            match self.discard(deadline).await {
+                Some(n) => drained += n,
+                None => return,
             }
+        }
+    }
+
+    /// Like [`Connection::close_after_reply`], for shutdown. The client may still be
+    /// reading megabytes of responses and pipelining requests all the while, so input is
+    /// thrown away without a byte bound, until the client closes, sends nothing for
+    /// [`LINGER_TIME`] (it has stopped writing, so closing cannot destroy anything it has
+    /// yet to read), or `deadline` (the shutdown timeout) passes.
+    pub(crate) async fn close_at_shutdown(&mut self, deadline: Instant) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        loop {
+            let quiet = (Instant::now() + LINGER_TIME).min(deadline);
+            if self.discard(quiet).await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Reads and throws away one chunk of input: how many bytes, or `None` if the peer
+    /// closed, the read failed, or nothing arrived before `deadline`.
+    async fn discard(&mut self, deadline: Instant) -> Option<usize> {
+        self.read_buf.clear();
+        self.read_buf.reserve(READ_CHUNK);
+        match timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await {
+            Ok(Ok(n)) if n > 0 => Some(n),
+            _ => None,
         }
     }
 

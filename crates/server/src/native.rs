@@ -5,7 +5,9 @@
 //! and says what the native protocol sends when the stream itself is unreadable.
 
 use bytes::BytesMut;
-use sessiond_proto::{FrameError, Inbound, Limits, ResponseFrame, ServerCodec, Status};
+use sessiond_proto::{
+    unsolicited, FrameError, Inbound, Limits, ResponseFrame, ServerCodec, Status,
+};
 use tokio_util::codec::Decoder;
 use tracing::debug;
 
@@ -14,8 +16,7 @@ use crate::cmd;
 use crate::server::{Answer, Context, Protocol};
 use crate::stats::Stats;
 
-/// The opcode of frames the server sends without a request (`BUSY`, `PROTOCOL_ERROR`).
-pub const UNSOLICITED_OPCODE: u8 = 0xFF;
+pub use sessiond_proto::unsolicited::UNSOLICITED_OPCODE;
 
 /// Per-connection state of the native protocol: only the codec's (a rejected frame's body
 /// may still be arriving, to be thrown away).
@@ -96,27 +97,24 @@ impl Protocol for Native {
     }
 
     fn busy_message() -> Vec<u8> {
-        let mut buf = Vec::new();
-        ResponseFrame::error(
-            UNSOLICITED_OPCODE,
-            0,
-            Status::Busy,
-            "connection limit reached; try again later",
-        )
-        .encode(&mut buf);
-        buf
+        encoded(&unsolicited::busy())
     }
+
+    fn shutting_down_message() -> Option<Vec<u8>> {
+        Some(encoded(&unsolicited::shutting_down()))
+    }
+}
+
+fn encoded(frame: &ResponseFrame) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(frame.encoded_len());
+    frame.encode(&mut buf);
+    buf
 }
 
 /// The last frame sent on a stream that can no longer be read.
 fn fatal_response(error: &FrameError) -> Option<ResponseFrame> {
     match error {
-        FrameError::BadMagic { .. } => Some(ResponseFrame::error(
-            UNSOLICITED_OPCODE,
-            0,
-            Status::ProtocolError,
-            error.to_string(),
-        )),
+        FrameError::BadMagic { .. } => Some(unsolicited::protocol_error(error)),
         FrameError::UnsupportedVersion { opcode, opaque, .. } => Some(ResponseFrame::error(
             *opcode,
             *opaque,

@@ -126,6 +126,11 @@ pub(crate) trait Protocol: Send + 'static {
 
     /// The bytes a connection over the connection limit receives before it is closed.
     fn busy_message() -> Vec<u8>;
+
+    /// The bytes sent after the last response at shutdown, to say that no later request
+    /// was executed; `None` where the protocol has no way to say it (RESP has no
+    /// unsolicited replies: a client would take it for the answer to its next request).
+    fn shutting_down_message() -> Option<Vec<u8>>;
 }
 
 /// Serves connections from `listeners` until `shutdown` completes, then stops accepting,
@@ -145,6 +150,7 @@ pub async fn run(
         limit_connections: Arc::new(Semaphore::new(settings.max_connections as usize)),
         ctx,
         idle_timeout: settings.idle_timeout,
+        shutdown_timeout: settings.shutdown_timeout,
         notify_shutdown,
         shutdown_complete_tx,
     };
@@ -192,6 +198,7 @@ struct Listener {
     limit_connections: Arc<Semaphore>,
     ctx: Arc<Context>,
     idle_timeout: Option<Duration>,
+    shutdown_timeout: Duration,
     notify_shutdown: CancellationToken,
     shutdown_complete_tx: mpsc::Sender<()>,
 }
@@ -229,7 +236,7 @@ impl Listener {
                 protocol: new_protocol(),
                 ctx: self.ctx.clone(),
                 idle_timeout: self.idle_timeout,
-                shutdown: Shutdown::new(self.notify_shutdown.clone()),
+                shutdown: Shutdown::new(self.notify_shutdown.clone(), self.shutdown_timeout),
                 held: Vec::new(),
                 held_bytes: 0,
                 held_mutations: false,
@@ -295,12 +302,7 @@ impl<P: Protocol> Handler<P> {
                 return Ok(());
             }
             if self.shutdown.is_shutdown() {
-                // Answer what the client sent before the shutdown and is already in our
-                // socket buffer; then close.
-                if self.connection.read_ready()? {
-                    continue;
-                }
-                return Ok(());
+                return self.finish().await;
             }
             tokio::select! {
                 read = self.connection.read_more() => {
@@ -324,6 +326,49 @@ impl<P: Protocol> Handler<P> {
                     }
                     idle.as_mut().reset(deadline);
                 }
+            }
+        }
+    }
+
+    /// Ends the connection at shutdown, as PROTOCOL.md 2.1 says: answers the complete
+    /// requests that had arrived when this connection saw the signal (the read buffer is
+    /// already answered; the rest are in the socket), and no others, so that a client that
+    /// keeps pipelining cannot hold the server; says that nothing after them was executed,
+    /// where the protocol can; then half-closes and drains instead of closing outright,
+    /// since closing a socket with unread input makes the kernel reset the connection and
+    /// throw away responses the client has not read yet. Bounded by the shutdown timeout,
+    /// after which the connection is simply dropped.
+    async fn finish(&mut self) -> io::Result<()> {
+        let deadline = self.shutdown.deadline();
+        let finish = async {
+            let mut arrived = self.connection.arrived()?;
+            while arrived > 0 {
+                let read = self.connection.read_arrived(arrived)?;
+                if read == 0 {
+                    break;
+                }
+                arrived -= read;
+                if self.answer_buffered().await? {
+                    self.connection.flush().await?;
+                    self.connection.close_after_reply().await;
+                    return Ok(());
+                }
+            }
+            if self.connection.has_partial_frame() {
+                debug!("shutdown: discarding a request that had not fully arrived");
+            }
+            if let Some(message) = P::shutting_down_message() {
+                self.connection.write_buf().extend_from_slice(&message);
+            }
+            self.connection.flush().await?;
+            self.connection.close_at_shutdown(deadline).await;
+            Ok(())
+        };
+        match time::timeout_at(deadline, finish).await {
+            Ok(result) => result,
+            Err(_) => {
+                debug!("shutdown timeout passed before the connection finished; dropping it");
+                Ok(())
             }
         }
     }

@@ -219,4 +219,9 @@ impl Protocol for Resp {
         // Redis's words for the same situation.
         b"-ERR max number of clients reached\r\n".to_vec()
     }
+
+    fn shutting_down_message() -> Option<Vec<u8>> {
+        // Redis, too, just closes its connections when it shuts down.
+        None
+    }
 }
