@@ -35,6 +35,10 @@ pub(super) struct Versions {
     last: AtomicU64,
     /// Versions up to this may be handed out: a durable reservation covers them.
     granted: AtomicU64,
+    /// The highest ceiling whose reservation record has been queued for the file, granted or
+    /// not yet. A snapshot of the store records it, so that a grant made while the snapshot is
+    /// written is still covered by the file that replaces the old one.
+    requested: AtomicU64,
     /// Writes that outran the reservation wait here for the next grant. The mutex guards
     /// nothing but the condition variable's protocol.
     grant_lock: Mutex<()>,
@@ -47,6 +51,7 @@ impl Versions {
         Versions {
             last: AtomicU64::new(0),
             granted: AtomicU64::new(u64::MAX),
+            requested: AtomicU64::new(0),
             grant_lock: Mutex::new(()),
             grant_wakeup: Condvar::new(),
         }
@@ -66,7 +71,9 @@ impl Versions {
     pub(super) fn reserved_up_to(&self) -> u64 {
         match self.granted() {
             u64::MAX => self.last(),
-            granted => granted.max(self.last()),
+            granted => granted
+                .max(self.requested.load(Ordering::Acquire))
+                .max(self.last()),
         }
     }
 
@@ -78,6 +85,11 @@ impl Versions {
     /// From now on, versions above the current counter are handed out only once granted.
     pub(super) fn require_reservations(&self) {
         self.granted.store(self.last(), Ordering::Release);
+    }
+
+    /// Notes that a reservation up to `ceiling` has been queued for the file.
+    pub(super) fn request(&self, ceiling: u64) {
+        self.requested.fetch_max(ceiling, Ordering::Release);
     }
 
     /// Allows versions up to `ceiling`, and wakes writes waiting for them.
