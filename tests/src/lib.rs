@@ -408,10 +408,43 @@ impl Daemon {
         data_dir: PathBuf,
         args: &[String],
     ) -> Result<Daemon, Finished> {
+        Daemon::try_spawn_with_env(dir, config_path, data_dir, args, &[])
+    }
+
+    /// Like [`Daemon::start_in`], with extra environment variables for the process (e.g. a
+    /// preloaded library that shifts its wall clock).
+    pub fn start_in_with_env(
+        config: &str,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config_path = dir.path().join("sessiond.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut argv = overrides(data_dir);
+        argv.extend(args.iter().map(|a| a.to_string()));
+        match Daemon::try_spawn_with_env(dir, config_path, data_dir.to_path_buf(), &argv, env) {
+            Ok(daemon) => daemon,
+            Err(finished) => panic!(
+                "sessiond exited before listening ({}); stderr:\n{}",
+                finished.status, finished.stderr
+            ),
+        }
+    }
+
+    fn try_spawn_with_env(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        data_dir: PathBuf,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, Finished> {
         let mut child = Command::new(binary("sessiond"))
             .arg("--config")
             .arg(&config_path)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "sessiond=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
