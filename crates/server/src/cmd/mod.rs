@@ -72,8 +72,10 @@ pub(crate) fn execute(frame: RequestFrame, ctx: &Context) -> Outcome {
     // A GET with TOUCH is a write too: while writes cannot be persisted, serving it as a plain
     // read would answer OK to a client that believes its session was extended.
     let is_write = match &request {
-        Request::Set(_) | Request::Touch(_) | Request::Del(_) => true,
+        Request::Set(_) | Request::Touch(_) => true,
         Request::Get(get) => get.touch_ttl_ms.is_some(),
+        // A DEL is a logout: it runs even then, and answers the error itself (`del::apply`).
+        Request::Del(_) => false,
         _ => false,
     };
     if is_write && ctx.refuse_writes() {

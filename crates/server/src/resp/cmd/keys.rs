@@ -9,8 +9,14 @@ use crate::resp::glob::Pattern;
 use crate::stats::Stats;
 
 /// `DEL key [key ...]` and `UNLINK key [key ...]`: how many keys were removed.
+///
+/// While the AOF cannot be written the keys are still removed (a logout must take effect at
+/// once), but the reply is a `MISCONF` error, whatever was removed: a client retrying keeps
+/// hearing that the deletion is not durable until the file has recovered, which writes it
+/// (AOF.md section 10).
 pub(super) fn del(call: &mut Call<'_>) -> Result {
     let keys = call.keys(1)?;
+    let failed = call.ctx.refuse_writes();
     let stats = &call.ctx.stats;
     let mut deleted = 0;
     for key in keys {
@@ -20,6 +26,12 @@ pub(super) fn del(call: &mut Call<'_>) -> Result {
         } else {
             Stats::bump(&stats.del_misses);
         }
+    }
+    if failed {
+        return Err(Value::error(
+            "MISCONF Errors writing to the AOF file: the keys are deleted in memory but the \
+             deletion is not durable yet; retry until it answers an integer",
+        ));
     }
     Ok(Outcome::write(Value::Integer(deleted), deleted > 0))
 }

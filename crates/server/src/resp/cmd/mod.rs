@@ -203,7 +203,9 @@ pub(super) fn execute(
     if !client.authenticated && !spec.has_flag("no-auth") {
         return Outcome::reply(Value::error("NOAUTH Authentication required."));
     }
-    if spec.has_flag("write") && ctx.refuse_writes() {
+    // DEL and UNLINK are logouts: they run even then, and answer the error themselves.
+    let deletes = matches!(spec.name, "del" | "unlink");
+    if spec.has_flag("write") && !deletes && ctx.refuse_writes() {
         return Outcome::reply(Value::error(
             "MISCONF Errors writing to the AOF file: writes are refused until sessiond can \
              persist them again (see the server log)",
