@@ -7,14 +7,18 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sessiond_proto::command::{
     DelOutcome, GetReply, HelloReply, Request, SetMode, SetOutcome, Touch, TouchReply,
 };
-use sessiond_proto::{Limits, Opcode, RequestFrame, Status};
+use sessiond_proto::{ClientCodec, Limits, Opcode, RequestFrame, Status};
 use sessiond_tests::{
-    assert_error, get_request, set_request, Conn, Daemon, Deadline, CONNECTION_OPCODE,
+    assert_error, bounded, get_request, set_request, Conn, Daemon, Deadline, CONNECTION_OPCODE,
+    IO_TIMEOUT,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
 
 /// A TTL long enough that nothing expires during a test.
 const HOUR_MS: u64 = 60 * 60 * 1000;
@@ -619,4 +623,229 @@ async fn connection_level_opcode_is_not_a_request() {
     assert_eq!((reply.opcode, reply.opaque), (CONNECTION_OPCODE, 77));
     assert_error(&reply, Status::UnknownOpcode);
     assert_usable(&mut conn).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HELLO edge cases (PROTOCOL.md 5.1 and 9)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn hello_with_a_range_including_0_gets_1_and_only_0_is_refused() {
+    let (_daemon, mut conn) = daemon_and_conn("").await;
+    let reply = HelloReply::from_frame(&conn.hello(0, 1).await).expect("HELLO 0..=1");
+    assert_eq!(reply.version, 1);
+    assert_usable(&mut conn).await;
+
+    let reply = conn.hello(0, 0).await;
+    assert_error(&reply, Status::UnsupportedVersion);
+    conn.expect_closed().await;
+}
+
+#[tokio::test]
+async fn a_second_hello_is_answered_like_the_first() {
+    let (_daemon, mut conn) = daemon_and_conn("").await;
+    for (min, max) in [(1, 1), (1, 3)] {
+        let reply = HelloReply::from_frame(&conn.hello(min, max).await)
+            .unwrap_or_else(|e| panic!("HELLO {min}..={max}: {e}"));
+        assert_eq!(reply.version, 1);
+    }
+    assert_usable(&mut conn).await;
+    // Without a common version, a later HELLO ends the connection like a first one.
+    assert_error(&conn.hello(2, 3).await, Status::UnsupportedVersion);
+    conn.expect_closed().await;
+}
+
+#[tokio::test]
+async fn hello_with_min_above_max_is_invalid_and_not_fatal() {
+    let (_daemon, mut conn) = daemon_and_conn("").await;
+    // Reversed is malformed (INVALID_ARGUMENT, the connection goes on), unlike a
+    // well-formed range that shares no version with the server (fatal).
+    let reply = conn.hello(3, 1).await;
+    assert_error(&reply, Status::InvalidArgument);
+    assert_eq!(
+        reply.message(),
+        "HELLO: min_version 3 is above max_version 1"
+    );
+    assert_usable(&mut conn).await;
+}
+
+#[tokio::test]
+async fn stats_reports_the_bare_server_version() {
+    let (_daemon, mut conn) = daemon_and_conn("").await;
+    let stats = conn.stats().await;
+    // PROTOCOL.md 5.7: the version alone; HELLO's value names the software too.
+    assert_eq!(stats.get("server_version"), Some(env!("CARGO_PKG_VERSION")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The specification's examples, against the real server
+// ---------------------------------------------------------------------------------------------
+
+#[allow(dead_code)]
+#[path = "../../crates/proto/tests/support/spec_hex.rs"]
+mod spec_hex;
+
+/// The specification; `include_str!` makes cargo rerun these tests when it changes.
+const SPEC: &str = include_str!("../../proto/PROTOCOL.md");
+
+/// `STATS` values that depend on timing or on the server's internals rather than on the
+/// requests (PROTOCOL.md 5 says so): the server's are replaced by the example's before the
+/// bytes are compared.
+const VARYING_STATS: [&str; 3] = ["uptime_ms", "memory_bytes_estimate", "aof_file_bytes"];
+
+/// Reads one response frame, as raw bytes, from `stream`.
+async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let mut frame = vec![0u8; 16];
+    bounded(IO_TIMEOUT, "response header", stream.read_exact(&mut frame))
+        .await
+        .expect("response header");
+    let extras = usize::from(frame[3]);
+    let value = u32::from_be_bytes([frame[12], frame[13], frame[14], frame[15]]) as usize;
+    frame.resize(16 + extras + value, 0);
+    bounded(
+        IO_TIMEOUT,
+        "response body",
+        stream.read_exact(&mut frame[16..]),
+    )
+    .await
+    .expect("response body");
+    frame
+}
+
+/// Sends `request` (an example's bytes; a frame the example shows only the start of gets
+/// the rest of its announced body as zeros) and returns the response's bytes.
+async fn send_example(stream: &mut TcpStream, request: &[u8]) -> Vec<u8> {
+    let mut bytes = request.to_vec();
+    if bytes.len() >= 16 && bytes[0] == 0xb5 {
+        let key = usize::from(u16::from_be_bytes([bytes[8], bytes[9]]));
+        let value = u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
+        let whole = 16 + usize::from(bytes[10]) + key + value;
+        bytes.resize(whole.max(bytes.len()), 0);
+    }
+    bounded(IO_TIMEOUT, "send example", stream.write_all(&bytes))
+        .await
+        .expect("send example");
+    read_frame(stream).await
+}
+
+/// The server's response with what depends on timing made equal to the example: a plain
+/// `GET` hit's remaining TTL (checked to be plausible), and [`VARYING_STATS`].
+fn align_with_example(request: &[u8], got: &[u8], example: &[u8]) -> Vec<u8> {
+    let (opcode, flags, status) = (got[2], request[3], u16::from_be_bytes([got[8], got[9]]));
+    let mut got = got.to_vec();
+    if opcode == u8::from(Opcode::Get) && flags == 0 && status == 0 && got.len() >= 32 {
+        let ttl = u64::from_be_bytes(got[24..32].try_into().expect("8 bytes"));
+        assert!((1_700_000..=1_800_000).contains(&ttl), "GET ttl_ms {ttl}");
+        got[24..32].copy_from_slice(&example[24..32]);
+    }
+    if opcode == u8::from(Opcode::Stats) && status == 0 {
+        let parse = |frame: &[u8]| {
+            let mut buf = BytesMut::from(frame);
+            let frame = ClientCodec::new().decode(&mut buf).expect("a frame");
+            sessiond_proto::command::StatsReply::from_frame(&frame.expect("a whole frame"))
+                .expect("STATS")
+        };
+        let (mut server, spec) = (parse(&got), parse(example));
+        for (name, value) in &mut server.stats {
+            if VARYING_STATS.contains(&name.as_str()) {
+                *value = spec.get(name).expect("the example lists it").to_string();
+            }
+        }
+        got.clear();
+        let opaque = u32::from_be_bytes(example[4..8].try_into().expect("4 bytes"));
+        server.to_frame(opaque).encode(&mut got);
+    }
+    got
+}
+
+/// Every request in PROTOCOL.md, sent to the real server in the order the document gives
+/// them (one session, as section 5 describes it), must get exactly the bytes the document
+/// shows, except for the values section 5 says depend on timing. Unsolicited frames are
+/// provoked the way the document describes them. Regression test: the examples of `BUSY`,
+/// the refused `HELLO` and `STATS` showed messages and lines the server did not send.
+#[tokio::test]
+async fn the_specs_examples_are_what_the_server_sends() {
+    let mut daemon = Daemon::start();
+    // Section 5: versions 1 to 6 were handed out on another connection, now closed.
+    {
+        let mut other = daemon.connect().await;
+        for i in 1..=6u64 {
+            let key = format!("other:{i}");
+            assert_eq!(other.put(key.as_bytes(), b"x", HOUR_MS).await, i);
+        }
+        other.close_write().await;
+        assert!(other.recv().await.is_none());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Requests with their responses, in the session's order (by opaque: the document
+    // orders them by command), and the frames that answer no request.
+    let blocks: Vec<Vec<u8>> = spec_hex::hex_blocks(SPEC)
+        .iter()
+        .map(|b| spec_hex::hex(b))
+        .collect();
+    let mut exchanges = Vec::new();
+    let mut unsolicited = Vec::new();
+    let mut i = 0;
+    while i < blocks.len() {
+        if blocks[i][0] == 0xb6 {
+            unsolicited.push(blocks[i].clone());
+            i += 1;
+            continue;
+        }
+        let (request, response) = (blocks[i].clone(), blocks[i + 1].clone());
+        let opaque = match request[0] {
+            0xb5 => u32::from_be_bytes(request[4..8].try_into().expect("4 bytes")),
+            _ => u32::MAX,
+        };
+        exchanges.push((opaque, request, response));
+        i += 2;
+    }
+    exchanges.sort_by_key(|(opaque, _, _)| *opaque);
+    assert_eq!(exchanges.len() * 2 + unsolicited.len(), blocks.len());
+
+    let mut session = TcpStream::connect(daemon.addr()).await.expect("connect");
+    for (_, request, example) in &exchanges {
+        let status = Status::from_u16(u16::from_be_bytes([example[8], example[9]]));
+        let got = if status.is_some_and(Status::is_fatal) {
+            // Fatal: on a connection of its own, as the examples say.
+            let mut own = TcpStream::connect(daemon.addr()).await.expect("connect");
+            send_example(&mut own, request).await
+        } else {
+            send_example(&mut session, request).await
+        };
+        let got = align_with_example(request, &got, example);
+        assert_eq!(
+            got,
+            *example,
+            "the response to {:?} differs from the spec's:\n  server: {:?}\n  spec:   {:?}",
+            String::from_utf8_lossy(request),
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(example)
+        );
+    }
+
+    let mut shutting_down = None;
+    for block in unsolicited {
+        let status = u16::from_be_bytes([block[8], block[9]]);
+        if status == u16::from(Status::Busy) {
+            let busy = Daemon::start_with_config("[server]\nmax_connections = 1\n");
+            let mut first = busy.connect().await;
+            first.ping(b"").await;
+            let mut over = TcpStream::connect(busy.addr()).await.expect("connect");
+            assert_eq!(read_frame(&mut over).await, block, "the BUSY example");
+        } else {
+            assert_eq!(status, u16::from(Status::ShuttingDown), "{block:?}");
+            shutting_down = Some(block);
+        }
+    }
+
+    // Section 2.1: at shutdown, after the last response, SHUTTING_DOWN.
+    let example = shutting_down.expect("the spec shows the SHUTTING_DOWN frame");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(read_frame(&mut session).await, example, "SHUTTING_DOWN");
+    let mut rest = Vec::new();
+    let read = bounded(IO_TIMEOUT, "EOF", session.read_to_end(&mut rest)).await;
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    daemon.wait_timeout(Duration::from_secs(20)).expect("exit");
 }

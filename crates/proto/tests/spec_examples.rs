@@ -13,8 +13,8 @@ use sessiond_proto::command::{
     SetMode, SetOutcome, Stats, StatsReply, Touch, TouchReply,
 };
 use sessiond_proto::{
-    ClientCodec, CommandError, Limits, Opcode, Request, RequestFrame, ResponseFrame, ServerCodec,
-    Status,
+    unsolicited, ClientCodec, CommandError, Limits, Opcode, Request, RequestFrame, ResponseFrame,
+    ServerCodec, Status,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -418,33 +418,42 @@ const STATS_RESPONSE: &str = r##"
 b6 01 06 00                                      # magic, version 1, opcode STATS, extras length 0
 00 00 00 10                                      # opaque 16
 00 00 00 00                                      # status OK (0x0000), reserved
-00 00 01 2b                                      # value length 299
+00 00 01 90                                      # value length 400
 73 65 72 76 65 72 5f 76 65 72 73 69 6f 6e 20 30  # "server_version 0"
 2e 31 2e 30 0a                                   # ... ".1.0\n"
 75 70 74 69 6d 65 5f 6d 73 20 36 31 32 33 34 0a  # "uptime_ms 61234\n"
 63 6f 6e 6e 65 63 74 69 6f 6e 73 5f 63 75 72 72  # "connections_curr"
 65 6e 74 20 31 0a                                # ... "ent 1\n"
 63 6f 6e 6e 65 63 74 69 6f 6e 73 5f 74 6f 74 61  # "connections_tota"
-6c 20 31 0a                                      # ... "l 1\n"
+6c 20 33 0a                                      # ... "l 3\n"
 63 6f 6e 6e 65 63 74 69 6f 6e 73 5f 72 65 6a 65  # "connections_reje"
 63 74 65 64 20 30 0a                             # ... "cted 0\n"
-72 65 71 75 65 73 74 73 5f 74 6f 74 61 6c 20 31  # "requests_total 1"
-36 0a                                            # ... "6\n"
+72 65 71 75 65 73 74 73 5f 74 6f 74 61 6c 20 32  # "requests_total 2"
+33 0a                                            # ... "3\n"
 70 72 6f 74 6f 63 6f 6c 5f 65 72 72 6f 72 73 20  # "protocol_errors "
-30 0a                                            # ... "0\n"
+31 0a                                            # ... "1\n"
 67 65 74 5f 68 69 74 73 20 32 0a                 # "get_hits 2\n"
 67 65 74 5f 6d 69 73 73 65 73 20 31 0a           # "get_misses 1\n"
-73 65 74 5f 73 74 6f 72 65 64 20 32 0a           # "set_stored 2\n"
+73 65 74 5f 73 74 6f 72 65 64 20 38 0a           # "set_stored 8\n"
 73 65 74 5f 72 65 6a 65 63 74 65 64 20 33 0a     # "set_rejected 3\n"
 74 6f 75 63 68 5f 68 69 74 73 20 31 0a           # "touch_hits 1\n"
 74 6f 75 63 68 5f 6d 69 73 73 65 73 20 31 0a     # "touch_misses 1\n"
 64 65 6c 5f 64 65 6c 65 74 65 64 20 31 0a        # "del_deleted 1\n"
 64 65 6c 5f 6d 69 73 73 65 73 20 32 0a           # "del_misses 2\n"
-65 6e 74 72 69 65 73 20 30 0a                    # "entries 0\n"
+65 6e 74 72 69 65 73 20 36 0a                    # "entries 6\n"
 65 78 70 69 72 65 64 5f 72 65 63 6c 61 69 6d 65  # "expired_reclaime"
 64 20 30 0a                                      # ... "d 0\n"
 6d 65 6d 6f 72 79 5f 62 79 74 65 73 5f 65 73 74  # "memory_bytes_est"
-69 6d 61 74 65 20 30 0a                          # ... "imate 0\n"
+69 6d 61 74 65 20 33 34 32 0a                    # ... "imate 342\n"
+61 6f 66 5f 65 6e 61 62 6c 65 64 20 31 0a        # "aof_enabled 1\n"
+61 6f 66 5f 66 73 79 6e 63 20 65 76 65 72 79 73  # "aof_fsync everys"
+65 63 0a                                         # ... "ec\n"
+61 6f 66 5f 66 69 6c 65 5f 62 79 74 65 73 20 33  # "aof_file_bytes 3"
+37 34 0a                                         # ... "74\n"
+61 6f 66 5f 72 65 77 72 69 74 65 73 20 30 0a     # "aof_rewrites 0\n"
+61 6f 66 5f 77 72 69 74 65 5f 65 72 72 6f 72 73  # "aof_write_errors"
+20 30 0a                                         # ... " 0\n"
+61 6f 66 5f 66 61 69 6c 65 64 20 30 0a           # "aof_failed 0\n"
 "##;
 
 const INVALID_TTL_REQUEST: &str = r##"
@@ -542,9 +551,37 @@ const BUSY_RESPONSE: &str = r##"
 b6 01 ff 00                                      # magic, version 1, opcode 0xff, extras length 0
 00 00 00 00                                      # opaque 0
 00 90 00 00                                      # status BUSY (0x0090), reserved
-00 00 00 14                                      # value length 20
-74 6f 6f 20 6d 61 6e 79 20 63 6f 6e 6e 65 63 74  # message "too many connect"
-69 6f 6e 73                                      # ... "ions"
+00 00 00 29                                      # value length 41
+63 6f 6e 6e 65 63 74 69 6f 6e 20 6c 69 6d 69 74  # message "connection limit"
+20 72 65 61 63 68 65 64 3b 20 74 72 79 20 61 67  # ... " reached; try ag"
+61 69 6e 20 6c 61 74 65 72                       # ... "ain later"
+"##;
+
+const SHUTTING_DOWN_RESPONSE: &str = r##"
+b6 01 ff 00                                      # magic, version 1, opcode 0xff, extras length 0
+00 00 00 00                                      # opaque 0
+00 91 00 00                                      # status SHUTTING_DOWN (0x0091), reserved
+00 00 00 36                                      # value length 54
+73 65 72 76 65 72 20 73 68 75 74 74 69 6e 67 20  # message "server shutting "
+64 6f 77 6e 3b 20 6c 61 74 65 72 20 72 65 71 75  # ... "down; later requ"
+65 73 74 73 20 77 65 72 65 20 6e 6f 74 20 65 78  # ... "ests were not ex"
+65 63 75 74 65 64                                # ... "ecuted"
+"##;
+
+const RESERVED_OPCODE_REQUEST: &str = r##"
+b5 01 ff 00  # magic, version 1, opcode 0xff, flags 0x00
+00 00 00 15  # opaque 21
+00 00 00 00  # key length 0, extras length 0, reserved
+00 00 00 00  # value length 0
+"##;
+
+const RESERVED_OPCODE_RESPONSE: &str = r##"
+b6 01 ff 00                                      # magic, version 1, opcode 0xff, extras length 0
+00 00 00 15                                      # opaque 21
+00 82 00 00                                      # status UNKNOWN_OPCODE (0x0082), reserved
+00 00 00 13                                      # value length 19
+75 6e 6b 6e 6f 77 6e 20 6f 70 63 6f 64 65 20 30  # message "unknown opcode 0"
+78 66 66                                         # ... "xff"
 "##;
 
 /// Every example above, by name, for the coverage check against the specification.
@@ -594,6 +631,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("BAD_VERSION_REQUEST", BAD_VERSION_REQUEST),
     ("BAD_VERSION_RESPONSE", BAD_VERSION_RESPONSE),
     ("BUSY_RESPONSE", BUSY_RESPONSE),
+    ("SHUTTING_DOWN_RESPONSE", SHUTTING_DOWN_RESPONSE),
+    ("RESERVED_OPCODE_REQUEST", RESERVED_OPCODE_REQUEST),
+    ("RESERVED_OPCODE_RESPONSE", RESERVED_OPCODE_RESPONSE),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -643,9 +683,12 @@ fn hello_without_a_common_version() {
     );
     assert_eq!(request.negotiate(1, 1), None);
 
+    // The server's own answer (it builds it with the same function).
     let message = "no common protocol version: client speaks 2..=3, server speaks 1..=1";
-    let frame = ResponseFrame::error(Opcode::Hello.into(), 1, Status::UnsupportedVersion, message);
-    let frame = check_response(HELLO_UNSUPPORTED_RESPONSE, &frame);
+    let frame = check_response(
+        HELLO_UNSUPPORTED_RESPONSE,
+        &request.no_common_version(1, 1, 1),
+    );
     assert!(frame.status().unwrap().is_fatal());
     assert_server_error(
         HelloReply::from_frame(&frame),
@@ -874,7 +917,7 @@ fn del() {
 // ---------------------------------------------------------------------------------------------
 
 /// The statistics the specification lists, in its order.
-const STAT_NAMES: [&str; 18] = [
+const STAT_NAMES: [&str; 24] = [
     "server_version",
     "uptime_ms",
     "connections_current",
@@ -893,14 +936,22 @@ const STAT_NAMES: [&str; 18] = [
     "entries",
     "expired_reclaimed",
     "memory_bytes_estimate",
+    "aof_enabled",
+    "aof_fsync",
+    "aof_file_bytes",
+    "aof_rewrites",
+    "aof_write_errors",
+    "aof_failed",
 ];
 
 #[test]
 fn stats() {
     check_request(STATS_REQUEST, 16, Request::Stats(Stats));
+    // Section 5's session: six SETs on an earlier connection, the refused HELLO on another,
+    // then this connection's 16 requests.
     let values = [
-        "0.1.0", "61234", "1", "1", "0", "16", "0", "2", "1", "2", "3", "1", "1", "1", "2", "0",
-        "0", "0",
+        "0.1.0", "61234", "1", "3", "0", "23", "1", "2", "1", "8", "3", "1", "1", "1", "2", "6",
+        "0", "342", "1", "everysec", "374", "0", "0", "0",
     ];
     let reply = StatsReply {
         stats: STAT_NAMES
@@ -912,7 +963,7 @@ fn stats() {
     let frame = check_response(STATS_RESPONSE, &reply.to_frame(16));
     let decoded = StatsReply::from_frame(&frame).unwrap();
     assert_eq!(decoded, reply);
-    assert_eq!(decoded.get("requests_total"), Some("16"));
+    assert_eq!(decoded.get("requests_total"), Some("23"));
     assert_eq!(decoded.get("no_such_stat"), None);
 }
 
@@ -922,12 +973,39 @@ fn stats() {
 
 #[test]
 fn busy_is_unsolicited_and_fatal() {
-    let frame = ResponseFrame::error(0xff, 0, Status::Busy, "too many connections");
-    let frame = check_response(BUSY_RESPONSE, &frame);
+    // The server sends the frame `unsolicited::busy` builds.
+    let frame = check_response(BUSY_RESPONSE, &unsolicited::busy());
     let status = frame.status().unwrap();
     assert!(status.is_error() && status.is_fatal());
     assert!(frame.extras.is_empty());
-    assert_eq!(frame.message(), "too many connections");
+    assert!(unsolicited::is_unsolicited(&frame));
+}
+
+#[test]
+fn shutting_down_is_unsolicited_and_fatal() {
+    let frame = check_response(SHUTTING_DOWN_RESPONSE, &unsolicited::shutting_down());
+    assert_eq!(frame.status(), Some(Status::ShuttingDown));
+    assert!(frame.status().unwrap().is_fatal());
+    assert!(unsolicited::is_unsolicited(&frame));
+}
+
+/// Regression test: the specification said a client recognises unsolicited frames by
+/// opcode 0xFF alone, so the answer to a request carrying 0xFF looked like one.
+#[test]
+fn the_reserved_opcode_is_answered_as_unknown_and_is_not_unsolicited() {
+    let built = RequestFrame {
+        opcode: unsolicited::UNSOLICITED_OPCODE,
+        opaque: 21,
+        ..RequestFrame::default()
+    };
+    assert_eq!(encode_request(&built), hex(RESERVED_OPCODE_REQUEST));
+    let frame = request_frame(RESERVED_OPCODE_REQUEST);
+    let err = Request::parse(frame, &Limits::default()).unwrap_err();
+    assert_eq!(err, CommandError::UnknownOpcode(0xff));
+    let response = ResponseFrame::error(0xff, 21, err.status(), err.to_string());
+    let response = check_response(RESERVED_OPCODE_RESPONSE, &response);
+    assert!(!response.status().unwrap().is_fatal());
+    assert!(!unsolicited::is_unsolicited(&response));
 }
 
 #[test]

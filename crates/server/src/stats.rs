@@ -77,7 +77,8 @@ impl Stats {
     pub fn snapshot(&self, store: &Store, aof: Option<&Aof>) -> Vec<(String, String)> {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
         let pairs: [(&str, String); 18] = [
-            ("server_version", crate::SERVER_VERSION.to_string()),
+            // The version alone (PROTOCOL.md 5.7); HELLO's value names the software too.
+            ("server_version", env!("CARGO_PKG_VERSION").to_string()),
             ("uptime_ms", self.started.elapsed().as_millis().to_string()),
             ("connections_current", load(&self.connections_current)),
             ("connections_total", load(&self.connections_total)),

@@ -73,6 +73,20 @@ impl Hello {
         let high = self.max_version.min(max);
         (high >= self.min_version.max(min)).then_some(high)
     }
+
+    /// The answer when [`Hello::negotiate`] with the server's range `min..=max` finds no
+    /// version: `UNSUPPORTED_VERSION`, after which the server closes the connection.
+    pub fn no_common_version(&self, opaque: u32, min: u8, max: u8) -> ResponseFrame {
+        ResponseFrame::error(
+            Opcode::Hello.into(),
+            opaque,
+            Status::UnsupportedVersion,
+            format!(
+                "no common protocol version: client speaks {}..={}, server speaks {min}..={max}",
+                self.min_version, self.max_version
+            ),
+        )
+    }
 }
 
 /// The successful `HELLO` reply.

@@ -1,7 +1,7 @@
 //! `HELLO`: agree on a protocol version and tell the client our limits.
 
 use sessiond_proto::command::{Hello, HelloReply};
-use sessiond_proto::{Opcode, ResponseFrame, Status, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use sessiond_proto::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 use super::Outcome;
 use crate::server::Context;
@@ -27,15 +27,7 @@ pub(super) fn apply(cmd: Hello, opaque: u32, ctx: &Context) -> Outcome {
         None => {
             Stats::bump(&ctx.stats.protocol_errors);
             Outcome {
-                response: ResponseFrame::error(
-                    Opcode::Hello.into(),
-                    opaque,
-                    Status::UnsupportedVersion,
-                    format!(
-                        "client speaks versions {}..={}, server speaks {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}",
-                        cmd.min_version, cmd.max_version
-                    ),
-                ),
+                response: cmd.no_common_version(opaque, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION),
                 mutated: false,
                 close: true,
             }
