@@ -461,8 +461,10 @@ async fn run(settings: Settings) {
     let mut rng = Rng::new(settings.seed);
     let mut daemon = Daemon::start_with_config(&config);
     let mut state: Vec<Held> = vec![None; settings.keys];
-    // Versions a new SET must exceed: everything that was durable before the last kill.
-    let mut durable_max = 0u64;
+    // Versions a new SET must exceed: every version any reply carried before the last kill,
+    // durable or not (PROTOCOL.md section 6.1: a version is never handed out twice).
+    let mut seen_max = 0u64;
+    let mut seen = std::collections::HashSet::new();
     let (mut total_acked, mut total_lost_in_flight) = (0usize, 0usize);
 
     for cycle in 0..settings.cycles {
@@ -509,9 +511,9 @@ async fn run(settings: Settings) {
                 ));
             }
             if let Some(version) = op.stored() {
-                if version <= durable_max {
+                if version <= seen_max || !seen.insert(version) {
                     violations.push(format!(
-                        "{:?}: version {version} handed out again after a restart (durable up to {durable_max}): {}",
+                        "{:?}: version {version} handed out twice (clients had seen up to {seen_max} before the last kill): {}",
                         String::from_utf8_lossy(&key_name(op.key)),
                         op.describe(cycle_start)
                     ));
@@ -559,15 +561,9 @@ async fn run(settings: Settings) {
         }
         daemon.assert_no_panic();
 
-        durable_max = durable_max
+        seen_max = seen_max
             .max(held.iter().flatten().map(|(_, v)| *v).max().unwrap_or(0))
-            .max(
-                ops.iter()
-                    .filter(|op| op.answered_before(durable_before))
-                    .filter_map(Op::stored)
-                    .max()
-                    .unwrap_or(0),
-            );
+            .max(ops.iter().filter_map(Op::stored).max().unwrap_or(0));
         println!(
             "cycle {}/{}: killed after {} ms with {} of {} requests unanswered; {present} keys present, file {} bytes",
             cycle + 1,

@@ -102,3 +102,24 @@ async fn versions_are_never_reissued_after_kill9_with_fsync_everysec() {
         assert!(overwritten > entry.version.max(highest));
     }
 }
+
+/// Without persistence nothing survives a restart, but clients may still hold versions from
+/// before it, and a session id written again afterwards must not be handed one of them.
+#[tokio::test]
+async fn without_persistence_a_restart_never_hands_out_an_earlier_version() {
+    let mut daemon = Daemon::start_with_config("[aof]\nenabled = false\n");
+    let mut conn = daemon.connect().await;
+    let mut before = 0;
+    for _ in 0..100 {
+        before = conn.put(b"session", b"v", TTL_MS).await;
+    }
+    daemon.terminate(Duration::from_secs(30));
+    let daemon = daemon.restart();
+    let mut conn = daemon.connect().await;
+    assert!(matches!(conn.get(b"session").await, GetReply::Miss));
+    let after = conn.put(b"session", b"v", TTL_MS).await;
+    assert!(
+        after > before,
+        "version {after} after the restart is not above {before} from before it"
+    );
+}

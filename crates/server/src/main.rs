@@ -203,7 +203,9 @@ async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
         .await??;
         (store, Some(aof))
     } else {
-        (Store::new(), None)
+        let store = Store::new();
+        store.seed_versions_from_wall_clock();
+        (store, None)
     };
     let _sweeper = store.start_sweeper(config.expiry.sweep_interval, config.expiry.sweep_budget);
     let ctx = Arc::new(Context {

@@ -40,7 +40,10 @@ fn reserved_in_file(dir: &std::path::Path) -> u64 {
 fn wait_for_grant(store: &Store, ceiling: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.version_headroom().1 < ceiling {
-        assert!(Instant::now() < deadline, "no grant of {ceiling} within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "no grant of {ceiling} within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -56,8 +59,8 @@ fn stored(outcome: SetOutcome) -> u64 {
 fn versions_outrunning_the_reservation_wait_for_a_durable_one_with_every_fsync_policy() {
     for fsync in [FsyncPolicy::No, FsyncPolicy::Everysec, FsyncPolicy::Always] {
         let dir = tempfile::tempdir().unwrap();
-        let (store, aof) = Aof::open_and_load(settings(dir.path(), fsync), Clock::new(), false)
-            .unwrap();
+        let (store, aof) =
+            Aof::open_and_load(settings(dir.path(), fsync), Clock::new(), false).unwrap();
         // At startup the writer reserves a block before any version is handed out.
         wait_for_grant(&store, VERSION_BLOCK);
         assert!(reserved_in_file(dir.path()) >= VERSION_BLOCK, "{fsync:?}");
@@ -78,7 +81,10 @@ fn versions_outrunning_the_reservation_wait_for_a_durable_one_with_every_fsync_p
         }
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "{fsync:?}");
         let highest = *versions.last().unwrap();
-        assert!(highest > granted, "{fsync:?}: the test did not cross the ceiling");
+        assert!(
+            highest > granted,
+            "{fsync:?}: the test did not cross the ceiling"
+        );
         let (_, granted_now) = store.version_headroom();
         assert!(granted_now >= highest, "{fsync:?}");
         assert!(
@@ -90,8 +96,8 @@ fn versions_outrunning_the_reservation_wait_for_a_durable_one_with_every_fsync_p
         drop(store);
 
         // A load continues above the reservation, not above the last version handed out.
-        let (store, aof) = Aof::open_and_load(settings(dir.path(), fsync), Clock::new(), false)
-            .unwrap();
+        let (store, aof) =
+            Aof::open_and_load(settings(dir.path(), fsync), Clock::new(), false).unwrap();
         assert!(store.last_version() >= granted_now, "{fsync:?}");
         let next = stored(store.set(b"after", b"v", 60_000, SetMode::Upsert));
         assert!(next > granted_now, "{fsync:?}");
