@@ -27,8 +27,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `sessiond check-aof` may run.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Length of the file header that precedes the first record.
-const FILE_HEADER_LEN: usize = 16;
+/// Length of the file header that precedes the first record (format version 2).
+const FILE_HEADER_LEN: usize = 28;
+
+/// Length of a record's frame (body length, frame check, checksum) before its body.
+const FRAME_LEN: usize = 12;
 
 /// Slack allowed when comparing a remaining TTL with the one expected from the wall clock:
 /// the server and the test read their clocks at slightly different moments, and a TTL is in
@@ -50,7 +53,7 @@ fn record_spans(file: &[u8]) -> Vec<(usize, usize)> {
     let mut at = FILE_HEADER_LEN;
     while at < file.len() {
         let body_len = u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
-        let len = 8 + body_len;
+        let len = FRAME_LEN + body_len;
         assert!(at + len <= file.len(), "record at {at} overruns the file");
         spans.push((at, len));
         at += len;
@@ -501,7 +504,7 @@ async fn a_corrupt_record_in_the_middle_stops_startup_until_repair_aof() {
     let mut file = std::fs::read(&path).unwrap();
     let spans = record_spans(&file);
     let (damaged_at, damaged_len) = spans[2];
-    file[damaged_at + 8 + damaged_len / 2] ^= 0x20;
+    file[damaged_at + FRAME_LEN + damaged_len / 2] ^= 0x20;
     std::fs::write(&path, &file).unwrap();
 
     let refused = match Daemon::try_start_in("", &data_dir, &[]) {
@@ -624,7 +627,7 @@ async fn check_aof_tells_valid_torn_corrupt_and_foreign_files_apart() {
     let path = scratch.path().join("corrupt.aof");
     let (at, len) = spans[1];
     let mut corrupt = good.clone();
-    corrupt[at + 8 + len / 2] ^= 0x01;
+    corrupt[at + FRAME_LEN + len / 2] ^= 0x01;
     std::fs::write(&path, &corrupt).unwrap();
     let out = check_aof(&path, false);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -726,7 +729,8 @@ async fn automatic_rewrites_keep_the_file_bounded_and_survive_kill_9() {
                     else {
                         panic!("overwrite not stored: {reply:?}");
                     };
-                    written += (8 + 1 + 8 + 8 + 2 + 4 + set.key.len() + set.value.len()) as u64;
+                    written +=
+                        (FRAME_LEN + 1 + 8 + 8 + 2 + 4 + set.key.len() + set.value.len()) as u64;
                     m.stored(&set.key, &set.value, version, 2 * HOUR_MS, since);
                 }
                 Request::Touch(touch) => {

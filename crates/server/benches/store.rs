@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_main, BatchSize, Criterion};
-use sessiond::aof::record::{encode_mutation, encode_set};
+use sessiond::aof::record::{encode_mutation, encode_set, Salt};
 use sessiond::store::sweep::SweepCursor;
 use sessiond::store::{Expiry, Mutation};
 use sessiond::Store;
@@ -140,11 +140,19 @@ fn bench_aof_encoder(c: &mut Criterion) {
     let key = format!("session:{:0>43}", 12345).into_bytes();
     let value = value();
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let salt = Salt::new(0x0123_4567_89ab_cdef);
     let mut group = c.benchmark_group("aof encode");
     group.bench_function("SET 1KiB", |b| {
         b.iter(|| {
             buf.clear();
-            encode_set(black_box(&key), &value, 1_700_000_000_000, 42, &mut buf);
+            encode_set(
+                black_box(&key),
+                &value,
+                1_700_000_000_000,
+                42,
+                salt,
+                &mut buf,
+            );
             black_box(buf.len())
         })
     });
@@ -155,7 +163,7 @@ fn bench_aof_encoder(c: &mut Criterion) {
                 key: black_box(&key),
                 expires_at_ms: 1_700_000_000_000,
             };
-            encode_mutation(&touch, &mut buf);
+            encode_mutation(&touch, salt, &mut buf);
             black_box(buf.len())
         })
     });
@@ -166,6 +174,7 @@ fn bench_aof_encoder(c: &mut Criterion) {
                 &Mutation::Del {
                     key: black_box(&key),
                 },
+                salt,
                 &mut buf,
             );
             black_box(buf.len())

@@ -175,6 +175,8 @@ pub const MAX_BACKLOG_BYTES: usize = 64 * 1024 * 1024;
 
 struct Shared {
     policy: FsyncPolicy,
+    /// The file's salt, which every record's checks include (AOF.md section 4.1).
+    salt: record::Salt,
     pending: Mutex<Pending>,
     /// Wakes the writer when records arrive or it must close.
     wake: Condvar,
@@ -203,11 +205,13 @@ impl Aof {
         store: Store,
         file: std::fs::File,
         file_len: u64,
+        salt: record::Salt,
     ) -> std::io::Result<Aof> {
         let (durable, _) = watch::channel(Durable::default());
         let (taken, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             policy: settings.fsync,
+            salt,
             pending: Mutex::new(Pending {
                 buf: Vec::with_capacity(64 * 1024),
                 appended: 0,
@@ -240,9 +244,9 @@ impl Aof {
     ) -> Result<(Store, Aof), replay::LoadError> {
         let sink = Arc::new(LateSink::default());
         let store = Store::with_parts(clock, Some(sink.clone()));
-        let (file, file_len) = replay::load(&settings, &store, repair)?;
+        let (file, file_len, salt) = replay::load(&settings, &store, repair)?;
         let path = settings.path();
-        let aof = Aof::start(settings, store.clone(), file, file_len)
+        let aof = Aof::start(settings, store.clone(), file, file_len, salt)
             .map_err(|source| replay::LoadError::Io { path, source })?;
         sink.set(aof.clone());
         Ok((store, aof))
@@ -338,7 +342,7 @@ impl MutationSink for Aof {
     fn record(&self, mutation: Mutation<'_>) {
         let mut pending = self.pending();
         let start = pending.buf.len();
-        record::encode_mutation(&mutation, &mut pending.buf);
+        record::encode_mutation(&mutation, self.shared.salt, &mut pending.buf);
         let Pending { buf, rewrite, .. } = &mut *pending;
         if let RewriteTail::Collecting(tail) = rewrite {
             if tail.len() + (buf.len() - start) > MAX_REWRITE_TAIL_BYTES {

@@ -10,6 +10,11 @@
 //! - **Corruption**: a record is invalid but a valid record follows it. Bytes were damaged in
 //!   the middle of the file, and dropping everything from there on would silently lose
 //!   acknowledged writes; startup refuses unless asked to repair.
+//!
+//! In format version 2 a record whose salted frame check passes was framed by the writer, so
+//! its length is trusted: a record that runs past the end of the file is a torn tail without
+//! further search, and the search after a damaged body starts where that body ends. Nothing
+//! inside a value is ever taken for a record (`proto/AOF.md` section 6.2).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -17,7 +22,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::record::{check_file_header, decode_record, Decoded, Record, FILE_HEADER_LEN};
+use super::record::{
+    decode_file_header, decode_record, file_header_len, find_record, Decoded, Format, Invalid,
+    Record, HEADER_PREFIX_LEN,
+};
 
 /// Bytes read from the file at a time.
 const CHUNK: usize = 8 * 1024 * 1024;
@@ -93,16 +101,10 @@ pub fn read_file(
     };
     let mut file = File::open(path).map_err(io_error)?;
     let file_len = file.metadata().map_err(io_error)?.len();
-
-    let mut header = [0u8; FILE_HEADER_LEN];
-    let got = read_up_to(&mut file, &mut header).map_err(io_error)?;
-    check_file_header(&header[..got]).map_err(|reason| ReadError::Header {
-        path: path.to_path_buf(),
-        reason,
-    })?;
+    let format = read_header_from(&mut file, path)?;
 
     let mut summary = ReadSummary {
-        valid_len: FILE_HEADER_LEN as u64,
+        valid_len: format.header_len() as u64,
         file_len,
         ..ReadSummary::default()
     };
@@ -119,7 +121,7 @@ pub fn read_file(
         }
         let mut view = pending.split().freeze();
         let failure = loop {
-            match decode_record(&view) {
+            match decode_record(&view, format) {
                 Decoded::Record(record, len) => {
                     on_record(record);
                     view.advance(len);
@@ -128,8 +130,20 @@ pub fn read_file(
                 }
                 Decoded::Incomplete if !eof => break None,
                 Decoded::Incomplete if view.is_empty() => break None,
-                Decoded::Incomplete => break Some("the file ends inside a record".to_string()),
-                Decoded::Invalid(reason) => break Some(reason),
+                Decoded::Incomplete => {
+                    // In version 2 every byte to the end belongs to the torn record (its
+                    // frame check passed, or fewer bytes than a frame are left): nothing to
+                    // search. Version 1 cannot tell, and searches from the next byte.
+                    let resume = match format {
+                        Format::V1 => 1,
+                        Format::V2(_) => view.len(),
+                    };
+                    break Some(Invalid {
+                        reason: "the file ends inside a record".to_string(),
+                        resume,
+                    });
+                }
+                Decoded::Invalid(invalid) => break Some(invalid),
             }
         };
         on_progress(Progress {
@@ -137,17 +151,20 @@ pub fn read_file(
             bytes: summary.valid_len,
             file_len,
         });
-        if let Some(reason) = failure {
-            let tail = read_tail(&mut file, view, eof, summary.valid_len, file_len, path)?;
-            if let Some(next) = next_valid_record(&tail) {
-                return Err(ReadError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: summary.valid_len,
-                    reason: format!(
-                        "{reason}; a valid record follows at offset {}",
-                        summary.valid_len + next as u64
-                    ),
-                });
+        if let Some(Invalid { reason, resume }) = failure {
+            let tail_len = file_len.saturating_sub(summary.valid_len);
+            if (resume as u64) < tail_len {
+                let tail = read_tail(&mut file, view, eof, summary.valid_len, tail_len, path)?;
+                if let Some(next) = find_record(&tail, resume, format) {
+                    return Err(ReadError::Corrupt {
+                        path: path.to_path_buf(),
+                        offset: summary.valid_len,
+                        reason: format!(
+                            "{reason}; a valid record follows at offset {}",
+                            summary.valid_len + next as u64
+                        ),
+                    });
+                }
             }
             summary.torn_tail = Some((summary.valid_len, reason));
             return Ok(summary);
@@ -159,16 +176,44 @@ pub fn read_file(
     }
 }
 
-/// The rest of the file from `offset`: what is buffered plus what is left unread.
+/// Reads the header of the file at `path`: how its records are framed.
+pub fn read_header(path: &Path) -> Result<Format, ReadError> {
+    let mut file = File::open(path).map_err(|source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_header_from(&mut file, path)
+}
+
+/// Reads the header from the start of `file`, leaving the file positioned after it.
+fn read_header_from(file: &mut File, path: &Path) -> Result<Format, ReadError> {
+    let header_error = |reason| ReadError::Header {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let io_error = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // The first bytes say which version, and so how long the header is.
+    let mut header = vec![0u8; HEADER_PREFIX_LEN];
+    let got = read_up_to(file, &mut header).map_err(io_error)?;
+    let len = file_header_len(&header[..got]).map_err(header_error)?;
+    header.resize(len, 0);
+    let got = read_up_to(file, &mut header[HEADER_PREFIX_LEN..]).map_err(io_error)?;
+    decode_file_header(&header[..HEADER_PREFIX_LEN + got]).map_err(header_error)
+}
+
+/// The rest of the file from `offset`, `tail_len` bytes: what is buffered plus what is left
+/// unread.
 fn read_tail(
     file: &mut File,
     buffered: Bytes,
     eof: bool,
     offset: u64,
-    file_len: u64,
+    tail_len: u64,
     path: &Path,
 ) -> Result<Bytes, ReadError> {
-    let tail_len = file_len.saturating_sub(offset);
     if tail_len > MAX_TORN_TAIL {
         return Err(ReadError::Corrupt {
             path: path.to_path_buf(),
@@ -191,12 +236,6 @@ fn read_tail(
         tail.extend_from_slice(&rest);
     }
     Ok(tail.freeze())
-}
-
-/// The offset (after 0) of the first valid record in `tail`, if any.
-fn next_valid_record(tail: &Bytes) -> Option<usize> {
-    (1..tail.len())
-        .find(|&start| matches!(decode_record(&tail.slice(start..)), Decoded::Record(..)))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::reader::{read_file, ReadError, ReadSummary};
-use super::record::{encode_file_header, Record};
+use super::reader::{read_file, read_header, ReadError, ReadSummary};
+use super::record::{encode_file_header, Format, Record, Salt, FORMAT_VERSION};
+use super::rewrite::{finish, no_hook, write_snapshot};
 use super::{sync_dir, AofSettings, REWRITE_FILE_NAME};
 use crate::store::sweep::SweepCursor;
 use crate::store::Store;
@@ -49,10 +50,15 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LoadError + '_ {
     }
 }
 
-/// Loads the file into `store` and opens it for appending. Creates it if absent; removes a
-/// rewrite's leftover temporary file; truncates a torn tail, and with `repair` a corrupt
-/// record and everything after it.
-pub fn load(settings: &AofSettings, store: &Store, repair: bool) -> Result<(File, u64), LoadError> {
+/// Loads the file into `store` and opens it for appending; returns it with its length and
+/// the salt its records carry. Creates it if absent; removes a rewrite's leftover temporary
+/// file; truncates a torn tail, and with `repair` a corrupt record and everything after it;
+/// converts a file of format version 1 to the current version.
+pub fn load(
+    settings: &AofSettings,
+    store: &Store,
+    repair: bool,
+) -> Result<(File, u64, Salt), LoadError> {
     let dir = &settings.dir;
     let path = settings.path();
     let leftover = dir.join(REWRITE_FILE_NAME);
@@ -63,6 +69,7 @@ pub fn load(settings: &AofSettings, store: &Store, repair: bool) -> Result<(File
     if !path.exists() {
         return create(dir, &path);
     }
+    let format = read_header(&path)?;
 
     let started = Instant::now();
     let mut last_log = Instant::now();
@@ -124,12 +131,35 @@ pub fn load(settings: &AofSettings, store: &Store, repair: bool) -> Result<(File
         "append-only file loaded"
     );
 
+    let Format::V2(salt) = format else {
+        return convert(dir, &path, store);
+    };
     let file = OpenOptions::new()
         .append(true)
         .open(&path)
         .map_err(io_error(&path))?;
     let len = file.metadata().map_err(io_error(&path))?.len();
-    Ok((file, len))
+    Ok((file, len, salt))
+}
+
+/// Replaces a file of an older format with one of the current format holding what was just
+/// loaded, the way a rewrite does (temporary file, fsync, rename, fsync of the directory), so
+/// that a crash at any point leaves one whole file. Appending records of the current format
+/// to the old file would make it unreadable.
+fn convert(dir: &Path, path: &Path, store: &Store) -> Result<(File, u64, Salt), LoadError> {
+    let salt = Salt::random().map_err(io_error(path))?;
+    // If this fails before the rename, the old file is still complete (and the temporary
+    // one is removed at the next start); after it, the new one is.
+    let (file, len) = write_snapshot(dir, store, salt, &no_hook)
+        .and_then(|(file, len)| finish(dir, file, len, &[], &no_hook).map_err(io::Error::from))
+        .map_err(io_error(path))?;
+    info!(
+        file = %path.display(),
+        format_version = FORMAT_VERSION,
+        bytes = len,
+        "converted the append-only file to the current format"
+    );
+    Ok((file, len, salt))
 }
 
 fn apply(store: &Store, record: Record) {
@@ -143,26 +173,28 @@ fn apply(store: &Store, record: Record) {
         Record::Touch { key, expires_at_ms } => store.restore_touch(&key, expires_at_ms),
         Record::Del { key } => store.restore_del(&key),
         Record::LastVersion { version } => store.restore_last_version(version),
+        Record::Clock { now_ms } => store.restore_clock(now_ms),
     }
 }
 
 /// Creates the file with its header the way a rewrite replaces it: under the temporary name,
 /// fsynced, then renamed. Created in place, a crash before the header reached the disk would
 /// leave an empty file, which no later start could load.
-fn create(dir: &Path, path: &Path) -> Result<(File, u64), LoadError> {
+fn create(dir: &Path, path: &Path) -> Result<(File, u64, Salt), LoadError> {
     let temp = dir.join(REWRITE_FILE_NAME);
+    let salt = Salt::random().map_err(io_error(&temp))?;
     let mut file = super::private_file_options()
         .truncate(true)
         .open(&temp)
         .map_err(io_error(&temp))?;
     let mut header = Vec::new();
-    encode_file_header(&mut header);
+    encode_file_header(salt, &mut header);
     file.write_all(&header).map_err(io_error(&temp))?;
     file.sync_all().map_err(io_error(&temp))?;
     std::fs::rename(&temp, path).map_err(io_error(path))?;
     sync_dir(dir).map_err(io_error(dir))?;
     info!(file = %path.display(), "created a new append-only file");
-    Ok((file, header.len() as u64))
+    Ok((file, header.len() as u64, salt))
 }
 
 /// Cuts the file at `len` and makes the cut durable.

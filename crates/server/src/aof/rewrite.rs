@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use super::record::{encode_file_header, encode_last_version, encode_set};
+use super::record::{encode_clock, encode_file_header, encode_last_version, encode_set, Salt};
 use super::{sync_dir, FILE_NAME, REWRITE_FILE_NAME};
 use crate::store::Store;
 
@@ -66,13 +66,19 @@ pub fn no_hook(_: RewriteStep) -> io::Result<()> {
 }
 
 /// Writes every live entry of `store` into a new temporary file in `dir`, returning it open
-/// and positioned at its end, with its length.
-pub fn write_snapshot(dir: &Path, store: &Store, hook: Hook<'_>) -> io::Result<(File, u64)> {
+/// and positioned at its end, with its length. `salt` is the data directory's: the records
+/// encoded before the switch are appended to the new file as they are.
+pub fn write_snapshot(
+    dir: &Path,
+    store: &Store,
+    salt: Salt,
+    hook: Hook<'_>,
+) -> io::Result<(File, u64)> {
     let path = dir.join(REWRITE_FILE_NAME);
     let file = super::private_file_options().truncate(true).open(&path)?;
     let mut out = BufWriter::with_capacity(1024 * 1024, file);
     let mut header = Vec::new();
-    encode_file_header(&mut header);
+    encode_file_header(salt, &mut header);
     out.write_all(&header)?;
     let mut len = header.len() as u64;
     // Each shard is encoded into memory under its read lock and written after the lock is
@@ -81,7 +87,7 @@ pub fn write_snapshot(dir: &Path, store: &Store, hook: Hook<'_>) -> io::Result<(
     for shard in 0..store.shard_count() {
         records.clear();
         store.visit_live_in_shard(shard, |key, value, expires_at_ms, version| {
-            encode_set(key, value, expires_at_ms, version, &mut records);
+            encode_set(key, value, expires_at_ms, version, salt, &mut records);
         });
         out.write_all(&records)?;
         len += records.len() as u64;
@@ -95,7 +101,10 @@ pub fn write_snapshot(dir: &Path, store: &Store, hook: Hook<'_>) -> io::Result<(
     // handed out again after a restart; versions handed out after this read are in SET
     // records of the rewrite's tail.
     records.clear();
-    encode_last_version(store.last_version(), &mut records);
+    encode_last_version(store.last_version(), salt, &mut records);
+    // The time the snapshot was taken: expired entries are not in it, and replay must never
+    // run the clock back to before they expired (AOF.md section 4.7).
+    encode_clock(store.clock().now_ms(), salt, &mut records);
     out.write_all(&records)?;
     len += records.len() as u64;
     let file = out.into_inner().map_err(|e| e.into_error())?;

@@ -266,10 +266,13 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let dir = self.settings.dir.clone();
         let store = self.store.clone();
+        // The same salt as the live file: the side buffer's records, encoded with it, end up
+        // in the new file.
+        let salt = self.aof.shared.salt;
         let spawned = std::thread::Builder::new()
             .name("aof-rewrite".into())
             .spawn(move || {
-                let _ = tx.send(rewrite::write_snapshot(&dir, &store, &no_hook));
+                let _ = tx.send(rewrite::write_snapshot(&dir, &store, salt, &no_hook));
             });
         match spawned {
             Ok(_) => self.rewrite = Some(rx),
