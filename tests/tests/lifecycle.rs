@@ -679,3 +679,42 @@ async fn sigterm_drains_a_pipelining_native_client_without_a_reset() {
 async fn sigterm_drains_a_pipelining_resp_client_without_a_reset() {
     assert_drained_under_load(Wire::Resp).await;
 }
+
+/// PROTOCOL.md 2.1: a connection whose client does not read its responses cannot finish;
+/// at the shutdown timeout it is closed anyway and the server exits 0, without waiting
+/// for it any longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_is_cut_off_at_the_shutdown_timeout() {
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let mut daemon = Daemon::start_with_config("[server]\nshutdown_timeout = \"1s\"\n");
+    let mut conn = daemon.connect().await;
+    let value = vec![b'v'; LOAD_VALUE_LEN];
+    conn.put(b"big:0", &value, HOUR_MS).await;
+
+    // Far more response bytes than the socket buffers hold, and never a read.
+    let stream = TcpStream::connect(daemon.addr()).await.expect("connect");
+    let (_read, mut write) = stream.into_split();
+    let requests: Vec<u8> = (0..4000).flat_map(|i| Wire::Native.get(i * 16)).collect();
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&requests).await;
+        write
+    });
+    // Until the server's writes to it have stalled; other connections are still served.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    conn.ping(b"").await;
+
+    let signalled = std::time::Instant::now();
+    daemon.signal(libc::SIGTERM);
+    assert_clean_exit(&mut daemon, TIMEOUT);
+    let took = signalled.elapsed();
+    assert!(
+        took >= TIMEOUT - Duration::from_millis(100),
+        "exited after {took:?}, before the shutdown timeout, with a connection unfinished"
+    );
+    daemon
+        .wait_for_log("the timeout warning", |l| {
+            l.contains("shutdown timeout passed")
+        })
+        .await;
+    writer.abort();
+}
