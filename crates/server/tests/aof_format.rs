@@ -1373,3 +1373,51 @@ proptest! {
         }
     }
 }
+
+/// A tail in which a SET frame starts every 32 bytes, each announcing a body that runs to the
+/// end of the tail with a structure that fits it (a SET whose value is the rest): a reader
+/// that checksummed the body at every such offset would do quadratic work. `frame` writes
+/// the frame fields after `body_len`.
+fn nested_set_frames(len: usize, frame: impl Fn(u32) -> Vec<u8>) -> Vec<u8> {
+    let mut tail = vec![0xa5; len];
+    let head_len = 4 + frame(0).len();
+    for at in (0..len - 64).step_by(32) {
+        let body_len = (len - at - head_len) as u32;
+        let mut head = body_len.to_be_bytes().to_vec();
+        head.extend(frame(body_len));
+        head.push(0x01); // SET
+        head.extend([0; 16]); // version, deadline
+        head.extend([0, 0]); // key_len 0
+        head.extend((body_len - 23).to_be_bytes()); // value_len: the rest
+        tail[at..at + head.len()].copy_from_slice(&head);
+    }
+    tail
+}
+
+#[test]
+fn the_search_after_damage_is_linear_even_when_values_nest_record_frames() {
+    // 8 MiB of frames a client could plant in values, guessing the salt 0: the frame checks
+    // fail in constant time at every offset. (Read with the rules of format version 1, which
+    // has no frame check, the same shape costs a checksum of megabytes at each of a
+    // quarter of a million offsets.)
+    let records = sample_records();
+    let mut bytes = file_of(&records);
+    let offset = bytes.len() as u64;
+    bytes.extend(nested_set_frames(8 * 1024 * 1024, |body_len| {
+        // The frame check a client guessing salt 0 would write, and any checksum.
+        let len = body_len.to_be_bytes();
+        let check = spec_crc32c_of(&[&0u64.to_be_bytes(), &len]);
+        let mut out = check.to_be_bytes().to_vec();
+        out.extend([0; 4]);
+        out
+    }));
+    let started = std::time::Instant::now();
+    let read = Scratch::new().read(&bytes);
+    let elapsed = started.elapsed();
+    assert_torn(&read, &records, offset, "");
+    // Linear work on 8 MiB takes seconds in a debug build; quadratic would take hours.
+    assert!(
+        elapsed < std::time::Duration::from_secs(60),
+        "took {elapsed:?}"
+    );
+}
