@@ -60,7 +60,8 @@ const PIPELINE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The name of the append-only file in a daemon's data directory.
 pub const AOF_FILE_NAME: &str = "appendonly.aof";
 
-/// The opcode of frames that answer no request (`BUSY`, `PROTOCOL_ERROR` after bad magic).
+/// The opcode of frames that answer no request (`BUSY`, `PROTOCOL_ERROR` after bad magic,
+/// `SHUTTING_DOWN` after the last response at shutdown).
 pub const CONNECTION_OPCODE: u8 = 0xFF;
 
 /// Runs `fut`, panicking with `what` if it takes longer than `limit`.
