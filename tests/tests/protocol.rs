@@ -808,9 +808,15 @@ async fn the_specs_examples_are_what_the_server_sends() {
     for (_, request, example) in &exchanges {
         let status = Status::from_u16(u16::from_be_bytes([example[8], example[9]]));
         let got = if status.is_some_and(Status::is_fatal) {
-            // Fatal: on a connection of its own, as the examples say.
+            // Fatal: on a connection of its own, as the examples say. The server closes it;
+            // a moment for it to be gone keeps `connections_current` in STATS exact.
             let mut own = TcpStream::connect(daemon.addr()).await.expect("connect");
-            send_example(&mut own, request).await
+            let got = send_example(&mut own, request).await;
+            let mut rest = Vec::new();
+            let _ = bounded(IO_TIMEOUT, "close", own.read_to_end(&mut rest)).await;
+            drop(own);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            got
         } else {
             send_example(&mut session, request).await
         };
