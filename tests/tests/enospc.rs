@@ -3,9 +3,11 @@
 //!
 //! While the append-only file cannot be written, writes must be refused with
 //! `PERSISTENCE_FAILED` and never answered `OK` (a `GET` with touch included), reads must be
-//! served, and `STATS` must say `aof_failed 1`. Once space is freed, the writer's
-//! retries (backoff from 1 s up to 10 s) rewrite the file from memory and writes resume;
-//! after a restart everything acknowledged is there.
+//! served, and `STATS` must say `aof_failed 1`. A `DEL` (a logout) is applied at once but
+//! answered `PERSISTENCE_FAILED` until the file recovers, natively and over RESP. Once space
+//! is freed, the writer's next retry (every 0.5 s) appends the records kept since the
+//! failure and writes resume, even when the room freed is far less than a snapshot of the
+//! data would need; after a restart everything acknowledged, and every deletion, is there.
 //!
 //! Mounting needs root. Without it the tests fail, loudly, unless
 //! `SESSIOND_TESTS_ALLOW_MISSING=1` is set, in which case they print why and pass.
@@ -19,16 +21,29 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sessiond_proto::command::{Del, DelOutcome, GetReply, SetMode, SetOutcome, StatsReply, Touch};
 use sessiond_proto::{Request, ResponseFrame, Status};
-use sessiond_tests::{assert_error, binary, run_to_completion, set_request, Daemon, Deadline};
+use sessiond_tests::resp::RespConn;
+use sessiond_tests::{
+    assert_error, binary, run_to_completion, set_request, Conn, Daemon, Deadline,
+};
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
 
 /// How long a graceful stop may take before the test calls it a hang.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Writes resume at the writer's next retry after space is freed: at most 10 s (the longest
-/// backoff) plus the rewrite itself. A bound against a hang, with room for a loaded machine.
+/// A bound against a hang in the slow steps (a recovery attempt failing on the full disk),
+/// with room for a loaded machine.
 const RESUME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes resume at the writer's next append retry after space is freed (every 0.5 s): this is
+/// a couple of retry intervals, with room for a loaded machine. A recovery that needed a
+/// whole snapshot's room would never get there on a disk freed by a few records.
+const APPEND_RESUME_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The config of the daemons here: `fsync` as given, and a RESP listener.
+fn config(fsync: &str) -> String {
+    format!("[aof]\nfsync = \"{fsync}\"\n\n[resp]\nlisten = \"127.0.0.1:0\"\n")
+}
 
 /// A tmpfs mounted on a fresh temporary directory; unmounted when dropped, also when the
 /// test fails.
@@ -128,9 +143,46 @@ fn value(key: &str) -> Vec<u8> {
     format!("{key}:{}", "s".repeat(1000)).into_bytes()
 }
 
+/// An upsert of `key` with its [`value`], for an hour.
+fn put_request(key: &str) -> Request {
+    set_request(key.as_bytes(), &value(key), HOUR_MS, SetMode::Upsert)
+}
+
 /// Sessions the daemon must hold after a restart: acknowledged ones with their version,
 /// and keys whose every write was refused (`None`: must be absent).
 type Expected = BTreeMap<String, Option<(Vec<u8>, u64)>>;
+
+/// Stores sessions `{prefix}-0` .. `{prefix}-{n-1}`, each acknowledged.
+async fn put_sessions(conn: &mut Conn, prefix: &str, n: usize, expected: &mut Expected) {
+    for i in 0..n {
+        let key = format!("{prefix}-{i}");
+        let version = conn.put(key.as_bytes(), &value(&key), HOUR_MS).await;
+        let v = value(&key);
+        expected.insert(key, Some((v, version)));
+    }
+}
+
+/// Writes new sessions until the daemon notices the full disk; returns the refused key.
+///
+/// With `everysec` the first writes after the disk filled are acknowledged before the writer
+/// reaches them; with `always` only those that fit into the last partly used page are.
+/// Either way, what was acknowledged must survive. The write that meets the failure may or
+/// may not survive: it is not checked.
+async fn write_until_refused(conn: &mut Conn, expected: &mut Expected) -> String {
+    for attempt in 1..10_000 {
+        let key = format!("filling-{attempt}");
+        let reply = conn.exchange(&put_request(&key)).await;
+        if reply.status() == Some(Status::PersistenceFailed) {
+            assert_refused(&reply, "the write that met the full disk");
+            return key;
+        }
+        let SetOutcome::Stored { version } = SetOutcome::from_frame(&reply).unwrap() else {
+            panic!("{reply:?}");
+        };
+        expected.insert(key.clone(), Some((value(&key), version)));
+    }
+    panic!("the daemon never noticed the full disk");
+}
 
 /// Asserts that a write was refused because of the disk, not answered.
 fn assert_refused(reply: &ResponseFrame, what: &str) {
@@ -161,50 +213,14 @@ async fn writes_are_refused_while_the_disk_is_full(fsync: &str) {
     };
     let data_dir = fs.path().join("data");
     let filler: PathBuf = fs.path().join("filler");
-    let config = format!("[aof]\nfsync = \"{fsync}\"\n");
-    let mut daemon = Daemon::start_in(&config, &data_dir, &[]);
+    let mut daemon = Daemon::start_in(&config(fsync), &data_dir, &[]);
     let mut conn = daemon.connect().await;
     let mut expected = Expected::new();
 
-    for i in 0..20 {
-        let key = format!("before-{i}");
-        let version = conn.put(key.as_bytes(), &value(&key), HOUR_MS).await;
-        let v = value(&key);
-        expected.insert(key, Some((v, version)));
-    }
-
+    put_sessions(&mut conn, "before", 20, &mut expected).await;
     let filled = fill(&filler);
     assert!(filled > 0, "the filesystem was already full");
-
-    // Write until the daemon notices. With `everysec` the first writes after the disk filled
-    // are acknowledged before the writer reaches them; with `always` only those that fit
-    // into the last partly used page are. Either way, what was acknowledged must survive.
-    // The write that meets the failure may or may not survive: it is not checked.
-    let mut opaque_writes = 0;
-    let first_refusal = loop {
-        opaque_writes += 1;
-        assert!(
-            opaque_writes < 10_000,
-            "the daemon never noticed the full disk"
-        );
-        let key = format!("filling-{opaque_writes}");
-        let reply = conn
-            .exchange(&set_request(
-                key.as_bytes(),
-                &value(&key),
-                HOUR_MS,
-                SetMode::Upsert,
-            ))
-            .await;
-        if reply.status() == Some(Status::PersistenceFailed) {
-            assert_refused(&reply, "the write that met the full disk");
-            break key;
-        }
-        let SetOutcome::Stored { version } = SetOutcome::from_frame(&reply).unwrap() else {
-            panic!("{reply:?}");
-        };
-        expected.insert(key.clone(), Some((value(&key), version)));
-    };
+    let first_refusal = write_until_refused(&mut conn, &mut expected).await;
     println!("{test}: the write of {first_refusal} was refused");
 
     // Failed: the state is visible.
@@ -272,14 +288,6 @@ async fn writes_are_refused_while_the_disk_is_full(fsync: &str) {
                 key: Bytes::from_static(b"before-2"),
                 ttl_ms: 5 * HOUR_MS,
             }),
-            Request::Del(Del {
-                key: Bytes::from_static(b"before-3"),
-                if_version: None,
-            }),
-            Request::Del(Del {
-                key: Bytes::from_static(b"before-4"),
-                if_version: Some(version_4),
-            }),
         ];
         for write in writes {
             opaque += 1;
@@ -296,22 +304,19 @@ async fn writes_are_refused_while_the_disk_is_full(fsync: &str) {
     }
     match conn.get(b"before-2").await {
         GetReply::Hit(entry) => assert!(entry.ttl_ms <= HOUR_MS, "a refused TOUCH applied"),
-        GetReply::Miss => panic!("a refused DEL or TOUCH removed before-2"),
+        GetReply::Miss => panic!("a refused TOUCH removed before-2"),
     }
+
+    // A logout is applied at once, but never reported durable while it is not.
+    let mut resp = daemon.resp_connect().await;
+    logouts_apply_but_are_not_acknowledged(&mut conn, &mut resp, &mut expected, version_4).await;
 
     // Free the space: writes resume at the writer's next retry.
     std::fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
     let deadline = Deadline::after(RESUME_TIMEOUT, "writes resume after space is freed");
     let resumed_version = loop {
-        let reply = conn
-            .exchange(&set_request(
-                b"resumed",
-                &value("resumed"),
-                HOUR_MS,
-                SetMode::Upsert,
-            ))
-            .await;
+        let reply = conn.exchange(&put_request("resumed")).await;
         match reply.status() {
             Some(Status::Ok) => match SetOutcome::from_frame(&reply).unwrap() {
                 SetOutcome::Stored { version } => break version,
@@ -328,31 +333,21 @@ async fn writes_are_refused_while_the_disk_is_full(fsync: &str) {
     expected.insert("resumed".into(), Some((value("resumed"), resumed_version)));
     let stats = conn.stats().await;
     assert_eq!(stat(&stats, "aof_failed"), 0, "{stats:?}");
-    assert!(
-        stat(&stats, "aof_rewrites") >= 1,
-        "recovered without a rewrite: {stats:?}"
-    );
+    // Recovered by appending what was kept, not by a rewrite.
+    assert_eq!(stat(&stats, "aof_rewrites"), 0, "{stats:?}");
+    logouts_are_durable_after_recovery(&mut conn, &mut resp).await;
 
     // Every kind of write works again.
-    for i in 0..10 {
-        let key = format!("after-{i}");
-        let version = conn.put(key.as_bytes(), &value(&key), HOUR_MS).await;
-        let v = value(&key);
-        expected.insert(key, Some((v, version)));
-    }
+    put_sessions(&mut conn, "after", 10, &mut expected).await;
     assert!(matches!(
         conn.touch(b"before-2", 2 * HOUR_MS).await,
         sessiond_proto::command::TouchReply::Touched { .. }
     ));
-    assert_eq!(conn.del(b"before-3", None).await, DelOutcome::Deleted);
-    expected.insert("before-3".into(), None);
-    assert_eq!(
-        conn.del(b"before-4", Some(version_4)).await,
-        DelOutcome::Deleted
-    );
-    expected.insert("before-4".into(), None);
+    assert_eq!(conn.del(b"before-6", None).await, DelOutcome::Deleted);
+    expected.insert("before-6".into(), None);
     assert_holds(&daemon, &expected).await;
     drop(conn);
+    drop(resp);
 
     // After a restart everything acknowledged is there. With `always` a crash must not
     // lose it; with `everysec` a graceful stop flushes it.
@@ -384,6 +379,54 @@ async fn writes_are_refused_while_the_disk_is_full(fsync: &str) {
     drop(fs);
 }
 
+/// While the file is failed: a native DEL (plain, and at a version) and a RESP DEL remove
+/// the session at once, yet are answered `PERSISTENCE_FAILED` / `MISCONF`, also when retried
+/// on the now absent key.
+async fn logouts_apply_but_are_not_acknowledged(
+    conn: &mut Conn,
+    resp: &mut RespConn,
+    expected: &mut Expected,
+    version_4: u64,
+) {
+    let dels = [
+        ("before-3", None),
+        ("before-4", Some(version_4)),
+        // Retried: the key is gone, and the deletion is still not durable.
+        ("before-3", None),
+    ];
+    for (i, (key, if_version)) in dels.into_iter().enumerate() {
+        let del = Request::Del(Del {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            if_version,
+        });
+        let reply = conn.call(del.to_frame(9_000 + i as u32)).await;
+        assert_refused(&reply, &format!("DEL {key} {if_version:?}"));
+        assert_eq!(
+            conn.get(key.as_bytes()).await,
+            GetReply::Miss,
+            "{key} still works after its DEL while the disk is full"
+        );
+        expected.insert(key.into(), None);
+    }
+    for _ in 0..2 {
+        let reply = resp.call(&["DEL", "before-5"]).await;
+        assert!(
+            reply.is_error("MISCONF"),
+            "RESP DEL while failed: {reply:?}"
+        );
+        assert_eq!(resp.call(&["EXISTS", "before-5"]).await.int(), 0);
+    }
+    expected.insert("before-5".into(), None);
+}
+
+/// Once the file has recovered, the deletions made while it was failed are durable: a retry
+/// answers `NOT_FOUND` (natively) and 0 (RESP), not an error.
+async fn logouts_are_durable_after_recovery(conn: &mut Conn, resp: &mut RespConn) {
+    assert_eq!(conn.del(b"before-3", None).await, DelOutcome::NotFound);
+    assert_eq!(conn.del(b"before-4", None).await, DelOutcome::NotFound);
+    assert_eq!(resp.call(&["DEL", "before-5"]).await.int(), 0);
+}
+
 #[tokio::test]
 async fn a_full_disk_refuses_writes_until_space_is_freed_with_fsync_always() {
     writes_are_refused_while_the_disk_is_full("always").await;
@@ -392,4 +435,80 @@ async fn a_full_disk_refuses_writes_until_space_is_freed_with_fsync_always() {
 #[tokio::test]
 async fn a_full_disk_refuses_writes_until_space_is_freed_with_fsync_everysec() {
     writes_are_refused_while_the_disk_is_full("everysec").await;
+}
+
+/// Regression: recovering from a full disk used to need room for a whole snapshot of the
+/// data (a rewrite from memory), so on a disk where a little room came back writes stayed
+/// refused for as long as the data did not fit twice. Now the records kept since the failure
+/// are appended as soon as they fit.
+#[tokio::test]
+async fn writes_resume_when_a_few_records_fit_though_a_snapshot_does_not() {
+    let test = "the partly freed disk test";
+    let Some(fs) = tiny_filesystem(test) else {
+        return;
+    };
+    let data_dir = fs.path().join("data");
+    let filler: PathBuf = fs.path().join("filler");
+    let mut daemon = Daemon::start_in(&config("always"), &data_dir, &[]);
+    let mut conn = daemon.connect().await;
+    let mut expected = Expected::new();
+
+    // About 400 KiB of live data: a snapshot needs that much room.
+    put_sessions(&mut conn, "live", 400, &mut expected).await;
+    let filled = fill(&filler);
+    assert!(filled > 0, "the filesystem was already full");
+    write_until_refused(&mut conn, &mut expected).await;
+    let stats = conn.stats().await;
+    assert_eq!(stat(&stats, "aof_failed"), 1, "{stats:?}");
+
+    // Free 32 KiB: room for the record that met the full disk and a handful more, and less
+    // than a tenth of a snapshot.
+    let filler_file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    filler_file.set_len(filled - 32 * 1024).unwrap();
+    drop(filler_file);
+    let freed = Instant::now();
+    let deadline = Deadline::after(
+        APPEND_RESUME_TIMEOUT,
+        "writes resume once a few records fit",
+    );
+    let mut round = 0;
+    loop {
+        round += 1;
+        let key = format!("resumed-{round}");
+        let reply = conn.exchange(&put_request(&key)).await;
+        if reply.status() == Some(Status::Ok) {
+            let SetOutcome::Stored { version } = SetOutcome::from_frame(&reply).unwrap() else {
+                panic!("{reply:?}");
+            };
+            expected.insert(key.clone(), Some((value(&key), version)));
+            break;
+        }
+        assert_refused(&reply, "a write before the recovery");
+        expected.insert(key, None);
+        deadline.tick().await;
+    }
+    println!(
+        "{test}: writes resumed {} ms after 32 KiB were freed",
+        freed.elapsed().as_millis()
+    );
+    let stats = conn.stats().await;
+    assert_eq!(stat(&stats, "aof_failed"), 0, "{stats:?}");
+    assert_eq!(stat(&stats, "aof_rewrites"), 0, "{stats:?}");
+
+    // A few more fit.
+    put_sessions(&mut conn, "after", 5, &mut expected).await;
+    drop(conn);
+
+    // Acknowledged under `always`: a crash loses none of it.
+    daemon.kill9();
+    std::fs::remove_file(&filler).unwrap();
+    let mut daemon = daemon.restart();
+    assert_holds(&daemon, &expected).await;
+    daemon.assert_no_panic();
+    daemon.terminate(STOP_TIMEOUT);
+    drop(daemon);
+    drop(fs);
 }

@@ -13,11 +13,13 @@ use common::{del, set, touch};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sessiond::aof::reader::read_file;
-use sessiond::aof::record::{encode_file_header, Record};
-use sessiond::aof::rewrite::{finish, no_hook, write_snapshot, RewriteStep};
+use sessiond::aof::record::{encode_file_header, Record, Salt};
+use sessiond::aof::rewrite::{finish, no_hook, write_snapshot, RewriteStep, SharedHook};
 use sessiond::aof::{Aof, AofSettings, FsyncPolicy, FILE_NAME, REWRITE_FILE_NAME};
 use sessiond::clock::Clock;
 use sessiond::Store;
@@ -29,17 +31,23 @@ const FAR: u64 = 4_102_444_800_000;
 /// 2023-11-14T22:13:20Z: a deadline every test run sees in the past.
 const PAST: u64 = 1_700_000_000_000;
 
+/// The salt of every file these tests write. A rewrite keeps its file's salt, so the
+/// snapshots they write by hand use it too.
+fn salt() -> Salt {
+    Salt::new(0x5e55_10d5_a17e_d000)
+}
+
 fn encode(records: &[Record]) -> Vec<u8> {
     let mut out = Vec::new();
     for record in records {
-        record.encode(&mut out);
+        record.encode(salt(), &mut out);
     }
     out
 }
 
 fn header() -> Vec<u8> {
     let mut out = Vec::new();
-    encode_file_header(&mut out);
+    encode_file_header(salt(), &mut out);
     out
 }
 
@@ -71,6 +79,20 @@ fn tail() -> Vec<Record> {
 
 /// A store's live contents (key to value, deadline, version) and its version counter.
 type State = (BTreeMap<Vec<u8>, (Vec<u8>, u64, u64)>, u64);
+
+/// Asserts that a loaded store holds exactly `expected`'s entries and that its version
+/// counter is at least `expected`'s: a load continues above the durable version reservation,
+/// which is at or above the last version handed out.
+#[track_caller]
+fn assert_loaded(actual: State, expected: State, context: &str) {
+    assert_eq!(actual.0, expected.0, "{context}");
+    assert!(
+        actual.1 >= expected.1,
+        "{context}: the version counter is at {} after the load, below {}",
+        actual.1,
+        expected.1
+    );
+}
 
 fn state(store: &Store) -> State {
     let entries: BTreeMap<_, _> = {
@@ -154,12 +176,50 @@ impl DataDir {
         Aof::open_and_load(self.settings(), Clock::new(), false).unwrap()
     }
 
+    /// Loads with a writer that rewrites the file once it is past 4 KiB, calling `hook` at
+    /// each step of its rewrites.
+    fn load_rewriting(&self, hook: SharedHook) -> (Store, Aof) {
+        let settings = AofSettings {
+            rewrite_min_bytes: 4096,
+            ..self.settings()
+        };
+        Aof::open_and_load_with_hook(settings, Clock::new(), false, hook).unwrap()
+    }
+
     fn records(&self) -> Vec<Record> {
         let mut records = Vec::new();
         let summary = read_file(&self.file(), |record| records.push(record), |_| {}).unwrap();
         assert_eq!(summary.torn_tail, None);
         records
     }
+}
+
+/// Many writes to few keys: the file grows past 4 KiB, the live state does not.
+fn grow(store: &Store) {
+    for i in 0..200u32 {
+        let key = format!("session:{}", i % 4);
+        store.set(key.as_bytes(), &i.to_be_bytes(), 3_600_000, SetMode::Upsert);
+    }
+}
+
+/// Asserts that `records` are only what the writer appends of its own at a start (a version
+/// reservation and the clock), none of a client's.
+fn assert_only_writer_records(records: &[Record], context: &str) {
+    assert!(
+        records
+            .iter()
+            .all(|r| matches!(r, Record::LastVersion { .. } | Record::Clock { .. })),
+        "{context}: records other than the writer's own were appended: {records:?}"
+    );
+}
+
+/// The records of a whole file held in memory.
+fn read_records(bytes: &[u8]) -> Vec<Record> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    let mut records = Vec::new();
+    read_file(file.path(), |record| records.push(record), |_| {}).unwrap();
+    records
 }
 
 /// A hook that fails at `stop`, as a crash right after that step would stop the rewrite.
@@ -183,12 +243,16 @@ fn a_crash_at_any_step_of_a_rewrite_loads_the_old_or_the_new_state() {
 
         // The store the rewrite snapshots is the one the old file loads to, as in the server.
         let (store, aof) = data.load();
-        assert_eq!(state(&store), old_state());
+        assert_loaded(state(&store), old_state(), "before the rewrite");
         aof.close();
+        // The old file as the load left it: the writer appends its version reservation and
+        // clock records to it.
+        let old_bytes = std::fs::read(data.file()).unwrap();
 
         let hook = crash_at(stop);
-        let result = write_snapshot(data.path(), &store, &hook)
-            .and_then(|(file, len)| finish(data.path(), file, len, &tail_bytes, &hook));
+        let result = write_snapshot(data.path(), &store, salt(), &hook).and_then(|(file, len)| {
+            finish(data.path(), file, len, &tail_bytes, &hook).map_err(io::Error::from)
+        });
         assert!(
             result.is_err(),
             "{stop:?}: the hook did not stop the rewrite"
@@ -205,15 +269,28 @@ fn a_crash_at_any_step_of_a_rewrite_loads_the_old_or_the_new_state() {
         );
         let on_disk = std::fs::read(data.file()).unwrap();
         if renamed {
-            assert_eq!(state(&store), new_state(), "{stop:?}");
-            // Header, one SET per live entry of the snapshot, LAST_VERSION, then the tail.
+            assert_loaded(state(&store), new_state(), &format!("{stop:?}"));
+            // Header, one SET per live entry of the snapshot, LAST_VERSION, CLOCK, then the
+            // tail.
             let records = data.records();
-            assert_eq!(records[2], Record::LastVersion { version: 6 }, "{stop:?}");
-            assert_eq!(records.len(), 1 + 2 + tail().len(), "{stop:?}");
-            assert!(on_disk.ends_with(&tail_bytes), "{stop:?}");
+            // The reservation the loaded store held, at least the last version handed out.
+            assert!(
+                matches!(records[2], Record::LastVersion { version } if version >= 6),
+                "{stop:?}: {:?}",
+                records[2]
+            );
+            assert!(matches!(records[3], Record::Clock { .. }), "{stop:?}");
+            assert_eq!(records[4..4 + tail().len()], tail()[..], "{stop:?}");
+            assert_only_writer_records(&records[4 + tail().len()..], &format!("{stop:?}"));
         } else {
-            assert_eq!(state(&store), old_state(), "{stop:?}");
-            assert_eq!(on_disk, old_bytes, "{stop:?}: the old file was changed");
+            assert_loaded(state(&store), old_state(), &format!("{stop:?}"));
+            assert!(
+                on_disk.starts_with(&old_bytes),
+                "{stop:?}: the old file was changed"
+            );
+            let records = data.records();
+            let old_records = read_records(&old_bytes).len();
+            assert_only_writer_records(&records[old_records..], &format!("{stop:?}"));
         }
 
         // Whichever file was loaded takes new writes, and the next start sees them.
@@ -227,7 +304,7 @@ fn a_crash_at_any_step_of_a_rewrite_loads_the_old_or_the_new_state() {
         aof.close();
         let (store, aof) = data.load();
         let (entries, last_version) = state(&store);
-        assert_eq!(last_version, version, "{stop:?}");
+        assert!(last_version >= version, "{stop:?}");
         assert_eq!(entries.len(), expected.0.len() + 1, "{stop:?}");
         assert_eq!(entries[&b"after"[..]].2, version, "{stop:?}");
         aof.close();
@@ -241,13 +318,13 @@ fn a_complete_rewrite_compacts_the_file_and_keeps_the_state() {
     std::fs::write(data.file(), &old_bytes).unwrap();
     let (store, aof) = data.load();
     aof.close();
-    let (file, len) = write_snapshot(data.path(), &store, &no_hook).unwrap();
+    let (file, len) = write_snapshot(data.path(), &store, salt(), &no_hook).unwrap();
     let (_, total) = finish(data.path(), file, len, &[], &no_hook).unwrap();
     assert_eq!(total, std::fs::metadata(data.file()).unwrap().len());
     assert!(total < old_bytes.len() as u64);
     assert!(!data.temp().exists());
     let (store, aof) = data.load();
-    assert_eq!(state(&store), old_state());
+    assert_loaded(state(&store), old_state(), "after the load");
     aof.close();
 }
 
@@ -267,11 +344,11 @@ fn a_rewrite_keeps_versions_of_deleted_entries_from_being_handed_out_again() {
     store.del(b"gone", None);
     aof.close();
 
-    let (file, len) = write_snapshot(data.path(), &store, &no_hook).unwrap();
+    let (file, len) = write_snapshot(data.path(), &store, salt(), &no_hook).unwrap();
     finish(data.path(), file, len, &[], &no_hook).unwrap();
 
     let (store, aof) = data.load();
-    assert_eq!(store.last_version(), deleted);
+    assert!(store.last_version() >= deleted);
     let recreated = stored(store.set(b"gone", b"2", 3_600_000, SetMode::CreateOnly));
     assert!(
         recreated > deleted,
@@ -283,16 +360,8 @@ fn a_rewrite_keeps_versions_of_deleted_entries_from_being_handed_out_again() {
 #[test]
 fn the_writer_rewrites_a_grown_file_by_itself() {
     let data = DataDir::new();
-    let settings = AofSettings {
-        rewrite_min_bytes: 4096,
-        ..data.settings()
-    };
-    let (store, aof) = Aof::open_and_load(settings, Clock::new(), false).unwrap();
-    // Many writes to few keys: the file grows, the live state does not.
-    for i in 0..200u32 {
-        let key = format!("session:{}", i % 4);
-        store.set(key.as_bytes(), &i.to_be_bytes(), 3_600_000, SetMode::Upsert);
-    }
+    let (store, aof) = data.load_rewriting(Arc::new(no_hook));
+    grow(&store);
     store.del(b"session:3", None);
     // The rewrite runs in the background; wait for it (it takes milliseconds; the deadline is
     // only there so that a broken writer fails the test instead of hanging it).
@@ -325,7 +394,7 @@ fn the_writer_rewrites_a_grown_file_by_itself() {
         "a snapshot is SET records, then LAST_VERSION"
     );
     let (store, aof) = data.load();
-    assert_eq!(state(&store), expected);
+    assert_loaded(state(&store), expected, "after the load");
     aof.close();
 }
 
@@ -336,7 +405,7 @@ fn a_leftover_temporary_file_is_removed_and_never_read() {
     std::fs::write(data.file(), [header(), encode(&old_history())].concat()).unwrap();
     std::fs::write(data.temp(), [header(), encode(&tail())].concat()).unwrap();
     let (store, aof) = data.load();
-    assert_eq!(state(&store), old_state());
+    assert_loaded(state(&store), old_state(), "after the load");
     assert!(!data.temp().exists());
     aof.close();
 
@@ -347,5 +416,63 @@ fn a_leftover_temporary_file_is_removed_and_never_read() {
     assert!(store.is_empty());
     assert!(!data.temp().exists());
     aof.close();
-    assert_eq!(std::fs::read(data.file()).unwrap(), header());
+    // A new file of its own (with a salt of its own): a header and nothing but the writer's
+    // own version reservation and clock records.
+    assert!(data
+        .records()
+        .iter()
+        .all(|r| matches!(r, Record::LastVersion { .. } | Record::Clock { .. })));
+}
+
+/// Waits (polling) until `done` holds; a bound only so that a broken writer fails the test
+/// instead of hanging it.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "after 30 s: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Regression: when the directory fsync after a rewrite's rename failed, the writer went on
+/// appending to the old file, which no name pointed to any more, so every later write was
+/// lost at the next start without a word. It must enter the failed state (writes refused)
+/// and recover by a rewrite that completes, after which everything in memory is on disk.
+#[test]
+fn a_rewrite_that_fails_after_its_rename_refuses_writes_until_a_rewrite_completes() {
+    let data = DataDir::new();
+    // Fails right after the rename, where the directory fsync happens, until cleared.
+    let dir_sync_fails = Arc::new(AtomicBool::new(true));
+    let hook = {
+        let fails = dir_sync_fails.clone();
+        move |step| {
+            if step == RewriteStep::Renamed && fails.load(Ordering::SeqCst) {
+                Err(io::Error::other("simulated failure of the directory fsync"))
+            } else {
+                Ok(())
+            }
+        }
+    };
+    let (store, aof) = data.load_rewriting(Arc::new(hook));
+    grow(&store);
+    wait_until("the rewrite failed", || aof.write_errors() >= 1);
+    assert!(
+        aof.is_failed(),
+        "writes are accepted after a rewrite failed past its rename"
+    );
+
+    // Applied in memory (as a DEL while failed is, or a write that raced the failure); the
+    // recovery rewrite must bring it to disk.
+    store.set(b"late", b"x", 3_600_000, SetMode::Upsert);
+    dir_sync_fails.store(false, Ordering::SeqCst);
+    wait_until("the recovery rewrite succeeded", || !aof.is_failed());
+    assert!(aof.rewrites() >= 1);
+    store.set(b"after", b"y", 3_600_000, SetMode::Upsert);
+    let expected = state(&store);
+    aof.close();
+    assert!(!data.temp().exists());
+
+    let (store, aof) = data.load();
+    assert_loaded(state(&store), expected, "after the load");
+    aof.close();
 }

@@ -18,19 +18,21 @@
 //!
 //! # When the disk fails
 //!
-//! If a write or an fsync fails (ENOSPC, EIO), the AOF enters the *failed* state:
+//! If a write or an fsync fails (ENOSPC, EIO), or a rewrite fails after its rename, the AOF
+//! enters the *failed* state:
 //!
-//! - Writes are refused with `PERSISTENCE_FAILED` before they are applied; reads are served.
-//!   A `GET` with touch is served as a plain `GET` (its reply shows the unextended TTL).
+//! - Writes (a `GET` with touch included) are refused with `PERSISTENCE_FAILED` before they are
+//!   applied; reads are served. A `DEL` (a logout) is applied, but answered
+//!   `PERSISTENCE_FAILED` until the file has recovered, which makes its record durable.
 //! - With `always`, writes that were applied but whose fsync failed are answered
 //!   `PERSISTENCE_FAILED`, never `OK`. They are in memory, so the outcome is like a timeout:
 //!   the write may or may not survive; clients retry with the same conditions.
-//! - The failed file is never fsynced again on the assumption that a retry succeeds: after
+//! - A write that found no room is retried by appending the records kept since, as soon as
+//!   they fit. Anything else is recovered only by rewriting the whole file from memory: after
 //!   an fsync error Linux may have dropped the dirty pages and cleared the error
-//!   ("fsyncgate"), so a second fsync can report success for data that is gone. Instead the
-//!   writer recovers by rewriting the whole file from memory into a new file (write, fsync,
-//!   rename, fsync the directory), retrying with a backoff. Once that succeeds, everything in
-//!   memory is durable again, the failed state is cleared, and writes resume.
+//!   ("fsyncgate"), so a second fsync can report success for data that is gone. The
+//!   [`writer`] module says how each recovery works; once one succeeds, everything in memory
+//!   is in the file again, the failed state is cleared, and writes resume.
 
 pub mod check;
 pub mod reader;
@@ -168,6 +170,11 @@ struct Durable {
     failure: Option<String>,
 }
 
+/// How many versions one reservation covers (`store::versions`). The writer reserves the next
+/// block when half of the current one is used, so a write waits for the disk only if it outruns
+/// an fsync by half a block; a restart skips at most a block.
+pub const VERSION_BLOCK: u64 = 1 << 20;
+
 /// Bytes of records waiting for the writer above which connections stop to let it catch up.
 /// Without a bound, clients writing faster than the disk accepts would grow the buffer until
 /// memory ran out; with it, they are slowed to the disk's pace.
@@ -206,6 +213,7 @@ impl Aof {
         file: std::fs::File,
         file_len: u64,
         salt: record::Salt,
+        hook: rewrite::SharedHook,
     ) -> std::io::Result<Aof> {
         let (durable, _) = watch::channel(Durable::default());
         let (taken, _) = watch::channel(0);
@@ -229,7 +237,7 @@ impl Aof {
             writer: Mutex::new(None),
         });
         let aof = Aof { shared };
-        let handle = writer::spawn(aof.clone(), settings, store, file, file_len)?;
+        let handle = writer::spawn(aof.clone(), settings, store, file, file_len, hook)?;
         *lock(&aof.shared.writer) = Some(handle);
         Ok(aof)
     }
@@ -242,11 +250,25 @@ impl Aof {
         clock: crate::clock::Clock,
         repair: bool,
     ) -> Result<(Store, Aof), replay::LoadError> {
+        Aof::open_and_load_with_hook(settings, clock, repair, Arc::new(rewrite::no_hook))
+    }
+
+    /// [`Aof::open_and_load`] with a hook that the writer calls at each step of its rewrites
+    /// ([`rewrite::RewriteStep`]): the tests use it to fail or pause a rewrite at one step.
+    pub fn open_and_load_with_hook(
+        settings: AofSettings,
+        clock: crate::clock::Clock,
+        repair: bool,
+        hook: rewrite::SharedHook,
+    ) -> Result<(Store, Aof), replay::LoadError> {
         let sink = Arc::new(LateSink::default());
         let store = Store::with_parts(clock, Some(sink.clone()));
         let (file, file_len, salt) = replay::load(&settings, &store, repair)?;
+        // No version above what the file already covers until the writer's first reservation
+        // is durable (store::versions).
+        store.require_version_reservations();
         let path = settings.path();
-        let aof = Aof::start(settings, store.clone(), file, file_len, salt)
+        let aof = Aof::start(settings, store.clone(), file, file_len, salt, hook)
             .map_err(|source| replay::LoadError::Io { path, source })?;
         sink.set(aof.clone());
         Ok((store, aof))
@@ -338,11 +360,13 @@ impl Aof {
     }
 }
 
-impl MutationSink for Aof {
-    fn record(&self, mutation: Mutation<'_>) {
+impl Aof {
+    /// Appends what `encode` writes (whole records) to the buffer the writer takes, and to a
+    /// running rewrite's side buffer; returns the sequence number it is known by.
+    fn push(&self, encode: impl FnOnce(record::Salt, &mut Vec<u8>)) -> u64 {
         let mut pending = self.pending();
         let start = pending.buf.len();
-        record::encode_mutation(&mutation, self.shared.salt, &mut pending.buf);
+        encode(self.shared.salt, &mut pending.buf);
         let Pending { buf, rewrite, .. } = &mut *pending;
         if let RewriteTail::Collecting(tail) = rewrite {
             if tail.len() + (buf.len() - start) > MAX_REWRITE_TAIL_BYTES {
@@ -352,6 +376,7 @@ impl MutationSink for Aof {
             }
         }
         pending.appended += 1;
+        let seq = pending.appended;
         self.shared
             .backlog
             .store(pending.buf.len(), Ordering::Relaxed);
@@ -362,6 +387,19 @@ impl MutationSink for Aof {
         if start == 0 {
             self.shared.wake.notify_one();
         }
+        seq
+    }
+}
+
+impl MutationSink for Aof {
+    fn record(&self, mutation: Mutation<'_>) {
+        self.push(|salt, buf| record::encode_mutation(&mutation, salt, buf));
+    }
+
+    fn versions_exhausted(&self) {
+        // The writer reserves more whenever it wakes; a write waiting for versions must not
+        // wait for the next unrelated record or timer.
+        self.shared.wake.notify_one();
     }
 }
 
@@ -382,6 +420,12 @@ impl MutationSink for LateSink {
     fn record(&self, mutation: Mutation<'_>) {
         if let Some(aof) = self.aof.get() {
             aof.record(mutation);
+        }
+    }
+
+    fn versions_exhausted(&self) {
+        if let Some(aof) = self.aof.get() {
+            aof.versions_exhausted();
         }
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! A rewrite happens in two parts, so that requests never wait for it:
 //!
-//! 1. [`write_snapshot`], on its own thread: the store's last version as a LAST_VERSION
-//!    record, then every live entry as a SET record, into `appendonly.aof.rewrite`.
+//! 1. [`write_snapshot`], on its own thread: every live entry as a SET record, then a
+//!    LAST_VERSION record with the versions reserved so far (read after every entry was
+//!    visited, so it covers them all) and a CLOCK record, into `appendonly.aof.rewrite`.
 //!    Meanwhile the writer keeps appending to the old file, and every new record is also
 //!    copied to a side buffer.
-//! 2. [`finish`], on the writer thread once the snapshot is written: append the side buffer,
-//!    fsync, rename over `appendonly.aof`, fsync the directory.
+//! 2. [`finish`], on the writer thread once the snapshot is written and the writer has taken
+//!    the side buffer: append it, fsync, rename over `appendonly.aof`, fsync the directory.
 //!
 //! Replaying the side buffer after the snapshot gives the right state even though the
 //! snapshot was taken while writes continued: records hold absolute state (a value with its
@@ -18,10 +19,16 @@
 //! and the temporary file is ignored (and deleted) at startup; after it the new file is
 //! complete. [`RewriteStep`] names the points between the steps, and [`finish`] and
 //! [`write_snapshot`] call a hook at each, which is how the tests stop a rewrite there.
+//!
+//! A failure after the rename is different from one before it: the name already points to
+//! the new file, so the old file handle must not be written again. [`finish`] says which
+//! side of the rename it failed on ([`FinishError`]), and the writer treats a failure after
+//! the rename as a disk failure (AOF.md sections 9.1 and 10).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::record::{encode_clock, encode_file_header, encode_last_version, encode_set, Salt};
 use super::{sync_dir, FILE_NAME, REWRITE_FILE_NAME};
@@ -30,6 +37,10 @@ use crate::store::Store;
 /// The points between the steps of a rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RewriteStep {
+    /// On the writer thread: the snapshot is written and the writer is about to take the side
+    /// buffer and its unwritten records (section 9.1 step 3). The files are as after
+    /// [`RewriteStep::SnapshotWritten`], so this point is not in [`RewriteStep::ALL`].
+    Switching,
     /// The temporary file has been created and holds part of the snapshot.
     SnapshotStarted,
     /// The snapshot is written (not yet fsynced).
@@ -45,7 +56,7 @@ pub enum RewriteStep {
 }
 
 impl RewriteStep {
-    /// Every step, in order.
+    /// Every point at which the files differ, in order.
     pub const ALL: [RewriteStep; 6] = [
         RewriteStep::SnapshotStarted,
         RewriteStep::SnapshotWritten,
@@ -60,9 +71,42 @@ impl RewriteStep {
 /// crash at that point would.
 pub type Hook<'a> = &'a (dyn Fn(RewriteStep) -> io::Result<()> + Sync);
 
+/// A [`Hook`] the writer thread owns and lends to each rewrite it starts.
+pub type SharedHook = Arc<dyn Fn(RewriteStep) -> io::Result<()> + Send + Sync>;
+
 /// The hook used in production: every step proceeds.
 pub fn no_hook(_: RewriteStep) -> io::Result<()> {
     Ok(())
+}
+
+/// Why [`finish`] failed, and on which side of the rename: that decides which file is live.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// Before the rename: the old file is still the live one and complete; the temporary
+    /// file can be deleted.
+    #[error("rewrite failed before its rename: {0}")]
+    BeforeRename(#[source] io::Error),
+    /// After the rename (the directory fsync): the name now points to the new file, which is
+    /// complete and fsynced, but the rename itself may not survive a power loss. The old
+    /// file handle must never be written again.
+    #[error("rewrite failed after its rename: {source}")]
+    AfterRename {
+        /// The new file, now the one under the live name.
+        file: File,
+        /// Its length.
+        len: u64,
+        /// What failed.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<FinishError> for io::Error {
+    fn from(e: FinishError) -> io::Error {
+        match e {
+            FinishError::BeforeRename(source) | FinishError::AfterRename { source, .. } => source,
+        }
+    }
 }
 
 /// Writes every live entry of `store` into a new temporary file in `dir`, returning it open
@@ -98,10 +142,11 @@ pub fn write_snapshot(
     }
     // Read after every entry was visited, so it is at least every version in the snapshot.
     // Versions of deleted and expired entries are not in the snapshot, yet must never be
-    // handed out again after a restart; versions handed out after this read are in SET
-    // records of the rewrite's tail.
+    // handed out again after a restart. It is the reserved ceiling, not the last version:
+    // versions up to it may be handed out before this file replaces the old one, whose
+    // reservation records the snapshot drops (later reservations are in the tail).
     records.clear();
-    encode_last_version(store.last_version(), salt, &mut records);
+    encode_last_version(store.versions_reserved_up_to(), salt, &mut records);
     // The time the snapshot was taken: expired entries are not in it, and replay must never
     // run the clock back to before they expired (AOF.md section 4.7).
     encode_clock(store.clock().now_ms(), salt, &mut records);
@@ -120,14 +165,23 @@ pub fn finish(
     snapshot_len: u64,
     tail: &[u8],
     hook: Hook<'_>,
-) -> io::Result<(File, u64)> {
-    file.write_all(tail)?;
-    hook(RewriteStep::TailAppended)?;
-    file.sync_all()?;
-    hook(RewriteStep::Synced)?;
-    std::fs::rename(dir.join(REWRITE_FILE_NAME), dir.join(FILE_NAME))?;
-    hook(RewriteStep::Renamed)?;
-    sync_dir(dir)?;
-    hook(RewriteStep::DirSynced)?;
-    Ok((file, snapshot_len + tail.len() as u64))
+) -> Result<(File, u64), FinishError> {
+    let before = |file: &mut File| -> io::Result<()> {
+        file.write_all(tail)?;
+        hook(RewriteStep::TailAppended)?;
+        file.sync_all()?;
+        hook(RewriteStep::Synced)?;
+        std::fs::rename(dir.join(REWRITE_FILE_NAME), dir.join(FILE_NAME))
+    };
+    before(&mut file).map_err(FinishError::BeforeRename)?;
+    let len = snapshot_len + tail.len() as u64;
+    let after = || -> io::Result<()> {
+        hook(RewriteStep::Renamed)?;
+        sync_dir(dir)?;
+        hook(RewriteStep::DirSynced)
+    };
+    match after() {
+        Ok(()) => Ok((file, len)),
+        Err(source) => Err(FinishError::AfterRename { file, len, source }),
+    }
 }
