@@ -95,6 +95,7 @@ async fn hello_reports_version_server_and_configured_limits() {
             reply,
             HelloReply {
                 version: 1,
+                flags: 0,
                 limits: Limits {
                     max_key_len: 200,
                     max_value_len: 5000,

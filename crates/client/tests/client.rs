@@ -378,6 +378,7 @@ async fn server_that_stops_answering_after_hello() -> (SocketAddr, Arc<AtomicUsi
                     if let Ok(Request::Hello(_)) = Request::parse(frame, &Limits::default()) {
                         let reply = HelloReply {
                             version: 1,
+                            flags: 0,
                             limits: Limits::default(),
                             server: "silent/0".into(),
                         };

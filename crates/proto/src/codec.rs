@@ -90,12 +90,26 @@ pub struct ServerCodec {
     limits: Limits,
     /// Body bytes of a rejected frame still to be thrown away as they arrive.
     discard: u64,
+    /// Whether the stricter limit for unauthenticated connections applies.
+    unauthenticated: bool,
 }
 
 impl ServerCodec {
     /// A codec that enforces `limits` on every request.
     pub fn new(limits: Limits) -> Self {
-        ServerCodec { limits, discard: 0 }
+        ServerCodec {
+            limits,
+            discard: 0,
+            unauthenticated: false,
+        }
+    }
+
+    /// While `on`, a frame whose body is longer than
+    /// [`Limits::MAX_UNAUTHENTICATED_BODY_LEN`] is rejected with `TOO_LARGE` (and skipped
+    /// without buffering, like any oversized frame). A server that requires authentication
+    /// turns this on for a new connection and off once it has authenticated.
+    pub fn set_unauthenticated(&mut self, on: bool) {
+        self.unauthenticated = on;
     }
 
     /// The limits this codec enforces.
@@ -111,6 +125,15 @@ impl ServerCodec {
     }
 
     fn oversize_reason(&self, header: &RequestHeader) -> Option<String> {
+        if self.unauthenticated
+            && header.body_len() > u64::from(Limits::MAX_UNAUTHENTICATED_BODY_LEN)
+        {
+            return Some(format!(
+                "frame body of {} bytes exceeds the limit of {} bytes before authentication",
+                header.body_len(),
+                Limits::MAX_UNAUTHENTICATED_BODY_LEN
+            ));
+        }
         if u32::from(header.key_len) > self.limits.max_key_len {
             return Some(format!(
                 "key of {} bytes exceeds the limit of {} bytes",
@@ -388,6 +411,35 @@ mod tests {
             Inbound::Rejected(rejection) => rejection,
             Inbound::Request(frame) => panic!("expected a rejection, got {frame:?}"),
         }
+    }
+
+    #[test]
+    fn unauthenticated_frames_are_held_to_the_smaller_limit() {
+        let limit = Limits::MAX_UNAUTHENTICATED_BODY_LEN as usize;
+        let mut codec = ServerCodec::new(Limits::default());
+        codec.set_unauthenticated(true);
+        let big = set(b"k", &vec![b'v'; limit], 9);
+        let mut buf = BytesMut::from(&encode(&big)[..]);
+        let out = codec.decode(&mut buf).unwrap().unwrap();
+        assert!(buf.is_empty(), "the body is skipped");
+        let rejection = rejected(&out);
+        assert_eq!((rejection.status, rejection.opaque), (Status::TooLarge, 9));
+        assert!(rejection.message.contains("before authentication"));
+
+        // The same frame once authenticated, and a frame exactly at the limit before.
+        codec.set_unauthenticated(false);
+        let mut buf = BytesMut::from(&encode(&big)[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Ok(Some(Inbound::Request(_)))
+        ));
+        codec.set_unauthenticated(true);
+        let at_limit = set(b"k", &vec![b'v'; limit - 16 - 1], 10);
+        let mut buf = BytesMut::from(&encode(&at_limit)[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Ok(Some(Inbound::Request(_)))
+        ));
     }
 
     #[test]

@@ -25,6 +25,15 @@ impl Limits {
     pub const HARD_MAX_TTL_MS: u64 = 10 * 365 * 24 * 60 * 60 * 1000;
     /// Longest payload a `PING` or `HELLO` client name may carry; these are not storage.
     pub const MAX_AUX_VALUE_LEN: u32 = 1024;
+    /// Longest body (extras + key + value) a server accepts from a connection that has not
+    /// authenticated yet, when it requires authentication. Enough for `HELLO`, `AUTH` (a
+    /// 255-byte user and a 1024-byte password) and `PING`; it keeps an unauthenticated peer
+    /// from making the server buffer megabytes (the lesson of Redis's CVE-2021-32675).
+    pub const MAX_UNAUTHENTICATED_BODY_LEN: u32 = 4096;
+    /// Longest user name `AUTH` accepts, in bytes.
+    pub const MAX_USER_LEN: usize = 255;
+    /// Longest password `AUTH` accepts, in bytes.
+    pub const MAX_PASSWORD_LEN: usize = 1024;
 
     /// Whether every limit is within the protocol's hard bounds.
     pub fn validate(&self) -> Result<(), String> {

@@ -22,11 +22,13 @@ pub enum Opcode {
     Del = 0x05,
     /// Server counters as text.
     Stats = 0x06,
+    /// Authenticate the connection as a configured user.
+    Auth = 0x07,
 }
 
 impl Opcode {
     /// Every defined opcode, in numeric order.
-    pub const ALL: [Opcode; 7] = [
+    pub const ALL: [Opcode; 8] = [
         Opcode::Hello,
         Opcode::Ping,
         Opcode::Get,
@@ -34,6 +36,7 @@ impl Opcode {
         Opcode::Touch,
         Opcode::Del,
         Opcode::Stats,
+        Opcode::Auth,
     ];
 
     /// The opcode for a wire byte, or `None` if the byte is not a defined opcode.
@@ -51,6 +54,7 @@ impl Opcode {
             Opcode::Touch => "TOUCH",
             Opcode::Del => "DEL",
             Opcode::Stats => "STATS",
+            Opcode::Auth => "AUTH",
         }
     }
 }
@@ -70,7 +74,7 @@ mod tests {
         for op in Opcode::ALL {
             assert_eq!(Opcode::from_u8(op as u8), Some(op));
         }
-        assert_eq!(Opcode::from_u8(0x07), None);
+        assert_eq!(Opcode::from_u8(0x08), None);
         assert_eq!(Opcode::from_u8(0xff), None);
     }
 }

@@ -7,6 +7,7 @@
 //! nothing more.
 
 use crate::header::{RequestHeader, HEADER_LEN, REQUEST_MAGIC};
+use crate::Opcode;
 
 /// The keys of the complete request frames at the start of a buffer, in order. Stops at the
 /// first frame that is incomplete or does not start with the request magic, and skips frames
@@ -46,7 +47,8 @@ impl<'a> Iterator for BufferedKeys<'a> {
             let key_start = usize::from(header.extras_len);
             let key = &body[key_start..key_start + usize::from(header.key_len)];
             self.rest = &body[frame_body..];
-            if !key.is_empty() {
+            // The key of an `AUTH` is a user name, not a stored key: nothing to warm.
+            if !key.is_empty() && header.opcode != u8::from(Opcode::Auth) {
                 return Some(key);
             }
         }

@@ -27,6 +27,14 @@ pub enum Status {
     TooLarge = 0x0084,
     /// The bytes received are not a sessiond frame (bad magic). Fatal.
     ProtocolError = 0x0085,
+    /// The server requires authentication and the connection has not authenticated; only
+    /// `HELLO`, `AUTH` and `PING` are served before it does.
+    AuthRequired = 0x0086,
+    /// `AUTH` named an unknown user or gave a wrong password. One status for both, so that
+    /// user names cannot be probed.
+    AuthFailed = 0x0087,
+    /// The authenticated user's role does not allow this command.
+    NoPermission = 0x0088,
     /// The server is at its connection limit. Sent unsolicited, then the connection is closed.
     Busy = 0x0090,
     /// The server is shutting down and no longer takes requests. Fatal.
@@ -40,7 +48,7 @@ pub enum Status {
 
 impl Status {
     /// Every defined status, in numeric order.
-    pub const ALL: [Status; 13] = [
+    pub const ALL: [Status; 16] = [
         Status::Ok,
         Status::NotFound,
         Status::Exists,
@@ -50,6 +58,9 @@ impl Status {
         Status::UnsupportedVersion,
         Status::TooLarge,
         Status::ProtocolError,
+        Status::AuthRequired,
+        Status::AuthFailed,
+        Status::NoPermission,
         Status::Busy,
         Status::ShuttingDown,
         Status::PersistenceFailed,
@@ -89,6 +100,9 @@ impl Status {
             Status::UnsupportedVersion => "UNSUPPORTED_VERSION",
             Status::TooLarge => "TOO_LARGE",
             Status::ProtocolError => "PROTOCOL_ERROR",
+            Status::AuthRequired => "AUTH_REQUIRED",
+            Status::AuthFailed => "AUTH_FAILED",
+            Status::NoPermission => "NO_PERMISSION",
             Status::Busy => "BUSY",
             Status::ShuttingDown => "SHUTTING_DOWN",
             Status::PersistenceFailed => "PERSISTENCE_FAILED",
@@ -134,5 +148,13 @@ mod tests {
         }
         assert!(Status::TooLarge.is_error());
         assert!(!Status::TooLarge.is_fatal());
+        for s in [
+            Status::AuthRequired,
+            Status::AuthFailed,
+            Status::NoPermission,
+        ] {
+            assert!(s.is_error());
+            assert!(!s.is_fatal(), "{s} is not fatal");
+        }
     }
 }

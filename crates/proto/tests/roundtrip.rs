@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use sessiond_proto::codec::Inbound;
 use sessiond_proto::command::{
-    Del, DelOutcome, Entry, Get, GetReply, Hello, HelloReply, Ping, PingReply, Set, SetMode,
-    SetOutcome, Stats, StatsReply, Touch, TouchReply,
+    Auth, AuthReply, Del, DelOutcome, Entry, Get, GetReply, Hello, HelloReply, Ping, PingReply,
+    Set, SetMode, SetOutcome, Stats, StatsReply, Touch, TouchReply,
 };
 use sessiond_proto::header::HEADER_LEN;
 use sessiond_proto::{
@@ -119,6 +119,8 @@ fn request() -> impl Strategy<Value = Request> {
         (key(), proptest::option::of(any::<u64>()))
             .prop_map(|(key, if_version)| Request::Del(Del { key, if_version })),
         Just(Request::Stats(Stats)),
+        ("[a-z]{1,255}", bytes(1..=1024))
+            .prop_map(|(user, password)| Request::Auth(Auth { user, password })),
     ]
 }
 
@@ -324,14 +326,23 @@ proptest! {
     #[test]
     fn hello_replies_round_trip(
         version in any::<u8>(),
+        flags in any::<u8>(),
         limits in limits(),
         server in any::<String>(),
         opaque in any::<u32>(),
     ) {
-        let reply = HelloReply { version, limits, server };
+        let reply = HelloReply { version, flags, limits, server };
         let frame = decode_response(encode_response(&reply.to_frame(opaque)));
         prop_assert_eq!(frame.opaque, opaque);
         prop_assert_eq!(HelloReply::from_frame(&frame), Ok(reply));
+    }
+
+    #[test]
+    fn auth_replies_round_trip(role in "[a-z]{0,16}", opaque in any::<u32>()) {
+        let reply = AuthReply { role };
+        let frame = decode_response(encode_response(&reply.to_frame(opaque)));
+        prop_assert_eq!(frame.opaque, opaque);
+        prop_assert_eq!(AuthReply::from_frame(&frame), Ok(reply));
     }
 
     #[test]

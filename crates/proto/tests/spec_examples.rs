@@ -662,6 +662,7 @@ fn hello() {
     );
     let reply = HelloReply {
         version: 1,
+        flags: 0,
         limits: Limits::default(),
         server: "sessiond/0.1.0".into(),
     };

@@ -89,17 +89,27 @@ impl Hello {
     }
 }
 
+/// The bit of [`HelloReply::flags`] that says the server requires `AUTH` before any command
+/// other than `HELLO`, `AUTH` and `PING`.
+pub const HELLO_FLAG_AUTH_REQUIRED: u8 = 0x01;
+
 /// The successful `HELLO` reply.
 ///
 /// ```text
-/// extras  version u8 | reserved [0; 3] | max_key_len u32 | max_value_len u32
+/// extras  version u8 | flags u8 | reserved [0; 2] | max_key_len u32 | max_value_len u32
 ///         | reserved u32 (0) | max_ttl_ms u64                         (24 bytes)
 /// value   server software, e.g. "sessiond/0.1.0"
 /// ```
+///
+/// The flags byte was reserved (zero, ignored by clients) before `AUTH` existed, so a client
+/// that does not know about authentication still reads the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelloReply {
     /// The version chosen for the rest of the connection.
     pub version: u8,
+    /// Server flags: [`HELLO_FLAG_AUTH_REQUIRED`]; other bits are reserved and clients
+    /// ignore them.
+    pub flags: u8,
     /// The server's limits.
     pub limits: Limits,
     /// Server software name and version.
@@ -107,11 +117,17 @@ pub struct HelloReply {
 }
 
 impl HelloReply {
+    /// Whether the server requires `AUTH` before other commands.
+    pub fn auth_required(&self) -> bool {
+        self.flags & HELLO_FLAG_AUTH_REQUIRED != 0
+    }
+
     /// The response frame for this reply.
     pub fn to_frame(&self, opaque: u32) -> ResponseFrame {
         let mut extras = BytesMut::with_capacity(24);
         extras.put_u8(self.version);
-        extras.put_bytes(0, 3);
+        extras.put_u8(self.flags);
+        extras.put_bytes(0, 2);
         extras.put_u32(self.limits.max_key_len);
         extras.put_u32(self.limits.max_value_len);
         extras.put_u32(0);
@@ -137,13 +153,15 @@ impl HelloReply {
         }
         let mut extras = &frame.extras[..];
         let version = extras.get_u8();
-        extras.advance(3);
+        let flags = extras.get_u8();
+        extras.advance(2);
         let max_key_len = extras.get_u32();
         let max_value_len = extras.get_u32();
         extras.advance(4);
         let max_ttl_ms = extras.get_u64();
         Ok(HelloReply {
             version,
+            flags,
             limits: Limits {
                 max_key_len,
                 max_value_len,

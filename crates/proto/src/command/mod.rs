@@ -5,6 +5,7 @@
 //! (used by clients). The wire grammar is in each request's doc comment and, with worked
 //! examples, in `proto/PROTOCOL.md`.
 
+mod auth;
 mod del;
 mod get;
 mod hello;
@@ -13,9 +14,10 @@ mod set;
 mod stats;
 mod touch;
 
+pub use auth::{Auth, AuthReply};
 pub use del::{Del, DelOutcome, FLAG_IF_VERSION};
 pub use get::{Entry, Get, GetReply, FLAG_TOUCH};
-pub use hello::{Hello, HelloReply};
+pub use hello::{Hello, HelloReply, HELLO_FLAG_AUTH_REQUIRED};
 pub use ping::{Ping, PingReply};
 pub use set::{Set, SetMode, SetOutcome};
 pub use stats::{Stats, StatsReply};
@@ -85,6 +87,8 @@ pub enum Request {
     Del(Del),
     /// `STATS`
     Stats(Stats),
+    /// `AUTH`
+    Auth(Auth),
 }
 
 impl Request {
@@ -101,6 +105,7 @@ impl Request {
             Opcode::Touch => Request::Touch(Touch::parse(frame, limits)?),
             Opcode::Del => Request::Del(Del::parse(frame)?),
             Opcode::Stats => Request::Stats(Stats::parse(frame)?),
+            Opcode::Auth => Request::Auth(Auth::parse(frame)?),
         })
     }
 
@@ -114,6 +119,7 @@ impl Request {
             Request::Touch(_) => Opcode::Touch,
             Request::Del(_) => Opcode::Del,
             Request::Stats(_) => Opcode::Stats,
+            Request::Auth(_) => Opcode::Auth,
         }
     }
 
@@ -127,6 +133,7 @@ impl Request {
             Request::Touch(r) => r.to_frame(opaque),
             Request::Del(r) => r.to_frame(opaque),
             Request::Stats(r) => r.to_frame(opaque),
+            Request::Auth(r) => r.to_frame(opaque),
         }
     }
 }
