@@ -58,6 +58,22 @@ pub struct Config {
     pub aof: AofConfig,
     /// `[resp]`: the optional Redis-protocol listener.
     pub resp: RespConfig,
+    /// `[tls]`: the certificate of the TLS listeners.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: used by `server.tls_listen` and `resp.tls_listen`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates are verified against (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: whether a client without a certificate is refused.
+    pub require_client_cert: bool,
 }
 
 /// `[resp]`
@@ -66,6 +82,8 @@ pub struct Config {
 pub struct RespConfig {
     /// Address of the RESP (Redis protocol) listener; absent means no RESP listener.
     pub listen: Option<SocketAddr>,
+    /// Address of a RESP listener that speaks TLS (see `[tls]`); absent means none.
+    pub tls_listen: Option<SocketAddr>,
     /// TTL of a write that gives none (Redis would keep such a key forever).
     #[serde(with = "humantime_serde")]
     pub default_ttl: Duration,
@@ -79,6 +97,7 @@ impl Default for RespConfig {
     fn default() -> Self {
         RespConfig {
             listen: None,
+            tls_listen: None,
             default_ttl: Duration::from_secs(24 * 60 * 60),
             allow_flush: false,
             password: None,
@@ -117,6 +136,9 @@ impl Default for AofConfig {
 pub struct ServerConfig {
     /// Address of the native-protocol listener.
     pub listen: SocketAddr,
+    /// Address of a native-protocol listener that speaks TLS (see `[tls]`); absent means
+    /// none.
+    pub tls_listen: Option<SocketAddr>,
     /// Directory for persistent files.
     pub data_dir: PathBuf,
     /// Connections served at once; more are answered `BUSY` and closed.
@@ -135,6 +157,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            tls_listen: None,
             data_dir: PathBuf::from("data"),
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
@@ -283,7 +306,63 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", e.to_string());
         }
+        self.validate_tls()
+    }
+
+    /// `[tls]` is complete when a listener needs it, and not given for nothing (a
+    /// certificate configured with no TLS listener is most likely a forgotten `tls_listen`,
+    /// and would leave the operator believing traffic is encrypted).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        let tls = &self.tls;
+        let listening = self.server.tls_listen.is_some() || self.resp.tls_listen.is_some();
+        if listening && tls.cert_file.is_none() {
+            return invalid(
+                "tls.cert_file",
+                "is required when server.tls_listen or resp.tls_listen is set",
+            );
+        }
+        if listening && tls.key_file.is_none() {
+            return invalid(
+                "tls.key_file",
+                "is required when server.tls_listen or resp.tls_listen is set",
+            );
+        }
+        let configured = tls.cert_file.is_some()
+            || tls.key_file.is_some()
+            || tls.client_ca_file.is_some()
+            || tls.require_client_cert;
+        if configured && !listening {
+            return invalid(
+                "tls",
+                "is set but no listener uses it: set server.tls_listen or resp.tls_listen",
+            );
+        }
+        if tls.require_client_cert && tls.client_ca_file.is_none() {
+            return invalid(
+                "tls.require_client_cert",
+                "needs tls.client_ca_file to verify client certificates against",
+            );
+        }
         Ok(())
+    }
+
+    /// The certificate files of the TLS listeners, if any listener uses TLS.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        if self.server.tls_listen.is_none() && self.resp.tls_listen.is_none() {
+            return None;
+        }
+        Some(crate::tls::TlsFiles {
+            cert_file: self.tls.cert_file.clone()?,
+            key_file: self.tls.key_file.clone()?,
+            client_ca_file: self.tls.client_ca_file.clone(),
+            require_client_cert: self.tls.require_client_cert,
+        })
     }
 
     /// The RESP listener's settings (all of `[resp]` but the address).
@@ -370,6 +449,28 @@ mod tests {
         // The default TTL is capped by max_ttl like every other TTL.
         let config = parse("[limits]\nmax_ttl = \"2h\"\n").unwrap();
         assert_eq!(config.resp_settings().default_ttl_ms, 7_200_000);
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_a_listener() {
+        assert_eq!(parse("").unwrap().tls_files(), None);
+        let err = parse("[server]\ntls_listen = \"127.0.0.1:7879\"\n").unwrap_err();
+        assert!(err.contains("tls.cert_file"), "{err}");
+        let err = parse("[resp]\ntls_listen = \"127.0.0.1:6380\"\n[tls]\ncert_file = \"c.pem\"\n")
+            .unwrap_err();
+        assert!(err.contains("tls.key_file"), "{err}");
+        let err = parse("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n").unwrap_err();
+        assert!(err.contains("tls_listen"), "{err}");
+        let both = "[server]\ntls_listen = \"127.0.0.1:7879\"\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let err = parse(&format!("{both}require_client_cert = true\n")).unwrap_err();
+        assert!(err.contains("tls.client_ca_file"), "{err}");
+        let files = parse(&format!("{both}client_ca_file = \"ca.pem\"\n"))
+            .unwrap()
+            .tls_files()
+            .unwrap();
+        assert_eq!(files.cert_file, PathBuf::from("c.pem"));
+        assert_eq!(files.client_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(!files.require_client_cert);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Buffered byte I/O on one TCP connection, whatever protocol it speaks.
+//! Buffered byte I/O on one TCP connection, whatever protocol it speaks, in plain TCP or
+//! TLS ([`Stream`]).
 //!
 //! Reading and writing are decoupled from processing so that responses can be batched: the
 //! handler decodes every complete request that one read brought in (straight out of
@@ -7,13 +8,15 @@
 //! requests in one packet gets 100 responses in one packet.
 
 use std::io;
-
-use bytes::BytesMut;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -28,15 +31,80 @@ pub(crate) const FLUSH_THRESHOLD: usize = 64 * 1024;
 const LINGER_TIME: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// A TCP stream with its read and write buffers.
+/// The socket under a connection: plain TCP, or TLS over TCP once the handshake is done.
+///
+/// An enum rather than a boxed trait object, so a plain connection pays one branch per read
+/// or write and nothing more. The TLS stream is boxed because it carries rustls's buffers
+/// (about a kilobyte of state), which would otherwise make every plain connection as big.
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS; reads and writes are plaintext, rustls encrypts and decrypts.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket, under TLS if any.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Stream::Tls(tls) => Pin::new(tls).poll_flush(cx),
+        }
+    }
+
+    /// For TLS: sends close_notify, then half-closes the TCP connection, so the client
+    /// learns that the server has finished sending (as from FIN on a plain socket) while it
+    /// may still send, and its input is still read.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Stream::Tls(tls) => Pin::new(tls).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A stream with its read and write buffers.
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     read_buf: BytesMut,
     write_buf: BytesMut,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream) -> Connection {
+    pub(crate) fn new(stream: Stream) -> Connection {
         Connection {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
@@ -64,6 +132,9 @@ impl Connection {
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
             self.write_buf.clear();
+            // tokio-rustls encrypts into rustls's buffer and writes it out as it goes, but
+            // may keep the last record until flushed; for plain TCP this is a no-op.
+            self.stream.flush().await?;
         }
         Ok(())
     }
@@ -78,9 +149,24 @@ impl Connection {
     /// delivered (and our TCP stack acknowledged) by now. Shutdown answers the requests
     /// among them and no others, so a client that keeps pipelining cannot hold the
     /// server past the moment it learnt of the shutdown.
-    pub(crate) fn arrived(&self) -> io::Result<usize> {
-        let n = rustix::io::ioctl_fionread(&self.stream)?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    ///
+    /// Over TLS this counts the encrypted bytes in the socket plus the plaintext rustls has
+    /// already decrypted and not handed out; since each encrypted record is a little larger
+    /// than its plaintext, the bound is a few bytes per record generous, never short.
+    pub(crate) fn arrived(&mut self) -> io::Result<usize> {
+        let in_socket = rustix::io::ioctl_fionread(self.stream.tcp())?;
+        let in_socket = usize::try_from(in_socket).unwrap_or(usize::MAX);
+        let decrypted = match &mut self.stream {
+            Stream::Plain(_) => 0,
+            // Processing what rustls has buffered is what its next read would do first; an
+            // error here (a bad record) will be reported by that read.
+            Stream::Tls(tls) => tls
+                .get_mut()
+                .1
+                .process_new_packets()
+                .map_or(0, |state| state.plaintext_bytes_to_read()),
+        };
+        Ok(in_socket.saturating_add(decrypted))
     }
 
     /// Reads at most `limit` bytes of what the socket already holds, without waiting.
@@ -88,7 +174,21 @@ impl Connection {
     pub(crate) fn read_arrived(&mut self, limit: usize) -> io::Result<usize> {
         let start = self.read_buf.len();
         self.read_buf.resize(start + limit.min(READ_CHUNK), 0);
-        let read = self.stream.try_read(&mut self.read_buf[start..]);
+        let read = match &mut self.stream {
+            Stream::Plain(tcp) => tcp.try_read(&mut self.read_buf[start..]),
+            // A TLS stream has no `try_read`: poll it once with a waker that does nothing.
+            // Pending means nothing decryptable has arrived, which is what `try_read`'s
+            // WouldBlock says; the next real read registers the task's own waker again.
+            Stream::Tls(tls) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut buf = ReadBuf::new(&mut self.read_buf[start..]);
+                match Pin::new(tls).poll_read(&mut cx, &mut buf) {
+                    Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
+        };
         let n = match read {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -101,7 +201,8 @@ impl Connection {
         Ok(n)
     }
 
-    /// Closes the connection so that the last reply survives: sends FIN, then reads and
+    /// Closes the connection so that the last reply survives: sends FIN (after a TLS
+    /// close_notify on a TLS connection), then reads and
     /// throws away what the client is still sending, until it closes its side or a short
     /// bound is reached. Closing a socket that has unread data makes the kernel send a reset
     /// instead, and a reset can destroy a reply the client has not read yet, such as the

@@ -20,6 +20,8 @@
 //! - `cmd`: one file per native command, applying a parsed request to the store.
 //! - [`resp`]: the optional Redis-protocol (RESP2/RESP3) listener over the same store.
 //! - [`stats`]: counters for `STATS`.
+//! - [`tls`]: certificates and the rustls configuration of the TLS listeners, and their
+//!   reload; the handshake is the connection layer's ([`server`]), commands never see TLS.
 //!
 //! The `sessiond` binary only wires these together: parse arguments, load the configuration,
 //! bind, and call [`server::run`] with a future that completes on SIGINT or SIGTERM.
@@ -38,6 +40,7 @@ pub mod server;
 mod shutdown;
 pub mod stats;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use store::Store;

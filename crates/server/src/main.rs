@@ -11,10 +11,12 @@ use clap::{Parser, Subcommand};
 use sessiond::aof::check::{check, Verdict};
 use sessiond::aof::{Aof, AofSettings, FsyncPolicy};
 use sessiond::clock::Clock;
-use sessiond::server::{self, Context, Settings};
+use sessiond::server::{self, Context, Settings, TlsListeners};
 use sessiond::stats::Stats;
+use sessiond::tls::Tls;
 use sessiond::{logging, Config, Store};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 
 /// mimalloc instead of the system allocator: with glibc's malloc, freeing a large expired
 /// batch can trim the heap inside a single `free` and hold a shard lock for over 100 ms
@@ -52,6 +54,14 @@ struct Args {
     /// Address of the RESP (Redis protocol) listener, overriding `resp.listen`.
     #[arg(long, value_name = "ADDR", env = "SESSIOND_RESP_LISTEN")]
     resp_listen: Option<SocketAddr>,
+
+    /// Address of the native-protocol TLS listener, overriding `server.tls_listen`.
+    #[arg(long, value_name = "ADDR", env = "SESSIOND_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+
+    /// Address of the RESP TLS listener, overriding `resp.tls_listen`.
+    #[arg(long, value_name = "ADDR", env = "SESSIOND_RESP_TLS_LISTEN")]
+    resp_tls_listen: Option<SocketAddr>,
 
     /// Data directory, overriding `server.data_dir`.
     #[arg(long, value_name = "DIR", env = "SESSIOND_DATA_DIR")]
@@ -157,6 +167,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.resp_listen {
         config.resp.listen = Some(addr);
     }
+    if let Some(addr) = args.tls_listen {
+        config.server.tls_listen = Some(addr);
+    }
+    if let Some(addr) = args.resp_tls_listen {
+        config.resp.tls_listen = Some(addr);
+    }
     if let Some(dir) = args.data_dir {
         config.server.data_dir = dir;
     }
@@ -179,6 +195,15 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
+    // Before the listeners, like the other handlers: a SIGHUP must never kill the daemon.
+    let hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    // Certificates are read before anything is replayed or bound, so a bad file stops the
+    // start at once with its name.
+    let tls = match config.tls_files() {
+        Some(files) => Some(Arc::new(Tls::load(files)?)),
+        None => None,
+    };
+    tokio::spawn(reload_on_hangup(hangup, tls.clone()));
     let data_dir = config.server.data_dir.clone();
     // Owner-only: the append-only file holds session ids, which are bearer credentials.
     let mut dir_builder = std::fs::DirBuilder::new();
@@ -240,6 +265,16 @@ async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let tls = match tls {
+        Some(tls) => Some(TlsListeners {
+            tls,
+            native: bind_optional(config.server.tls_listen, "server.tls_listen").await?,
+            resp: bind_optional(config.resp.tls_listen, "resp.tls_listen")
+                .await?
+                .map(|listener| (listener, config.resp_settings())),
+        }),
+        None => None,
+    };
     // Scripts and tests wait for these lines (the ports may have been chosen by the OS).
     println!("listening on {addr}");
     if let Some((listener, _)) = &resp {
@@ -247,11 +282,24 @@ async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
         tracing::info!(addr = %resp_addr, "RESP listening");
         println!("resp listening on {resp_addr}");
     }
+    if let Some(tls) = &tls {
+        if let Some(listener) = &tls.native {
+            let tls_addr = listener.local_addr()?;
+            tracing::info!(addr = %tls_addr, "TLS listening");
+            println!("tls listening on {tls_addr}");
+        }
+        if let Some((listener, _)) = &tls.resp {
+            let tls_addr = listener.local_addr()?;
+            tracing::info!(addr = %tls_addr, "RESP TLS listening");
+            println!("resp tls listening on {tls_addr}");
+        }
+    }
     std::io::stdout().flush()?;
 
     let listeners = server::Listeners {
         native: listener,
         resp,
+        tls,
     };
     server::run(listeners, ctx, settings, shutdown).await;
     if let Some(aof) = aof {
@@ -261,6 +309,37 @@ async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds `addr` if it is set; the error names the configuration key.
+async fn bind_optional(addr: Option<SocketAddr>, key: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+    Ok(Some(listener))
+}
+
+/// On every SIGHUP, reads the TLS certificate, key and client CA again. New connections get
+/// the new ones; established connections are not touched. A reload that fails keeps the
+/// previous certificates and logs why (the daemon keeps serving: an operator who copied in a
+/// broken file fixes it and sends SIGHUP again).
+async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, tls: Option<Arc<Tls>>) {
+    while hangup.recv().await.is_some() {
+        let Some(tls) = tls.clone() else {
+            tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+            continue;
+        };
+        // Reading files blocks; keep it off the threads that serve connections.
+        match tokio::task::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(())) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+            Ok(Err(e)) => tracing::error!(
+                error = %e,
+                "SIGHUP: TLS reload failed; still serving the previous certificates"
+            ),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed"),
+        }
+    }
+}
+
 /// Registers for SIGINT and SIGTERM and returns a future that completes on either.
 ///
 /// Registration happens here, synchronously, at the start of [`serve`]: until a handler is
@@ -268,7 +347,6 @@ async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
 /// flush and fsync of the append-only file. Registering lazily, when the future is first
 /// polled, left that window open after `listening on` was printed.
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     Ok(async move {

@@ -12,6 +12,11 @@
 //! graceful shutdown, and, with `fsync = "always"`, holding the responses to writes until
 //! the append-only file has synced them. A protocol plugs in through the [`Protocol`] trait:
 //! it turns buffered bytes into answers and answers into bytes.
+//!
+//! Each protocol may also be served over TLS on a listener of its own (`server.tls_listen`,
+//! `resp.tls_listen`). The handshake runs in the connection's task, under the connection
+//! limit and a timeout, and then the handler works on plaintext exactly as it does on a plain
+//! socket ([`Stream`]).
 
 use std::future::Future;
 use std::io;
@@ -28,12 +33,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::aof::{Aof, FsyncPolicy, PersistenceError};
-use crate::connection::{Connection, FLUSH_THRESHOLD};
+use crate::connection::{Connection, Stream, FLUSH_THRESHOLD};
 use crate::native::Native;
 use crate::resp::{self, Resp};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::store::Store;
+use crate::tls::Tls;
 
 pub use crate::native::UNSOLICITED_OPCODE;
 
@@ -74,11 +80,29 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
 }
 
+/// How long a client has to complete the TLS handshake after connecting. Generous for any
+/// real client; it only keeps a connection that never finishes from holding a connection
+/// slot.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The sockets to serve.
 pub struct Listeners {
     /// The native-protocol listener.
     pub native: TcpListener,
     /// The RESP listener and its settings, when `[resp] listen` (or `--resp-listen`) is set.
+    pub resp: Option<(TcpListener, resp::Settings)>,
+    /// The TLS listeners and their certificates, when `server.tls_listen` or
+    /// `resp.tls_listen` is set.
+    pub tls: Option<TlsListeners>,
+}
+
+/// The listeners that speak TLS, and the configuration they share.
+pub struct TlsListeners {
+    /// The certificate, key and client CA, replaceable on reload.
+    pub tls: Arc<Tls>,
+    /// The native protocol over TLS (`server.tls_listen`).
+    pub native: Option<TcpListener>,
+    /// RESP over TLS (`resp.tls_listen`) and its settings, which are the `[resp]` section's.
     pub resp: Option<(TcpListener, resp::Settings)>,
 }
 
@@ -156,21 +180,38 @@ pub async fn run(
     };
 
     let limits = server.ctx.limits;
-    let Listeners { native, resp } = listeners;
-    let native = server.accept(native, move || Native::new(limits));
-    let resp = async {
-        let Some((listener, resp_settings)) = resp else {
+    let Listeners { native, resp, tls } = listeners;
+    let (tls, native_tls, resp_tls) = match tls {
+        Some(t) => (Some(t.tls), t.native, t.resp),
+        None => (None, None, None),
+    };
+    let native_plain = server.accept(native, None, move || Native::new(limits));
+    let native_tls = async {
+        let Some(listener) = native_tls else {
             return std::future::pending().await;
         };
-        let port = listener.local_addr().map_or(0, |a| a.port());
-        let shared = resp::Shared::new(resp_settings, limits, port, settings.max_connections);
         server
-            .accept(listener, move || Resp::new(shared.clone()))
+            .accept(listener, tls.clone(), move || Native::new(limits))
             .await
     };
+    let serve_resp = |listener: Option<(TcpListener, resp::Settings)>, tls: Option<Arc<Tls>>| {
+        let server = &server;
+        async move {
+            let Some((listener, resp_settings)) = listener else {
+                return std::future::pending().await;
+            };
+            let port = listener.local_addr().map_or(0, |a| a.port());
+            let shared = resp::Shared::new(resp_settings, limits, port, settings.max_connections);
+            server
+                .accept(listener, tls, move || Resp::new(shared.clone()))
+                .await
+        }
+    };
+    let resp_plain = serve_resp(resp, None);
+    let resp_tls = serve_resp(resp_tls, tls.clone());
     tokio::select! {
         // The accept loops never return; `join!` only runs them side by side.
-        _ = async { tokio::join!(native, resp) } => {}
+        _ = async { tokio::join!(native_plain, native_tls, resp_plain, resp_tls) } => {}
         () = shutdown => info!("shutting down: no longer accepting connections"),
     }
 
@@ -205,9 +246,14 @@ struct Listener {
 
 impl Listener {
     /// Accepts on `listener` forever, serving each connection with a fresh protocol state
-    /// from `new_protocol`. Accept errors (e.g. out of file descriptors) are logged and
-    /// retried with a backoff instead of ending the server.
-    async fn accept<P: Protocol>(&self, listener: TcpListener, new_protocol: impl Fn() -> P) {
+    /// from `new_protocol`, over TLS if `tls` is set. Accept errors (e.g. out of file
+    /// descriptors) are logged and retried with a backoff instead of ending the server.
+    async fn accept<P: Protocol>(
+        &self,
+        listener: TcpListener,
+        tls: Option<Arc<Tls>>,
+        new_protocol: impl Fn() -> P,
+    ) {
         let mut backoff = Duration::from_millis(10);
         loop {
             let (socket, peer) = match listener.accept().await {
@@ -226,41 +272,83 @@ impl Listener {
             let Ok(permit) = self.limit_connections.clone().try_acquire_owned() else {
                 Stats::bump(&self.ctx.stats.connections_rejected);
                 warn!(%peer, "connection limit reached; refusing connection");
-                refuse_busy(socket, &P::busy_message());
+                // A TLS client could not read a plaintext message, and a handshake only to
+                // say "busy" would spend the CPU an overloaded server lacks: it is just closed.
+                if tls.is_none() {
+                    refuse_busy(socket, &P::busy_message());
+                }
                 continue;
             };
             // Responses are batched by the handler, so Nagle's algorithm would only add delay.
             let _ = socket.set_nodelay(true);
-            let mut handler = Handler {
-                connection: Connection::new(socket),
-                protocol: new_protocol(),
-                ctx: self.ctx.clone(),
-                idle_timeout: self.idle_timeout,
-                shutdown: Shutdown::new(self.notify_shutdown.clone(), self.shutdown_timeout),
-                held: Vec::new(),
-                held_bytes: 0,
-                held_mutations: false,
-                _shutdown_complete: self.shutdown_complete_tx.clone(),
-            };
+            // Taken now, so that a reload after this accept does not change the certificate
+            // this connection is offered.
+            let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+            let protocol = new_protocol();
+            let ctx = self.ctx.clone();
+            let idle_timeout = self.idle_timeout;
+            let mut shutdown = Shutdown::new(self.notify_shutdown.clone(), self.shutdown_timeout);
+            let shutdown_complete = self.shutdown_complete_tx.clone();
             tokio::spawn(async move {
-                handler
-                    .ctx
-                    .stats
+                ctx.stats
                     .connections_current
                     .fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, "connection opened");
-                if let Err(e) = handler.run().await {
-                    debug!(%peer, error = %e, "connection error");
+                let stream = match acceptor {
+                    None => Some(Stream::Plain(socket)),
+                    Some(acceptor) => handshake(acceptor, socket, &mut shutdown).await,
+                };
+                if let Some(stream) = stream {
+                    let mut handler = Handler {
+                        connection: Connection::new(stream),
+                        protocol,
+                        ctx: ctx.clone(),
+                        idle_timeout,
+                        shutdown,
+                        held: Vec::new(),
+                        held_bytes: 0,
+                        held_mutations: false,
+                        _shutdown_complete: shutdown_complete,
+                    };
+                    debug!(%peer, "connection opened");
+                    if let Err(e) = handler.run().await {
+                        debug!(%peer, error = %e, "connection error");
+                    }
+                    debug!(%peer, "connection closed");
+                } else {
+                    debug!(%peer, "TLS handshake did not complete; connection closed");
                 }
-                debug!(%peer, "connection closed");
-                handler
-                    .ctx
-                    .stats
+                ctx.stats
                     .connections_current
                     .fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
         }
+    }
+}
+
+/// Runs the server side of a TLS handshake on a new connection: the stream once it
+/// completes, `None` if it fails (logged: a client without our CA, one that only speaks
+/// TLS 1.1, a client certificate that does not verify), takes longer than
+/// [`TLS_HANDSHAKE_TIMEOUT`], or shutdown begins first.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: TcpStream,
+    shutdown: &mut Shutdown,
+) -> Option<Stream> {
+    let peer = socket.peer_addr().ok();
+    tokio::select! {
+        result = time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)) => match result {
+            Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
+            Ok(Err(e)) => {
+                info!(peer = ?peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                info!(peer = ?peer, timeout = ?TLS_HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                None
+            }
+        },
+        () = shutdown.recv() => None,
     }
 }
 
