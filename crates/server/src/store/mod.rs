@@ -18,8 +18,8 @@
 
 pub mod mutation;
 mod prefetch;
+mod raw;
 pub mod scan;
-mod slot;
 pub mod sweep;
 mod versions;
 
@@ -32,8 +32,7 @@ use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetMode, SetOutcome, 
 
 use crate::clock::Clock;
 pub use mutation::{Mutation, MutationSink};
-use prefetch::{prefetch_bucket, WALK_AHEAD};
-use slot::{Slot, SlotMut};
+use raw::{Slot, SlotMut};
 use versions::Versions;
 
 /// Number of shards. Many small shards keep lock contention low on many cores and, more
@@ -469,29 +468,12 @@ impl Store {
         shard: usize,
         from: usize,
         max: usize,
-        mut f: impl FnMut(&Slot),
+        f: impl FnMut(&Slot),
     ) -> (usize, usize) {
         let table = self.shared.map.shards()[shard].read();
         let buckets = table.buckets();
         let end = from.saturating_add(max).min(buckets);
-        // Each entry's fields live in its block, one cache miss each: prefetch ahead.
-        for index in from.min(end)..from.min(end) + WALK_AHEAD {
-            prefetch_bucket(&table, index);
-        }
-        for index in from.min(end)..end {
-            prefetch_bucket(&table, index + WALK_AHEAD);
-            #[allow(unsafe_code)]
-            // SAFETY: `index < table.buckets()`, as `is_bucket_full` and `bucket` require, and
-            // the element is read only once `is_bucket_full` says it is initialized. The
-            // shard's read lock is held for the whole loop, so no writer can move or free the
-            // element while `f` reads it, and `f` cannot keep the references past its call.
-            unsafe {
-                if table.is_bucket_full(index) {
-                    let (slot, _) = table.bucket(index).as_ref();
-                    f(slot);
-                }
-            }
-        }
+        raw::for_each_slot(&table, from.min(end), end, f);
         (end, buckets)
     }
 

@@ -27,7 +27,7 @@
 //! This only reads and never blocks: a shard another thread is writing is skipped, and a key
 //! that changes before its request runs costs nothing but a wasted prefetch.
 
-use super::slot::Slot;
+use super::raw::{for_each_candidate, prefetch_line, prefetch_probe_start, ShardTable, Slot};
 use super::Store;
 
 /// At most this many keys are prefetched per batch: enough to cover a pipeline of typical
@@ -52,14 +52,7 @@ impl Store {
         }
         let hashes = &hashes[..count];
         for &hash in hashes {
-            self.with_shard(hash, |table| {
-                // hashbrown starts probing at `hash & (buckets - 1)`; control bytes follow the
-                // end of the bucket array, and bucket `i` ends `i` elements before it.
-                let start = (hash as usize) & (table.buckets() - 1);
-                let data_end = table.data_end().as_ptr().cast::<u8>().cast_const();
-                prefetch_line(data_end.wrapping_add(start));
-                prefetch_line(data_end.wrapping_sub((start + 1) * std::mem::size_of::<Bucket>()));
-            });
+            self.with_shard(hash, |table| prefetch_probe_start(table, hash));
         }
         for &hash in hashes {
             self.with_candidates(hash, |slot| prefetch_line(slot.block_addr()));
@@ -91,65 +84,8 @@ impl Store {
     /// Calls `f` for each slot whose hash tag matches `hash` in the first bucket groups its
     /// probe visits (usually just the key's own slot), under the shard's read lock.
     fn with_candidates(&self, hash: u64, mut f: impl FnMut(&Slot)) {
-        self.with_shard(hash, |table| {
-            #[allow(unsafe_code)]
-            // SAFETY: `iter_hash` requires that the table outlive the iterator and not change
-            // while it is used; the read lock `with_shard` holds guarantees both for the
-            // duration of this closure. `as_ref` is valid for each bucket it yields (full
-            // buckets only).
-            unsafe {
-                for bucket in table.iter_hash(hash) {
-                    let (slot, _) = bucket.as_ref();
-                    f(slot);
-                }
-            }
-        });
+        self.with_shard(hash, |table| for_each_candidate(table, hash, &mut f));
     }
-}
-
-/// How many buckets ahead walks over a table (the expiry sweep, SCAN, snapshots) prefetch
-/// the blocks they are about to read: each full bucket's fields are one cache miss away, and
-/// asking ahead lets about this many misses overlap.
-pub(super) const WALK_AHEAD: usize = 16;
-
-/// Prefetches the block of bucket `index` of `table` if the bucket exists and is full.
-pub(super) fn prefetch_bucket(table: &ShardTable, index: usize) {
-    if index >= table.buckets() {
-        return;
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: `index < table.buckets()`, as `is_bucket_full` and `bucket` require, and the
-    // element is read only once `is_bucket_full` says it is initialized; the caller holds a
-    // lock on the table (it has a reference to it), so the element stays put meanwhile.
-    unsafe {
-        if table.is_bucket_full(index) {
-            prefetch_line(table.bucket(index).as_ref().0.block_addr());
-        }
-    }
-}
-
-/// One shard's hash table, as dashmap keeps it.
-pub(super) type ShardTable = hashbrown::raw::RawTable<Bucket>;
-
-/// What one bucket of a shard's table holds.
-type Bucket = (Slot, dashmap::SharedValue<()>);
-
-/// Asks the CPU to bring the cache line at `addr` closer. A hint: it never faults, even for
-/// an address that is not mapped, and compiles to nothing where there is no such instruction.
-#[inline(always)]
-fn prefetch_line(addr: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        #[allow(unsafe_code, unused_unsafe)]
-        // SAFETY: prefetching dereferences nothing and is defined for any address; SSE, which
-        // provides the instruction, is part of the x86_64 baseline.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(addr.cast::<i8>());
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = addr;
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::prefetch::{prefetch_bucket, WALK_AHEAD};
+use super::raw::retain_slots;
 use super::Store;
 
 /// Buckets inspected per acquisition of a shard's write lock. At a few nanoseconds per bucket
@@ -75,32 +75,13 @@ impl Store {
             let mut table = shards[cursor.shard].write();
             let buckets = table.buckets();
             let end = (cursor.bucket + BUCKETS_PER_LOCK).min(buckets);
-            // Deadlines live in the slots' blocks, one cache miss each: prefetch ahead.
-            for index in cursor.bucket..cursor.bucket + WALK_AHEAD {
-                prefetch_bucket(&table, index);
-            }
-            for index in cursor.bucket..end {
-                prefetch_bucket(&table, index + WALK_AHEAD);
-                #[allow(unsafe_code)]
-                // SAFETY: `index < table.buckets()`, which is what `is_bucket_full` and
-                // `bucket` require, and the bucket is read only once `is_bucket_full` says it
-                // holds an initialized element. We hold the shard's write lock, so no other
-                // reference into the table exists while we read or erase. Erasing the bucket we
-                // are looking at neither moves nor drops any other element, so the remaining
-                // indices stay valid; this is how hashbrown implements `retain` itself.
-                unsafe {
-                    if !table.is_bucket_full(index) {
-                        continue;
-                    }
-                    let bucket = table.bucket(index);
-                    let (slot, _) = bucket.as_ref();
-                    if !slot.is_live(now) {
-                        freed_bytes += slot.key().len() + slot.value().len();
-                        table.erase(bucket);
-                        report.reclaimed += 1;
-                    }
+            report.reclaimed += retain_slots(&mut table, cursor.bucket, end, |slot| {
+                let live = slot.is_live(now);
+                if !live {
+                    freed_bytes += super::payload_len(slot);
                 }
-            }
+                live
+            });
             drop(table);
             report.buckets_scanned += (end - cursor.bucket) as u64;
             if freed_bytes > 0 {

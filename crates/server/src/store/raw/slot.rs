@@ -34,8 +34,6 @@
 //! through one is sound only while nobody else can read the block; [`SlotMut`] can only be
 //! made from a guard that holds the shard's write lock, which is that proof.
 
-#![allow(unsafe_code)]
-
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
