@@ -45,6 +45,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+pub mod certs;
 pub mod resp;
 
 /// How long a daemon may take to start before a test gives up.

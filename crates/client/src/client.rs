@@ -11,8 +11,11 @@ use sessiond_proto::command::{
 };
 use sessiond_proto::{Limits, Request};
 
+use crate::credentials::Credentials;
 use crate::mux::Settings;
 use crate::pool::Pool;
+use crate::tls::TlsOptions;
+use crate::transport::Connector;
 use crate::Error;
 
 /// A sessiond client: cheap to clone, and every clone shares the same connections.
@@ -95,6 +98,26 @@ impl ClientBuilder {
         self
     }
 
+    /// Authenticates every connection as `user` with `password` (the native `AUTH`), the
+    /// first and every reconnection. A server without users accepts any credentials, so
+    /// they can be set before the server requires them.
+    ///
+    /// Wrong credentials make the request that opened the connection fail with
+    /// [`Error::AuthFailed`]; a server that requires authentication from a client without
+    /// credentials gives [`Error::AuthRequired`]. `Debug` output never shows the password.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<Vec<u8>>) -> Self {
+        self.settings.credentials = Some(Credentials::new(user, password));
+        self
+    }
+
+    /// Connects with TLS, verifying the server against `options` (and presenting a client
+    /// certificate if they have one). The server must offer TLS on the address: sessiond's
+    /// `server.tls_listen`.
+    pub fn tls(mut self, options: TlsOptions) -> Self {
+        self.settings.connector = Connector::new(Some(options));
+        self
+    }
+
     /// The client, without connecting: the first request opens the connection. Useful when
     /// the application may start before the server.
     pub fn build(self) -> Client {
@@ -135,6 +158,8 @@ impl Client {
                 backoff_min: Duration::from_millis(50),
                 backoff_max: Duration::from_secs(2),
                 client_name: Bytes::from(concat!("sessiond-client/", env!("CARGO_PKG_VERSION"))),
+                connector: Connector::default(),
+                credentials: None,
             },
             connections: 1,
         }

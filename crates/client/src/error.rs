@@ -62,6 +62,25 @@ pub enum Error {
     /// 65535 bytes). Nothing was sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The server refused the client's credentials (`AUTH_FAILED`): an unknown user or a
+    /// wrong password, which the server does not tell apart. Raised when a connection is
+    /// opened, so by the request that needed it.
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    /// The server requires authentication (`AUTH_REQUIRED`, or its `HELLO` says so) and the
+    /// client has no credentials: set them with
+    /// [`ClientBuilder::credentials`](crate::ClientBuilder::credentials).
+    #[error("the server requires authentication: {0}")]
+    AuthRequired(String),
+    /// The user's role may not run this command (`NO_PERMISSION`): a `monitor` user writing
+    /// sessions, an `app` user asking for `STATS`. The connection stays open.
+    #[error("no permission: {0}")]
+    NoPermission(String),
+    /// TLS could not be set up: a certificate or key file that cannot be read or used, or a
+    /// handshake that failed (a server certificate the CA did not sign or that names another
+    /// host, a server that does not speak TLS on that port, a refused client certificate).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl Error {
@@ -101,10 +120,34 @@ impl Error {
         )
     }
 
+    /// The error for an error status: the authentication ones are typed, because an
+    /// application handles them differently (fix the configuration, not retry).
+    pub(crate) fn from_status(status: Status, message: String) -> Error {
+        match status {
+            Status::AuthFailed => Error::AuthFailed(message),
+            Status::AuthRequired => Error::AuthRequired(message),
+            Status::NoPermission => Error::NoPermission(message),
+            status => Error::Server { status, message },
+        }
+    }
+
+    /// The error for a failed read or write: TLS's own failures (a certificate refused by
+    /// either side, an alert) are [`Error::Tls`], whether they end the handshake or, as a
+    /// client certificate refused under TLS 1.3 does, the first read after it.
+    pub(crate) fn from_io(addr: &Arc<str>, e: std::io::Error) -> Error {
+        let tls = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        match tls {
+            Some(tls) => Error::Tls(format!("{addr}: {tls}")),
+            None => Error::connection(addr, e),
+        }
+    }
+
     /// The error for a stream the codec could not read.
     pub(crate) fn from_frame(addr: &Arc<str>, e: FrameError) -> Error {
         match e {
-            FrameError::Io(io) => Error::connection(addr, io),
+            FrameError::Io(io) => Error::from_io(addr, io),
             other => Error::Protocol(other.to_string()),
         }
     }
@@ -113,7 +156,7 @@ impl Error {
 impl From<ReplyError> for Error {
     fn from(e: ReplyError) -> Error {
         match e {
-            ReplyError::Server { status, message } => Error::Server { status, message },
+            ReplyError::Server { status, message } => Error::from_status(status, message),
             malformed @ ReplyError::Malformed { .. } => Error::Protocol(malformed.to_string()),
         }
     }

@@ -22,7 +22,10 @@
 //!
 //! The parts, one concept per module: [`Client`] (`client.rs`) is the typed commands,
 //! `pool.rs` the connections it spreads requests over, `mux.rs` one multiplexed connection
-//! and its reconnection, [`Error`] (`error.rs`) what can go wrong; [`session`] the session
+//! and its reconnection, `handshake.rs` how each connection is opened (`HELLO`, then
+//! `AUTH` with the client's [`Credentials`]), [`transport`] the TCP or TLS byte stream under
+//! it, [`TlsOptions`] (`tls.rs`) how the server is verified, [`Error`] (`error.rs`) what can
+//! go wrong; [`session`] the session
 //! layer, [`SessionId`] (`id.rs`) and [`Signer`] (`signer.rs`) its ids and cookie signing.
 //!
 //! ```no_run
@@ -52,12 +55,16 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod client;
+mod credentials;
 mod error;
+mod handshake;
 mod id;
 mod mux;
 mod pool;
 pub mod session;
 mod signer;
+mod tls;
+pub mod transport;
 
 #[cfg(feature = "actix-session")]
 pub mod actix;
@@ -65,10 +72,12 @@ pub mod actix;
 pub mod tower;
 
 pub use client::{Client, ClientBuilder};
+pub use credentials::Credentials;
 pub use error::Error;
 pub use id::{RandomError, SessionId};
 pub use session::{SameSite, Session, SessionConfig, SessionError, Sessions, SetCookie};
 pub use signer::{KeyTooShort, Signer};
+pub use tls::TlsOptions;
 
 /// Types from the protocol crate that appear in this crate's API.
 pub use sessiond_proto::command::{Entry, SetMode, StatsReply};

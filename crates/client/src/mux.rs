@@ -19,6 +19,9 @@
 //!                         └────────────────────────────┘
 //! ```
 //!
+//! A connection is opened by `handshake.rs` (TCP or TLS, `HELLO`, and `AUTH` when the client
+//! has credentials), so every reconnection authenticates again before any request is sent.
+//!
 //! Writing and reading run in separate tasks because a pipelining client must keep reading
 //! while it writes (PROTOCOL.md 2.2): the server may stop reading a connection whose
 //! responses pile up.
@@ -40,23 +43,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use sessiond_proto::command::{Hello, HelloReply};
-use sessiond_proto::{
-    ClientCodec, Limits, Opcode, Request, RequestFrame, ResponseFrame, PROTOCOL_VERSION,
-};
-use tokio::net::TcpStream;
+use sessiond_proto::unsolicited::is_unsolicited;
+use sessiond_proto::{ClientCodec, Limits, Request, RequestFrame, ResponseFrame};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+use crate::credentials::Credentials;
+use crate::handshake::{self, AUTH_OPAQUE};
+use crate::transport::{Connector, Stream as ByteStream};
 use crate::Error;
-
-/// The opcode of frames that answer no request (`BUSY`, `PROTOCOL_ERROR` after bad magic).
-const CONNECTION_OPCODE: u8 = 0xFF;
-
-/// The opaque of the `HELLO` that opens every connection; requests count up from the next.
-const HELLO_OPAQUE: u32 = 1;
 
 /// Frames a connection queues for its writer before senders wait: enough to batch a burst
 /// from many tasks into a few writes, small enough to apply backpressure.
@@ -75,6 +72,10 @@ pub(crate) struct Settings {
     pub backoff_max: Duration,
     /// Sent in `HELLO`, for the server's logs.
     pub client_name: Bytes,
+    /// Plain TCP or TLS.
+    pub connector: Connector,
+    /// Sent in `AUTH` on every connection, when set.
+    pub credentials: Option<Credentials>,
 }
 
 type Waiter = oneshot::Sender<Result<ResponseFrame, Error>>;
@@ -131,9 +132,10 @@ impl Shared {
     /// Hands a response to its waiter. Returns the error to close the connection with if the
     /// frame ends it.
     fn deliver(&self, frame: ResponseFrame) -> Option<Error> {
-        if frame.opcode == CONNECTION_OPCODE && frame.opaque == 0 {
-            // Unsolicited (BUSY, PROTOCOL_ERROR): no request's answer, and the server is
-            // closing the connection.
+        if is_unsolicited(&frame) {
+            // BUSY, SHUTTING_DOWN, PROTOCOL_ERROR: no request's answer, and the server is
+            // closing the connection. (Opcode 0xFF with a non-fatal status is an ordinary
+            // answer to a request that carried that opcode, matched by its opaque below.)
             return Some(status_error(&frame));
         }
         let fatal = frame.status().is_some_and(|s| s.is_fatal());
@@ -173,10 +175,7 @@ impl Shared {
 
 fn status_error(frame: &ResponseFrame) -> Error {
     match frame.status() {
-        Some(status) => Error::Server {
-            status,
-            message: frame.message(),
-        },
+        Some(status) => Error::from_status(status, frame.message()),
         None => Error::Protocol(format!("unknown status 0x{:04x}", frame.status)),
     }
 }
@@ -202,79 +201,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Connects, exchanges `HELLO`, and starts the reader and writer tasks.
+    /// Connects, exchanges `HELLO` (and `AUTH`), and starts the reader and writer tasks.
     async fn open(addr: &Arc<str>, settings: &Settings) -> Result<Conn, Error> {
-        let handshake = async {
-            let stream = TcpStream::connect(&**addr)
-                .await
-                .map_err(|e| Error::connection(addr, e))?;
-            // Requests are small and latency-bound; the writer batches on its own.
-            let _ = stream.set_nodelay(true);
-            let mut framed = Framed::new(stream, ClientCodec::new());
-            let hello = Hello {
-                min_version: PROTOCOL_VERSION,
-                max_version: PROTOCOL_VERSION,
-                client_name: settings.client_name.clone(),
-            };
-            let sent = framed.send(hello.to_frame(HELLO_OPAQUE)).await;
-            // A server at its connection limit answers BUSY and closes without reading, so
-            // the write can fail while that answer waits to be read: read before blaming
-            // the write.
-            let reply = match (framed.next().await, sent) {
-                (Some(Ok(reply)), _) => reply,
-                (_, Err(e)) | (Some(Err(e)), Ok(())) => return Err(Error::from_frame(addr, e)),
-                (None, Ok(())) => {
-                    return Err(Error::closed(
-                        addr,
-                        "the server closed the connection during the handshake",
-                    ))
-                }
-            };
-            // Error statuses first: a server at its connection limit answers with an
-            // unsolicited BUSY frame instead of a HELLO reply.
-            let hello = HelloReply::from_frame(&reply)?;
-            if (reply.opcode, reply.opaque) != (Opcode::Hello.into(), HELLO_OPAQUE) {
-                return Err(Error::Protocol(format!(
-                    "HELLO answered with opcode 0x{:02x} opaque {}",
-                    reply.opcode, reply.opaque
-                )));
-            }
-            // Limits that break the protocol's own bounds (a zero TTL maximum, say) would
-            // make every later computation with them wrong: refuse the server instead.
-            hello
-                .limits
-                .validate()
-                .map_err(|e| Error::Protocol(format!("HELLO reports impossible limits: {e}")))?;
-            if hello.version != PROTOCOL_VERSION {
-                return Err(Error::Protocol(format!(
-                    "the server chose protocol version {}, which was not offered",
-                    hello.version
-                )));
-            }
-            Ok((framed, hello.limits))
-        };
-        let (framed, limits) = match tokio::time::timeout(settings.connect_timeout, handshake).await
-        {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(Error::connection(
-                    addr,
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!(
-                            "no connection and HELLO reply within {:?}",
-                            settings.connect_timeout
-                        ),
-                    ),
-                ))
-            }
-        };
-
+        let (framed, limits) = handshake::open(addr, settings).await?;
         let shared = Arc::new(Shared {
             addr: addr.clone(),
             pending: Mutex::new(Pending {
                 waiting: HashMap::new(),
-                next_opaque: HELLO_OPAQUE + 1,
+                next_opaque: AUTH_OPAQUE + 1,
                 closed: None,
             }),
             closed: AtomicBool::new(false),
@@ -345,8 +279,8 @@ impl Drop for CloseOnDrop {
     }
 }
 
-type Sink = SplitSink<Framed<TcpStream, ClientCodec>, RequestFrame>;
-type Stream = SplitStream<Framed<TcpStream, ClientCodec>>;
+type Sink = SplitSink<Framed<ByteStream, ClientCodec>, RequestFrame>;
+type Stream = SplitStream<Framed<ByteStream, ClientCodec>>;
 
 async fn write_loop(mut sink: Sink, mut queue: mpsc::Receiver<RequestFrame>, shared: Arc<Shared>) {
     let _close = CloseOnDrop(shared.clone());
