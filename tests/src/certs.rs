@@ -82,6 +82,19 @@ impl TestCerts {
     }
 }
 
+impl TestCerts {
+    /// A daemon serving the native protocol over TLS on a port of its own (its address is
+    /// returned; the plain listener stays on loopback as usual), with `extra` config.
+    pub fn daemon(&self, mtls: bool, extra: &str) -> (crate::Daemon, String) {
+        let tls_addr = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "[server]\ntls_listen = \"{tls_addr}\"\n{}{extra}",
+            self.server_config(mtls)
+        );
+        (crate::Daemon::start_with_config(&config), tls_addr)
+    }
+}
+
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -47,6 +47,7 @@ use tokio_util::codec::Framed;
 
 pub mod certs;
 pub mod resp;
+pub mod users;
 
 /// How long a daemon may take to start before a test gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

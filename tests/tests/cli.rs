@@ -8,19 +8,30 @@ use std::process::{Command, Output, Stdio};
 
 use bytes::Bytes;
 use sessiond_proto::command::{Get, GetReply, Ping, Set, SetMode, SetOutcome};
+use sessiond_tests::certs::TestCerts;
+use sessiond_tests::users::{TestUsers, ADMIN_PASSWORD, APP_PASSWORD, MONITOR_PASSWORD};
 use sessiond_tests::{binary, Daemon};
 
 /// Runs `sessiond-cli --addr ADDR ARGS..` with stdin closed and stdout/stderr captured.
 fn cli_at(addr: &str, args: &[&OsStr]) -> Output {
-    Command::new(binary("sessiond-cli"))
-        .arg("--addr")
-        .arg(addr)
+    cli_command(addr)
         .args(args)
-        // Only --addr may decide where it connects.
-        .env_remove("SESSIOND_ADDR")
-        .stdin(Stdio::null())
         .output()
         .expect("run sessiond-cli")
+}
+
+/// `sessiond-cli --addr ADDR`, with no credentials or address from the test's environment.
+fn cli_command(addr: &str) -> Command {
+    let mut command = Command::new(binary("sessiond-cli"));
+    command
+        .arg("--addr")
+        .arg(addr)
+        // Only --addr may decide where it connects, and only the test who it is.
+        .env_remove("SESSIOND_ADDR")
+        .env_remove("SESSIOND_USER")
+        .env_remove("SESSIOND_PASSWORD")
+        .stdin(Stdio::null());
+    command
 }
 
 fn cli(daemon: &Daemon, args: &[&str]) -> Output {
@@ -433,4 +444,195 @@ async fn a_server_at_its_connection_limit_exits_2_with_busy() {
     let out = cli(&daemon, &["ping"]);
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("BUSY"), "{}", stderr(&out));
+}
+
+/// Runs `sessiond-cli --addr ADDR ARGS..` with `SESSIOND_PASSWORD` set to `password`.
+fn cli_with_password(addr: &str, password: &str, args: &[&str]) -> Output {
+    cli_command(addr)
+        .args(args)
+        .env("SESSIOND_PASSWORD", password)
+        .output()
+        .expect("run sessiond-cli")
+}
+
+#[test]
+fn user_with_the_password_in_the_environment_or_a_file_authenticates() {
+    let users = TestUsers::standard();
+    let daemon = Daemon::start_with_config(users.config());
+    let addr = daemon.addr().to_string();
+    let out = cli_with_password(
+        &addr,
+        APP_PASSWORD,
+        &["--user", "app", "set", "k", "v", "--ttl", "1m"],
+    );
+    version(&out);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{APP_PASSWORD}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let out = cli(
+        &daemon,
+        &["--user", "app", "--password-file", file, "get", "k"],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "v");
+
+    // SESSIOND_USER works like --user.
+    let out = cli_command(&addr)
+        .args(["get", "k"])
+        .env("SESSIOND_USER", "app")
+        .env("SESSIOND_PASSWORD", APP_PASSWORD)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+}
+
+#[test]
+fn wrong_or_missing_credentials_exit_2_and_never_echo_the_password() {
+    let users = TestUsers::standard();
+    let daemon = Daemon::start_with_config(users.config());
+    let addr = daemon.addr().to_string();
+    let out = cli_with_password(&addr, "not-the-password", &["--user", "app", "get", "k"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("AUTH_FAILED"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("not-the-password"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = cli(&daemon, &["get", "k"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("AUTH_REQUIRED"), "{}", stderr(&out));
+
+    // The app role may not read the server's counters.
+    let out = cli_with_password(&addr, APP_PASSWORD, &["--user", "app", "stats"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("NO_PERMISSION"), "{}", stderr(&out));
+    let out = cli_with_password(&addr, MONITOR_PASSWORD, &["--user", "monitor", "stats"]);
+    assert_exit(&out, 0);
+}
+
+#[test]
+fn a_user_without_a_password_and_a_password_flag_are_refused() {
+    let addr = closed_port_addr();
+    let out = cli_at(&addr, &["--user", "app", "ping"].map(OsStr::new));
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("SESSIOND_PASSWORD"),
+        "{}",
+        stderr(&out)
+    );
+    // A password on the command line would be in every user's process list.
+    let out = cli_at(
+        &addr,
+        &["--user", "app", "--password", "secret", "ping"].map(OsStr::new),
+    );
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--password"), "{}", stderr(&out));
+}
+
+/// Runs the CLI against `addr` with `args` until the TLS listener, which the harness does
+/// not wait for, accepts.
+fn cli_tls(addr: &str, args: &[&str]) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = cli_at(addr, &args.iter().map(OsStr::new).collect::<Vec<_>>());
+        let refused = stderr(&out).contains("refused");
+        if !refused || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tls_with_the_ca_works_and_another_ca_is_refused() {
+    let certs = TestCerts::new("cli test CA");
+    let (_daemon, tls_addr) = certs.daemon(false, "");
+    let ca = certs.ca();
+    let ca = ca.to_str().unwrap();
+    let out = cli_tls(&tls_addr, &["--tls", "--cacert", ca, "ping"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "PONG\n");
+
+    let other = TestCerts::new("another CA");
+    let other_ca = other.ca();
+    let out = cli_tls(
+        &tls_addr,
+        &["--tls", "--cacert", other_ca.to_str().unwrap(), "ping"],
+    );
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+
+    let out = cli_tls(
+        &tls_addr,
+        &[
+            "--tls",
+            "--cacert",
+            ca,
+            "--server-name",
+            "sessiond.example",
+            "ping",
+        ],
+    );
+    assert_exit(&out, 2);
+
+    // --tls needs a CA to verify the server with; --cacert alone does not turn TLS on.
+    let out = cli_at(&tls_addr, &["--tls", "ping"].map(OsStr::new));
+    assert_exit(&out, 2);
+    let out = cli_at(&tls_addr, &["--cacert", ca, "ping"].map(OsStr::new));
+    assert_exit(&out, 2);
+}
+
+#[test]
+fn mutual_tls_with_a_client_certificate_and_credentials() {
+    let certs = TestCerts::new("cli test CA");
+    let users = TestUsers::standard();
+    let (_daemon, tls_addr) = certs.daemon(true, users.config());
+    let (ca, cert, key) = (certs.ca(), certs.client_cert(), certs.client_key());
+    let (ca, cert, key) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, ADMIN_PASSWORD).unwrap();
+    let file = file.to_str().unwrap();
+    let out = cli_tls(
+        &tls_addr,
+        &[
+            "--tls",
+            "--cacert",
+            ca,
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "--user",
+            "admin",
+            "--password-file",
+            file,
+            "stats",
+        ],
+    );
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("entries "), "{}", stdout(&out));
+
+    let out = cli_tls(
+        &tls_addr,
+        &[
+            "--tls",
+            "--cacert",
+            ca,
+            "--user",
+            "admin",
+            "--password-file",
+            file,
+            "stats",
+        ],
+    );
+    assert_exit(&out, 2);
 }

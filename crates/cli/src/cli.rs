@@ -1,6 +1,7 @@
 //! The command line, as clap sees it. The doc comments here are the `--help` text.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser, Subcommand};
@@ -25,7 +26,17 @@ Exit status:
      server (whose message is printed on stderr)
 
 Durations are human-readable (500ms, 30s, 30m, 2h, 1day); TTLs are whole milliseconds,
-at least 1ms.";
+at least 1ms.
+
+Authentication and TLS:
+  --user NAME (or $SESSIOND_USER) sends AUTH before the request, with the password from
+  $SESSIOND_PASSWORD or --password-file (there is no --password flag: a password on the
+  command line is visible to every user of the machine in the process list). A refused
+  password exits 2 with AUTH_FAILED; a command the user's role may not run, with
+  NO_PERMISSION.
+  --tls connects with TLS, trusting the CA in --cacert; --cert/--key present a client
+  certificate (mutual TLS); --server-name overrides the name the server's certificate must
+  carry (by default the host of --addr).";
 
 /// Command-line client for sessiond.
 ///
@@ -47,6 +58,43 @@ pub struct Cli {
     /// Give up when connecting, or waiting for the reply, takes longer than this.
     #[arg(long, global = true, default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
+
+    /// Authenticate as this user (AUTH); the password comes from $SESSIOND_PASSWORD or
+    /// --password-file.
+    #[arg(long, global = true, env = "SESSIOND_USER", value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Read the password from this file (its first line; a trailing newline is not part of
+    /// it). Takes precedence over $SESSIOND_PASSWORD.
+    #[arg(long, global = true, value_name = "FILE", requires = "user")]
+    pub password_file: Option<PathBuf>,
+
+    /// Connect with TLS (the server's `tls_listen` port), trusting the CA in --cacert.
+    #[arg(long, global = true, requires = "cacert")]
+    pub tls: bool,
+
+    /// PEM file of the CA(s) that sign the server's certificate.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls")]
+    pub cacert: Option<PathBuf>,
+
+    /// PEM client certificate chain, for servers that verify clients (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE", requires_all = ["tls", "cert_key"])]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    // Its id is `cert_key`: the subcommands' `key` argument is the session key.
+    #[arg(
+        id = "cert_key",
+        long = "key",
+        global = true,
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub cert_key: Option<PathBuf>,
+
+    /// The name the server's certificate must carry, if not the host of --addr.
+    #[arg(long, global = true, value_name = "NAME", requires = "tls")]
+    pub server_name: Option<String>,
 
     /// What to do.
     #[command(subcommand)]

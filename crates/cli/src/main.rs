@@ -1,7 +1,8 @@
 //! `sessiond-cli`: a command-line client for sessiond.
 //!
 //! ```text
-//! sessiond-cli [--addr HOST:PORT] [--timeout 5s] <command>
+//! sessiond-cli [--addr HOST:PORT] [--timeout 5s] [--user NAME [--password-file FILE]]
+//!              [--tls --cacert FILE [--cert FILE --key FILE] [--server-name NAME]] <command>
 //!   ping
 //!   set KEY VALUE --ttl 30s [--nx | --xx | --if-version N]
 //!   get KEY [--touch 30m] [--meta]
@@ -24,6 +25,11 @@
 //!   with the status name and, for a version mismatch, gives the current version. Exit 2 for
 //!   everything else: usage errors (clap's own exit code), connection failures, timeouts and
 //!   error statuses from the server, whose message is shown.
+//!
+//! With `--user` (or `$SESSIOND_USER`) the request is preceded by an `AUTH`, in the same
+//! write; the password comes from `$SESSIOND_PASSWORD` or `--password-file`, never from an
+//! argument, which every user of the machine could read in the process list. `--tls`
+//! connects through TLS exactly as `sessiond-client` does (its `transport` module).
 //!
 //! Keys and values are taken from the arguments byte for byte (on Unix, non-UTF-8 arguments
 //! included). Durations are humantime strings (`500ms`, `30s`, `30m`, `2h`).

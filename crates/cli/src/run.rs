@@ -5,6 +5,8 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use sessiond_client::transport::Connector;
+use sessiond_client::{Credentials, TlsOptions};
 use sessiond_proto::command::{
     Del, DelOutcome, Get, GetReply, Ping, PingReply, Set, SetMode, SetOutcome, Stats, StatsReply,
     Touch, TouchReply,
@@ -13,6 +15,10 @@ use sessiond_proto::{Limits, Request, ResponseFrame};
 
 use crate::cli::{Cli, Command};
 use crate::client::{Client, OPAQUE};
+
+/// The environment variable the password of `--user` is read from, unless
+/// `--password-file` is given.
+const PASSWORD_VAR: &str = "SESSIOND_PASSWORD";
 
 /// What `PING` sends; the reply must echo it.
 const PING_PAYLOAD: &[u8] = b"sessiond-cli";
@@ -32,9 +38,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     // Build the request first so that an argument the wire cannot carry is reported without
     // touching the network.
     let request = request(&cli.command)?;
-    let mut client = Client::connect(&cli.addr, cli.timeout).await?;
-    let reply = client.call(request.to_frame(OPAQUE)).await?;
+    let credentials = credentials(&cli)?;
+    let connector = connector(&cli)?;
+    let mut client = Client::connect(&cli.addr, &connector, cli.timeout).await?;
+    let reply = client
+        .call(credentials.as_ref(), request.to_frame(OPAQUE))
+        .await?;
     report(&cli.command, &reply)
+}
+
+/// The credentials of `--user`, with the password from `--password-file` or
+/// `$SESSIOND_PASSWORD`.
+fn credentials(cli: &Cli) -> anyhow::Result<Option<Credentials>> {
+    let Some(user) = &cli.user else {
+        return Ok(None);
+    };
+    let password = match &cli.password_file {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("reading the password file {}", path.display()))?;
+            // What `echo secret > file` writes: the newline is not part of the password.
+            let text = text.strip_suffix(b"\n").unwrap_or(&text);
+            text.strip_suffix(b"\r").unwrap_or(text).to_vec()
+        }
+        None => match std::env::var_os(PASSWORD_VAR) {
+            Some(password) => password.into_encoded_bytes(),
+            None => {
+                bail!("--user {user} needs a password: set {PASSWORD_VAR} or pass --password-file")
+            }
+        },
+    };
+    if password.is_empty() {
+        bail!("the password for --user {user} is empty");
+    }
+    Ok(Some(Credentials::new(user.clone(), password)))
+}
+
+/// Plain TCP, or TLS per `--tls`, `--cacert`, `--cert`/`--key` and `--server-name`.
+fn connector(cli: &Cli) -> anyhow::Result<Connector> {
+    if !cli.tls {
+        return Ok(Connector::new(None));
+    }
+    let Some(ca) = &cli.cacert else {
+        bail!("--tls needs --cacert FILE");
+    };
+    let mut tls = TlsOptions::ca_file(ca)?;
+    if let (Some(cert), Some(key)) = (&cli.cert, &cli.cert_key) {
+        tls = tls.client_cert_files(cert, key)?;
+    }
+    if let Some(name) = &cli.server_name {
+        tls = tls.server_name(name)?;
+    }
+    Ok(Connector::new(Some(tls)))
 }
 
 fn request(command: &Command) -> anyhow::Result<Request> {

@@ -3,30 +3,14 @@
 //! credentials and for role violations, and TLS with and without the right CA and client
 //! certificate.
 
-use std::path::Path;
 use std::time::Duration;
 
 use sessiond_client::{Client, ClientBuilder, Error, SetMode, TlsOptions};
-use sessiond_tests::certs::{free_port, TestCerts};
+use sessiond_tests::certs::TestCerts;
+use sessiond_tests::users::{TestUsers, APP_PASSWORD, MONITOR_PASSWORD};
 use sessiond_tests::{Daemon, Deadline};
 
 const TTL: Duration = Duration::from_secs(60);
-const APP_PASSWORD: &str = "app-secret-4f1c";
-const MONITOR_PASSWORD: &str = "monitor-secret-77ad";
-
-/// Writes each user's password into a file in `dir` and returns the `[auth]` section that
-/// defines an `app` and a `monitor` user with them.
-fn auth_config(dir: &Path) -> String {
-    let mut config = String::from("[auth]\n");
-    for (name, password) in [("app", APP_PASSWORD), ("monitor", MONITOR_PASSWORD)] {
-        let file = dir.join(format!("{name}.password"));
-        std::fs::write(&file, format!("{password}\n")).unwrap();
-        config.push_str(&format!(
-            "[[auth.users]]\nname = \"{name}\"\nrole = \"{name}\"\npassword_file = {file:?}\n"
-        ));
-    }
-    config
-}
 
 fn builder(addr: impl Into<String>) -> ClientBuilder {
     Client::builder(addr)
@@ -34,11 +18,11 @@ fn builder(addr: impl Into<String>) -> ClientBuilder {
         .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(200))
 }
 
-/// A daemon with users; the returned directory holds their password files.
-fn daemon_with_users() -> (Daemon, tempfile::TempDir) {
-    let secrets = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_with_config(&auth_config(secrets.path()));
-    (daemon, secrets)
+/// A daemon with users; the returned [`TestUsers`] holds their password files.
+fn daemon_with_users() -> (Daemon, TestUsers) {
+    let users = TestUsers::standard();
+    let daemon = Daemon::start_with_config(users.config());
+    (daemon, users)
 }
 
 /// A connected client of `daemon` authenticated as `user`.
@@ -112,12 +96,12 @@ async fn credentials_are_accepted_by_a_server_without_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnection_authenticates_again() {
-    let secrets = tempfile::tempdir().unwrap();
-    let config = auth_config(secrets.path());
+    let users = TestUsers::standard();
+    let config = users.config();
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().display().to_string();
     let mut first = Daemon::start_with_exact_args(
-        &config,
+        config,
         data.path(),
         &["--listen", "127.0.0.1:0", "--data-dir", &data_dir],
     );
@@ -131,7 +115,7 @@ async fn a_reconnection_authenticates_again() {
 
     first.terminate(Duration::from_secs(20));
     let _second = Daemon::start_with_exact_args(
-        &config,
+        config,
         data.path(),
         &["--listen", &addr, "--data-dir", &data_dir],
     );
@@ -156,16 +140,6 @@ fn debug_output_never_shows_the_password() {
     assert!(shown.contains("<redacted>"), "{shown}");
 }
 
-/// A daemon serving native TLS on a port of its own (the plain listener stays on loopback).
-fn tls_daemon(certs: &TestCerts, mtls: bool, extra: &str) -> (Daemon, String) {
-    let tls_addr = format!("127.0.0.1:{}", free_port());
-    let config = format!(
-        "[server]\ntls_listen = \"{tls_addr}\"\n{}{extra}",
-        certs.server_config(mtls)
-    );
-    (Daemon::start_with_config(&config), tls_addr)
-}
-
 /// Retries while the TLS listener may still be starting (the harness waits for the plain
 /// one only).
 async fn connect_tls(builder: ClientBuilder) -> Result<Client, Error> {
@@ -185,7 +159,7 @@ async fn connect_tls(builder: ClientBuilder) -> Result<Client, Error> {
 #[tokio::test]
 async fn tls_with_the_servers_ca_works_and_without_it_is_refused() {
     let certs = TestCerts::new("sessiond test CA");
-    let (_daemon, tls_addr) = tls_daemon(&certs, false, "");
+    let (_daemon, tls_addr) = certs.daemon(false, "");
     let tls = TlsOptions::ca_file(certs.ca()).unwrap();
     let client = connect_tls(builder(&tls_addr).tls(tls.clone()))
         .await
@@ -208,7 +182,7 @@ async fn tls_with_the_servers_ca_works_and_without_it_is_refused() {
 #[tokio::test]
 async fn mutual_tls_needs_the_client_certificate() {
     let certs = TestCerts::new("sessiond test CA");
-    let (_daemon, tls_addr) = tls_daemon(&certs, true, "");
+    let (_daemon, tls_addr) = certs.daemon(true, "");
     let tls = TlsOptions::ca_file(certs.ca()).unwrap();
     let with_cert = tls
         .clone()
@@ -228,8 +202,8 @@ async fn mutual_tls_needs_the_client_certificate() {
 #[tokio::test]
 async fn tls_and_credentials_together() {
     let certs = TestCerts::new("sessiond test CA");
-    let secrets = tempfile::tempdir().unwrap();
-    let (_daemon, tls_addr) = tls_daemon(&certs, false, &auth_config(secrets.path()));
+    let users = TestUsers::standard();
+    let (_daemon, tls_addr) = certs.daemon(false, users.config());
     let tls = TlsOptions::ca_file(certs.ca()).unwrap();
     let client = connect_tls(
         builder(&tls_addr)
