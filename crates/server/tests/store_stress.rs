@@ -66,7 +66,7 @@ fn ops_per_thread() -> u64 {
 
 /// Key `i`. Every 17th key is long, so blocks of several sizes are allocated and freed.
 fn key(i: usize) -> Vec<u8> {
-    if i % 17 == 0 {
+    if i.is_multiple_of(17) {
         format!("session:{i:0>300}").into_bytes()
     } else {
         format!("session:{i}").into_bytes()
