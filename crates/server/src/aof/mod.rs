@@ -35,6 +35,7 @@
 //!   is in the file again, the failed state is cleared, and writes resume.
 
 pub mod check;
+pub mod header;
 pub mod reader;
 pub mod record;
 pub mod replay;
