@@ -9,8 +9,8 @@
 use bytes::{Bytes, BytesMut};
 use sessiond_proto::codec::{FrameError, Inbound};
 use sessiond_proto::command::{
-    Del, DelOutcome, Entry, Get, GetReply, Hello, HelloReply, Ping, PingReply, ReplyError, Set,
-    SetMode, SetOutcome, Stats, StatsReply, Touch, TouchReply,
+    Auth, AuthReply, Del, DelOutcome, Entry, Get, GetReply, Hello, HelloReply, Ping, PingReply,
+    ReplyError, Set, SetMode, SetOutcome, Stats, StatsReply, Touch, TouchReply,
 };
 use sessiond_proto::{
     unsolicited, ClientCodec, CommandError, Limits, Opcode, Request, RequestFrame, ResponseFrame,
@@ -418,7 +418,7 @@ const STATS_RESPONSE: &str = r##"
 b6 01 06 00                                      # magic, version 1, opcode STATS, extras length 0
 00 00 00 10                                      # opaque 16
 00 00 00 00                                      # status OK (0x0000), reserved
-00 00 01 90                                      # value length 400
+00 00 01 c1                                      # value length 449
 73 65 72 76 65 72 5f 76 65 72 73 69 6f 6e 20 30  # "server_version 0"
 2e 31 2e 30 0a                                   # ... ".1.0\n"
 75 70 74 69 6d 65 5f 6d 73 20 36 31 32 33 34 0a  # "uptime_ms 61234\n"
@@ -454,6 +454,10 @@ b6 01 06 00                                      # magic, version 1, opcode STAT
 61 6f 66 5f 77 72 69 74 65 5f 65 72 72 6f 72 73  # "aof_write_errors"
 20 30 0a                                         # ... " 0\n"
 61 6f 66 5f 66 61 69 6c 65 64 20 30 0a           # "aof_failed 0\n"
+61 75 74 68 5f 66 61 69 6c 75 72 65 73 20 30 0a  # "auth_failures 0\n"
+61 75 74 68 5f 74 68 72 6f 74 74 6c 65 64 20 30  # "auth_throttled 0"
+0a                                               # ... "\n"
+61 75 74 68 5f 74 69 6d 65 6f 75 74 73 20 30 0a  # "auth_timeouts 0\n"
 "##;
 
 const INVALID_TTL_REQUEST: &str = r##"
@@ -584,6 +588,97 @@ b6 01 ff 00                                      # magic, version 1, opcode 0xff
 78 66 66                                         # ... "xff"
 "##;
 
+const AUTH_HELLO_REQUEST: &str = r##"
+b5 01 00 00  # magic, version 1, opcode HELLO, flags 0x00
+00 00 00 1f  # opaque 31
+00 00 02 00  # key length 0, extras length 2, reserved
+00 00 00 00  # value length 0
+01 01        # min_version 1, max_version 1
+"##;
+
+const AUTH_HELLO_RESPONSE: &str = r##"
+b6 01 00 18              # magic, version 1, opcode HELLO, extras length 24
+00 00 00 1f              # opaque 31
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 0e              # value length 14
+01 01 00 00              # version 1, flags 0x01 (AUTH_REQUIRED), reserved
+00 00 04 00 00 10 00 00  # max_key_len 1024, max_value_len 1048576
+00 00 00 00              # reserved
+00 00 00 08 0b ef c0 00  # max_ttl_ms 34560000000
+73 65 73 73 69 6f 6e 64  # server "sessiond"
+2f 30 2e 31 2e 30        # ... "/0.1.0"
+"##;
+
+const AUTH_REQUIRED_REQUEST: &str = r##"
+b5 01 02 00  # magic, version 1, opcode GET, flags 0x00
+00 00 00 20  # opaque 32
+00 04 00 00  # key length 4, extras length 0, reserved
+00 00 00 00  # value length 0
+73 3a 34 32  # key "s:42"
+"##;
+
+const AUTH_REQUIRED_RESPONSE: &str = r##"
+b6 01 02 00                                      # magic, version 1, opcode GET, extras length 0
+00 00 00 20                                      # opaque 32
+00 86 00 00                                      # status AUTH_REQUIRED (0x0086), reserved
+00 00 00 28                                      # value length 40
+61 75 74 68 65 6e 74 69 63 61 74 69 6f 6e 20 72  # message "authentication r"
+65 71 75 69 72 65 64 3a 20 73 65 6e 64 20 41 55  # ... "equired: send AU"
+54 48 20 66 69 72 73 74                          # ... "TH first"
+"##;
+
+const AUTH_FAILED_REQUEST: &str = r##"
+b5 01 07 00     # magic, version 1, opcode AUTH, flags 0x00
+00 00 00 21     # opaque 33
+00 03 00 00     # key length 3, extras length 0, reserved
+00 00 00 05     # value length 5
+61 70 70        # user "app"
+67 75 65 73 73  # password "guess"
+"##;
+
+const AUTH_FAILED_RESPONSE: &str = r##"
+b6 01 07 00                                      # magic, version 1, opcode AUTH, extras length 0
+00 00 00 21                                      # opaque 33
+00 87 00 00                                      # status AUTH_FAILED (0x0087), reserved
+00 00 00 1d                                      # value length 29
+69 6e 76 61 6c 69 64 20 75 73 65 72 20 6e 61 6d  # message "invalid user nam"
+65 20 6f 72 20 70 61 73 73 77 6f 72 64           # ... "e or password"
+"##;
+
+const AUTH_REQUEST: &str = r##"
+b5 01 07 00        # magic, version 1, opcode AUTH, flags 0x00
+00 00 00 22        # opaque 34
+00 03 00 00        # key length 3, extras length 0, reserved
+00 00 00 06        # value length 6
+61 70 70           # user "app"
+73 33 63 72 65 74  # password "s3cret"
+"##;
+
+const AUTH_RESPONSE: &str = r##"
+b6 01 07 00  # magic, version 1, opcode AUTH, extras length 0
+00 00 00 22  # opaque 34
+00 00 00 00  # status OK (0x0000), reserved
+00 00 00 03  # value length 3
+61 70 70     # role "app"
+"##;
+
+const NO_PERMISSION_REQUEST: &str = r##"
+b5 01 06 00  # magic, version 1, opcode STATS, flags 0x00
+00 00 00 23  # opaque 35
+00 00 00 00  # key length 0, extras length 0, reserved
+00 00 00 00  # value length 0
+"##;
+
+const NO_PERMISSION_RESPONSE: &str = r##"
+b6 01 06 00                                      # magic, version 1, opcode STATS, extras length 0
+00 00 00 23                                      # opaque 35
+00 88 00 00                                      # status NO_PERMISSION (0x0088), reserved
+00 00 00 27                                      # value length 39
+75 73 65 72 20 22 61 70 70 22 20 28 72 6f 6c 65  # message "user "app" (role"
+20 61 70 70 29 20 6d 61 79 20 6e 6f 74 20 72 75  # ... " app) may not ru"
+6e 20 53 54 41 54 53                             # ... "n STATS"
+"##;
+
 /// Every example above, by name, for the coverage check against the specification.
 const EXAMPLES: &[(&str, &str)] = &[
     ("HELLO_REQUEST", HELLO_REQUEST),
@@ -634,6 +729,16 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("SHUTTING_DOWN_RESPONSE", SHUTTING_DOWN_RESPONSE),
     ("RESERVED_OPCODE_REQUEST", RESERVED_OPCODE_REQUEST),
     ("RESERVED_OPCODE_RESPONSE", RESERVED_OPCODE_RESPONSE),
+    ("AUTH_HELLO_REQUEST", AUTH_HELLO_REQUEST),
+    ("AUTH_HELLO_RESPONSE", AUTH_HELLO_RESPONSE),
+    ("AUTH_REQUIRED_REQUEST", AUTH_REQUIRED_REQUEST),
+    ("AUTH_REQUIRED_RESPONSE", AUTH_REQUIRED_RESPONSE),
+    ("AUTH_FAILED_REQUEST", AUTH_FAILED_REQUEST),
+    ("AUTH_FAILED_RESPONSE", AUTH_FAILED_RESPONSE),
+    ("AUTH_REQUEST", AUTH_REQUEST),
+    ("AUTH_RESPONSE", AUTH_RESPONSE),
+    ("NO_PERMISSION_REQUEST", NO_PERMISSION_REQUEST),
+    ("NO_PERMISSION_RESPONSE", NO_PERMISSION_RESPONSE),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -918,7 +1023,7 @@ fn del() {
 // ---------------------------------------------------------------------------------------------
 
 /// The statistics the specification lists, in its order.
-const STAT_NAMES: [&str; 24] = [
+const STAT_NAMES: [&str; 27] = [
     "server_version",
     "uptime_ms",
     "connections_current",
@@ -943,6 +1048,9 @@ const STAT_NAMES: [&str; 24] = [
     "aof_rewrites",
     "aof_write_errors",
     "aof_failed",
+    "auth_failures",
+    "auth_throttled",
+    "auth_timeouts",
 ];
 
 #[test]
@@ -952,7 +1060,7 @@ fn stats() {
     // then this connection's 16 requests.
     let values = [
         "0.1.0", "61234", "1", "3", "0", "23", "1", "2", "1", "8", "3", "1", "1", "1", "2", "6",
-        "0", "342", "1", "everysec", "374", "0", "0", "0",
+        "0", "342", "1", "everysec", "374", "0", "0", "0", "0", "0", "0",
     ];
     let reply = StatsReply {
         stats: STAT_NAMES
@@ -966,6 +1074,94 @@ fn stats() {
     assert_eq!(decoded, reply);
     assert_eq!(decoded.get("requests_total"), Some("23"));
     assert_eq!(decoded.get("no_such_stat"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.8 AUTH
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hello_says_that_auth_is_required() {
+    check_request(
+        AUTH_HELLO_REQUEST,
+        31,
+        Request::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            client_name: Bytes::new(),
+        }),
+    );
+    let reply = HelloReply {
+        version: 1,
+        flags: sessiond_proto::command::HELLO_FLAG_AUTH_REQUIRED,
+        limits: Limits::default(),
+        server: "sessiond/0.1.0".into(),
+    };
+    let frame = check_response(AUTH_HELLO_RESPONSE, &reply.to_frame(31));
+    let decoded = HelloReply::from_frame(&frame).unwrap();
+    assert!(decoded.auth_required());
+    assert_eq!(decoded, reply);
+}
+
+#[test]
+fn a_request_before_auth_is_refused_but_not_fatally() {
+    check_request(
+        AUTH_REQUIRED_REQUEST,
+        32,
+        Request::Get(Get {
+            key: b(KEY),
+            touch_ttl_ms: None,
+        }),
+    );
+    let message = "authentication required: send AUTH first";
+    let response = ResponseFrame::error(Opcode::Get.into(), 32, Status::AuthRequired, message);
+    let frame = check_response(AUTH_REQUIRED_RESPONSE, &response);
+    assert!(!Status::AuthRequired.is_fatal());
+    assert_server_error(GetReply::from_frame(&frame), Status::AuthRequired, message);
+}
+
+#[test]
+fn auth_with_a_wrong_password() {
+    check_request(
+        AUTH_FAILED_REQUEST,
+        33,
+        Request::Auth(Auth {
+            user: "app".into(),
+            password: b(b"guess"),
+        }),
+    );
+    let message = "invalid user name or password";
+    let response = ResponseFrame::error(Opcode::Auth.into(), 33, Status::AuthFailed, message);
+    let frame = check_response(AUTH_FAILED_RESPONSE, &response);
+    assert_server_error(AuthReply::from_frame(&frame), Status::AuthFailed, message);
+}
+
+#[test]
+fn auth() {
+    check_request(
+        AUTH_REQUEST,
+        34,
+        Request::Auth(Auth {
+            user: "app".into(),
+            password: b(b"s3cret"),
+        }),
+    );
+    let reply = AuthReply { role: "app".into() };
+    let frame = check_response(AUTH_RESPONSE, &reply.to_frame(34));
+    assert_eq!(AuthReply::from_frame(&frame), Ok(reply));
+}
+
+#[test]
+fn a_role_without_the_permission() {
+    check_request(NO_PERMISSION_REQUEST, 35, Request::Stats(Stats));
+    let message = "user \"app\" (role app) may not run STATS";
+    let response = ResponseFrame::error(Opcode::Stats.into(), 35, Status::NoPermission, message);
+    let frame = check_response(NO_PERMISSION_RESPONSE, &response);
+    assert_server_error(
+        StatsReply::from_frame(&frame),
+        Status::NoPermission,
+        message,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

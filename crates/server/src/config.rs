@@ -12,6 +12,7 @@ use serde::Deserialize;
 use sessiond_proto::Limits;
 
 use crate::aof::FsyncPolicy;
+use crate::auth::Role;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,83 @@ pub struct Config {
     pub resp: RespConfig,
     /// `[tls]`: the certificate of the TLS listeners.
     pub tls: TlsConfig,
+    /// `[auth]`: users, roles and the limits on authentication.
+    pub auth: AuthConfig,
+}
+
+/// A secret from the configuration file (a password). Its `Debug` prints `<redacted>`, so
+/// that printing a configuration, in a log line or a panic, never shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `text`.
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The secret itself, for the code that checks it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `[auth]`: who may connect, and as what.
+///
+/// Authentication is on when at least one user is defined (or the deprecated
+/// `resp.password` is set); then every connection, on every listener, must authenticate
+/// before it may do more than `HELLO`, `AUTH` and `PING`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A connection that has not authenticated this long after it was accepted is closed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Failed `AUTH` attempts allowed per client IP address and minute before each further
+    /// failure is answered only after a delay.
+    pub max_failures_per_minute: u32,
+    /// Start even though a listener binds a non-loopback address with authentication off
+    /// (protected mode's override; logged as a warning at every start).
+    pub allow_unauthenticated_network: bool,
+    /// `[[auth.users]]`.
+    pub users: Vec<UserConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            timeout: Duration::from_secs(10),
+            max_failures_per_minute: 10,
+            allow_unauthenticated_network: false,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// `[[auth.users]]`: one user. Exactly one of `password_hash`, `password_file` and
+/// `password_env` gives the password. (`Debug` shows no secret: the hash is a [`Secret`], and
+/// the others only say where the password is.)
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name `AUTH` gives.
+    pub name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// An argon2id PHC string, as `sessiond hash-password` prints it.
+    pub password_hash: Option<Secret>,
+    /// A file holding the password in plain text (a secrets manager's mount); one trailing
+    /// newline is ignored.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password in plain text.
+    pub password_env: Option<String>,
 }
 
 /// `[tls]`: used by `server.tls_listen` and `resp.tls_listen`.
@@ -89,8 +167,9 @@ pub struct RespConfig {
     pub default_ttl: Duration,
     /// Whether `FLUSHDB`/`FLUSHALL` may delete every session.
     pub allow_flush: bool,
-    /// Password `AUTH` must give before any other command; absent means none is required.
-    pub password: Option<String>,
+    /// Deprecated in favour of `[auth]`: the password of an implicit user `default` with the
+    /// `admin` role. Setting it turns authentication on for every listener.
+    pub password: Option<Secret>,
 }
 
 impl Default for RespConfig {
@@ -297,7 +376,12 @@ impl Config {
         if self.resp.default_ttl.as_millis() == 0 {
             return invalid("resp.default_ttl", "must be at least 1ms".into());
         }
-        if self.resp.password.as_deref() == Some("") {
+        if self
+            .resp
+            .password
+            .as_ref()
+            .is_some_and(|p| p.expose().is_empty())
+        {
             return invalid(
                 "resp.password",
                 "must not be empty (leave it out to require no password)".into(),
@@ -306,12 +390,108 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", e.to_string());
         }
+        self.validate_auth()?;
         self.validate_tls()
     }
 
-    /// `[tls]` is complete when a listener needs it, and not given for nothing (a
-    /// certificate configured with no TLS listener is most likely a forgotten `tls_listen`,
-    /// and would leave the operator believing traffic is encrypted).
+    /// Every user has a name, one role and exactly one source of its password, and a hash
+    /// is one `sessiond hash-password` could have printed. No message quotes a secret.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let auth = &self.auth;
+        if auth.timeout.is_zero() {
+            return invalid("auth.timeout", "must be greater than 0".into());
+        }
+        if auth.max_failures_per_minute == 0 {
+            return invalid("auth.max_failures_per_minute", "must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        if self.resp.password.is_some() {
+            names.insert(crate::auth::DEFAULT_USER);
+        }
+        for (i, user) in auth.users.iter().enumerate() {
+            let n = i + 1;
+            if user.name.is_empty() || user.name.len() > Limits::MAX_USER_LEN {
+                return invalid(
+                    "auth.users.name",
+                    format!(
+                        "user #{n}: must be 1 to {} bytes long",
+                        Limits::MAX_USER_LEN
+                    ),
+                );
+            }
+            if !names.insert(user.name.as_str()) {
+                return invalid(
+                    "auth.users.name",
+                    format!(
+                        "user {:?} is defined twice (`default` is also defined by resp.password)",
+                        user.name
+                    ),
+                );
+            }
+            let sources = usize::from(user.password_hash.is_some())
+                + usize::from(user.password_file.is_some())
+                + usize::from(user.password_env.is_some());
+            if sources != 1 {
+                return invalid(
+                    "auth.users.password_hash",
+                    format!(
+                        "user {:?}: set exactly one of password_hash, password_file and password_env",
+                        user.name
+                    ),
+                );
+            }
+            if let Some(hash) = &user.password_hash {
+                if let Err(reason) = crate::auth::check_hash(hash.expose()) {
+                    return invalid(
+                        "auth.users.password_hash",
+                        format!("user {:?}: {reason}", user.name),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether connections must authenticate: some user is defined.
+    pub fn auth_enabled(&self) -> bool {
+        !self.auth.users.is_empty() || self.resp.password.is_some()
+    }
+
+    /// Every address a listener binds, with the key that sets it. Protected mode checks them
+    /// all.
+    pub fn listen_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        let optional = [
+            ("server.tls_listen", self.server.tls_listen),
+            ("resp.listen", self.resp.listen),
+            ("resp.tls_listen", self.resp.tls_listen),
+        ];
+        std::iter::once(("server.listen", self.server.listen))
+            .chain(
+                optional
+                    .into_iter()
+                    .filter_map(|(key, addr)| addr.map(|a| (key, a))),
+            )
+            .collect()
+    }
+
+    /// Protected mode: the addresses that are reachable from the network (not loopback)
+    /// while authentication is off. Empty when authentication is on or every listener binds
+    /// a loopback address.
+    pub fn exposed_without_auth(&self) -> Vec<(&'static str, SocketAddr)> {
+        if self.auth_enabled() {
+            return Vec::new();
+        }
+        self.listen_addrs()
+            .into_iter()
+            .filter(|(_, addr)| !addr.ip().is_loopback())
+            .collect()
+    }
+
+    /// `[tls]` is complete when a listener needs it. (`[tls]` without a TLS listener is
+    /// not an error here: the file may rely on `--tls-listen` or `SESSIOND_TLS_LISTEN`, and
+    /// is checked alone; the daemon warns at start-up instead, see
+    /// [`Config::tls_unused`].)
     fn validate_tls(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
@@ -333,16 +513,6 @@ impl Config {
                 "is required when server.tls_listen or resp.tls_listen is set",
             );
         }
-        let configured = tls.cert_file.is_some()
-            || tls.key_file.is_some()
-            || tls.client_ca_file.is_some()
-            || tls.require_client_cert;
-        if configured && !listening {
-            return invalid(
-                "tls",
-                "is set but no listener uses it: set server.tls_listen or resp.tls_listen",
-            );
-        }
         if tls.require_client_cert && tls.client_ca_file.is_none() {
             return invalid(
                 "tls.require_client_cert",
@@ -350,6 +520,17 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Whether `[tls]` names files although no listener uses TLS: most likely a forgotten
+    /// `tls_listen`, which would leave the operator believing traffic is encrypted.
+    pub fn tls_unused(&self) -> bool {
+        let tls = &self.tls;
+        let configured = tls.cert_file.is_some()
+            || tls.key_file.is_some()
+            || tls.client_ca_file.is_some()
+            || tls.require_client_cert;
+        configured && self.server.tls_listen.is_none() && self.resp.tls_listen.is_none()
     }
 
     /// The certificate files of the TLS listeners, if any listener uses TLS.
@@ -371,7 +552,6 @@ impl Config {
             // Capped like every other TTL, so that lowering limits.max_ttl alone is enough.
             default_ttl_ms: self.resp.default_ttl.min(self.limits.max_ttl).as_millis() as u64,
             allow_flush: self.resp.allow_flush,
-            password: self.resp.password.clone(),
         }
     }
 
@@ -459,8 +639,9 @@ mod tests {
         let err = parse("[resp]\ntls_listen = \"127.0.0.1:6380\"\n[tls]\ncert_file = \"c.pem\"\n")
             .unwrap_err();
         assert!(err.contains("tls.key_file"), "{err}");
-        let err = parse("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n").unwrap_err();
-        assert!(err.contains("tls_listen"), "{err}");
+        let unused = parse("[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n").unwrap();
+        assert!(unused.tls_unused());
+        assert_eq!(unused.tls_files(), None);
         let both = "[server]\ntls_listen = \"127.0.0.1:7879\"\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
         let err = parse(&format!("{both}require_client_cert = true\n")).unwrap_err();
         assert!(err.contains("tls.client_ca_file"), "{err}");
@@ -471,6 +652,76 @@ mod tests {
         assert_eq!(files.cert_file, PathBuf::from("c.pem"));
         assert_eq!(files.client_ca_file, Some(PathBuf::from("ca.pem")));
         assert!(!files.require_client_cert);
+    }
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0sJ0PYw/5oZbZq2yfH3u1Ow6tqw4yZ3v1Kc1Xq1ePEM";
+
+    #[test]
+    fn auth_is_off_without_users() {
+        let config = parse("").unwrap();
+        assert!(!config.auth_enabled());
+        assert_eq!(config.auth.timeout, Duration::from_secs(10));
+        assert_eq!(config.auth.max_failures_per_minute, 10);
+        let config = parse("[resp]\npassword = \"s3cret\"\n").unwrap();
+        assert!(config.auth_enabled());
+    }
+
+    #[test]
+    fn users_need_exactly_one_password_source() {
+        let user = |extra: &str| format!("[[auth.users]]\nname = \"app\"\nrole = \"app\"\n{extra}");
+        let config = parse(&user(&format!("password_hash = \"{HASH}\"\n"))).unwrap();
+        assert!(config.auth_enabled());
+        assert_eq!(config.auth.users[0].role, Role::App);
+        assert!(parse(&user("password_env = \"X\"\n")).is_ok());
+        let err = parse(&user("")).unwrap_err();
+        assert!(err.contains("exactly one"), "{err}");
+        let err = parse(&user("password_env = \"X\"\npassword_file = \"f\"\n")).unwrap_err();
+        assert!(err.contains("exactly one"), "{err}");
+        let err = parse(&user("role = \"root\"\n")).unwrap_err();
+        assert!(err.contains("role"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_hash_is_refused_without_being_quoted() {
+        let text = "[[auth.users]]\nname = \"app\"\nrole = \"app\"\npassword_hash = \"hunter2\"\n";
+        let err = parse(text).unwrap_err();
+        assert!(err.contains("auth.users.password_hash"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn user_names_are_unique_and_default_is_taken_by_resp_password() {
+        let user = |name: &str| {
+            format!("[[auth.users]]\nname = \"{name}\"\nrole = \"admin\"\npassword_env = \"X\"\n")
+        };
+        let err = parse(&format!("{}{}", user("a"), user("a"))).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        let err = parse(&format!("[resp]\npassword = \"p\"\n{}", user("default"))).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        let err = parse(&user("")).unwrap_err();
+        assert!(err.contains("auth.users.name"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let text = format!("[resp]\npassword = \"s3cret-resp\"\n[[auth.users]]\nname = \"app\"\nrole = \"app\"\npassword_hash = \"{HASH}\"\n");
+        let shown = format!("{:?}", parse(&text).unwrap());
+        assert!(!shown.contains("s3cret-resp"), "{shown}");
+        assert!(!shown.contains("argon2id"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn protected_mode_sees_every_listener() {
+        assert!(parse("").unwrap().exposed_without_auth().is_empty());
+        let config = parse("[server]\nlisten = \"0.0.0.0:7878\"\n").unwrap();
+        assert_eq!(config.exposed_without_auth()[0].0, "server.listen");
+        let config = parse("[resp]\nlisten = \"192.0.2.1:6380\"\n").unwrap();
+        assert_eq!(config.exposed_without_auth()[0].0, "resp.listen");
+        let config = parse("[resp]\nlisten = \"[::]:6380\"\npassword = \"p\"\n").unwrap();
+        assert!(config.exposed_without_auth().is_empty());
+        let config = parse("[resp]\nlisten = \"[::1]:6380\"\n").unwrap();
+        assert!(config.exposed_without_auth().is_empty());
     }
 
     #[test]

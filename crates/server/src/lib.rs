@@ -20,6 +20,9 @@
 //! - `cmd`: one file per native command, applying a parsed request to the store.
 //! - [`resp`]: the optional Redis-protocol (RESP2/RESP3) listener over the same store.
 //! - [`stats`]: counters for `STATS`.
+//! - [`auth`]: the configured users and the verification of their passwords; [`access`]:
+//!   each connection's authentication state and the one table of what each role may run,
+//!   checked by both protocols before they dispatch a command.
 //! - [`tls`]: certificates and the rustls configuration of the TLS listeners, and their
 //!   reload; the handshake is the connection layer's ([`server`]), commands never see TLS.
 //!
@@ -28,7 +31,9 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access;
 pub mod aof;
+pub mod auth;
 pub mod clock;
 mod cmd;
 pub mod config;

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sessiond::aof::check::{check, Verdict};
 use sessiond::aof::{Aof, AofSettings, FsyncPolicy};
+use sessiond::auth::{hash_password, Authenticator};
 use sessiond::clock::Clock;
 use sessiond::server::{self, Context, Settings, TlsListeners};
 use sessiond::stats::Stats;
@@ -96,12 +97,18 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Read a password from standard input (one line) and print its argon2id hash, for
+    /// `password_hash` in `[[auth.users]]`. Type it without echo with
+    /// `read -rs PW && printf '%s\n' "$PW" | sessiond hash-password`.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::CheckAof { file, repair }) = &args.command {
-        return check_aof(file, *repair);
+    match &args.command {
+        Some(Command::CheckAof { file, repair }) => return check_aof(file, *repair),
+        Some(Command::HashPassword) => return print_password_hash(),
+        None => {}
     }
     if let Some(path) = &args.check_config {
         return match Config::load(path) {
@@ -119,6 +126,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sessiond: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sessiond hash-password`: one line from stdin (without its line ending) to a PHC string.
+fn print_password_hash() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("sessiond: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("sessiond: empty password (give it on stdin, one line)");
+        return ExitCode::FAILURE;
+    }
+    match hash_password(password.as_bytes()) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sessiond: cannot hash the password: {e}");
             ExitCode::FAILURE
         }
     }
@@ -181,6 +213,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     config.validate()?;
     logging::init(&config.log);
+    protected_mode(&config)?;
+    let auth = Arc::new(Authenticator::from_config(&config)?);
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.server.worker_threads > 0 {
@@ -190,13 +224,43 @@ fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, args.repair_aof))
+    runtime.block_on(serve(config, auth, args.repair_aof))
 }
 
-async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
+/// Protected mode: a listener reachable from the network without authentication would let
+/// anyone who can reach it read every session id, and a session id is a login. Refuses to
+/// start unless `auth.allow_unauthenticated_network` says the operator means it, in which
+/// case every start says so.
+fn protected_mode(config: &Config) -> anyhow::Result<()> {
+    for (key, addr) in config.exposed_without_auth() {
+        if !config.auth.allow_unauthenticated_network {
+            anyhow::bail!(
+                "refusing to listen on {addr} ({key}) without authentication: define users in \
+                 [auth] (see `sessiond hash-password`), bind a loopback address, or set \
+                 auth.allow_unauthenticated_network = true"
+            );
+        }
+        tracing::warn!(
+            %addr,
+            key,
+            "listening on a non-loopback address WITHOUT AUTHENTICATION \
+             (auth.allow_unauthenticated_network = true): anyone who can reach it can read, \
+             write and delete every session"
+        );
+    }
+    Ok(())
+}
+
+async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
     // Before the listeners, like the other handlers: a SIGHUP must never kill the daemon.
     let hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    if config.tls_unused() {
+        tracing::warn!(
+            "[tls] is configured but no listener uses it: set server.tls_listen or \
+             resp.tls_listen (or --tls-listen / --resp-tls-listen); nothing is served over TLS"
+        );
+    }
     // Certificates are read before anything is replayed or bound, so a bad file stops the
     // start at once with its name.
     let tls = match config.tls_files() {
@@ -238,6 +302,7 @@ async fn serve(config: Config, repair_aof: bool) -> anyhow::Result<()> {
         stats: Arc::new(Stats::new()),
         limits: config.limits(),
         aof: aof.clone(),
+        auth,
     });
     let settings = Settings {
         max_connections: config.server.max_connections,

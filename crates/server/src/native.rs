@@ -8,9 +8,11 @@ use bytes::BytesMut;
 use sessiond_proto::{
     unsolicited, FrameError, Inbound, Limits, ResponseFrame, ServerCodec, Status,
 };
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tracing::debug;
 
+use crate::access::Access;
 use crate::aof::PersistenceError;
 use crate::cmd;
 use crate::server::{Answer, Context, Protocol};
@@ -18,17 +20,18 @@ use crate::stats::Stats;
 
 pub use sessiond_proto::unsolicited::UNSOLICITED_OPCODE;
 
-/// Per-connection state of the native protocol: only the codec's (a rejected frame's body
-/// may still be arriving, to be thrown away).
+/// Per-connection state of the native protocol: the codec's (a rejected frame's body may
+/// still be arriving, to be thrown away) and who the connection is authenticated as.
 pub(crate) struct Native {
     codec: ServerCodec,
+    access: Access,
 }
 
 impl Native {
-    pub(crate) fn new(limits: Limits) -> Native {
-        Native {
-            codec: ServerCodec::new(limits),
-        }
+    pub(crate) fn new(limits: Limits, access: Access) -> Native {
+        let mut codec = ServerCodec::new(limits);
+        codec.set_unauthenticated(!access.is_authenticated());
+        Native { codec, access }
     }
 }
 
@@ -46,32 +49,51 @@ impl Protocol for Native {
                     response: fatal_response(&error),
                     mutated: false,
                     close: true,
+                    delay: None,
                 });
             }
         };
         Stats::bump(&ctx.stats.requests_total);
         Some(match item {
             Inbound::Request(frame) => {
-                let outcome = cmd::execute(frame, ctx);
+                let outcome = cmd::execute(frame, ctx, &mut self.access);
+                // `AUTH` may have just lifted the unauthenticated limit.
+                self.codec
+                    .set_unauthenticated(!self.access.is_authenticated());
                 Answer {
                     response: Some(outcome.response),
                     mutated: outcome.mutated,
                     close: outcome.close,
+                    delay: outcome.delay,
                 }
             }
             Inbound::Rejected(rejection) => {
                 Stats::bump(&ctx.stats.protocol_errors);
+                // Before authentication an oversized frame ends the connection: a client
+                // that has not shown credentials gets no second try at making us read.
+                let close = rejection.status == Status::TooLarge && !self.access.is_authenticated();
+                if close {
+                    debug!("oversized frame before authentication; closing");
+                }
                 Answer {
                     response: Some(rejection.to_response()),
                     mutated: false,
-                    close: false,
+                    close,
+                    delay: None,
                 }
             }
         })
     }
 
+    fn auth_deadline(&self) -> Option<Instant> {
+        self.access.deadline()
+    }
+
     fn prefetch(&self, buf: &[u8], ctx: &Context) {
-        ctx.store.prefetch(self.codec.buffered_keys(buf));
+        // Before authentication the keys are an unknown peer's: nothing to warm for it.
+        if self.access.is_authenticated() {
+            ctx.store.prefetch(self.codec.buffered_keys(buf));
+        }
     }
 
     fn encode(&self, response: &ResponseFrame, out: &mut BytesMut) {

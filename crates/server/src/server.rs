@@ -20,6 +20,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,9 @@ use tokio::time::{self, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::access::Access;
 use crate::aof::{Aof, FsyncPolicy, PersistenceError};
+use crate::auth::Authenticator;
 use crate::connection::{Connection, Stream, FLUSH_THRESHOLD};
 use crate::native::Native;
 use crate::resp::{self, Resp};
@@ -53,6 +56,8 @@ pub struct Context {
     pub limits: Limits,
     /// The append-only file, when persistence is enabled.
     pub aof: Option<Aof>,
+    /// The users connections authenticate as (none: authentication is off).
+    pub auth: Arc<Authenticator>,
 }
 
 impl Context {
@@ -108,12 +113,14 @@ pub struct TlsListeners {
 
 /// What a protocol made of one request: the response to send (if any), whether the request
 /// changed the store (so that with `fsync = "always"` its acknowledgement waits for the AOF),
-/// and whether the connection must be closed once the response is sent.
+/// whether the connection must be closed once the response is sent, and how long to wait
+/// before answering (a failed `AUTH` from an address that failed too often).
 #[derive(Debug)]
 pub(crate) struct Answer<R> {
     pub(crate) response: Option<R>,
     pub(crate) mutated: bool,
     pub(crate) close: bool,
+    pub(crate) delay: Option<Duration>,
 }
 
 /// One wire protocol's half of a connection: decoding requests, applying them to the store,
@@ -147,6 +154,11 @@ pub(crate) trait Protocol: Send + 'static {
         response: &Self::Response,
         error: &PersistenceError,
     ) -> Self::Response;
+
+    /// When the connection is closed unless it has authenticated by then (see
+    /// [`Access::deadline`]); `None` once it has, or if the server requires no
+    /// authentication.
+    fn auth_deadline(&self) -> Option<Instant>;
 
     /// The bytes a connection over the connection limit receives before it is closed.
     fn busy_message() -> Vec<u8>;
@@ -185,13 +197,15 @@ pub async fn run(
         Some(t) => (Some(t.tls), t.native, t.resp),
         None => (None, None, None),
     };
-    let native_plain = server.accept(native, None, move || Native::new(limits));
+    let native_plain = server.accept(native, None, move |access| Native::new(limits, access));
     let native_tls = async {
         let Some(listener) = native_tls else {
             return std::future::pending().await;
         };
         server
-            .accept(listener, tls.clone(), move || Native::new(limits))
+            .accept(listener, tls.clone(), move |access| {
+                Native::new(limits, access)
+            })
             .await
     };
     let serve_resp = |listener: Option<(TcpListener, resp::Settings)>, tls: Option<Arc<Tls>>| {
@@ -203,7 +217,9 @@ pub async fn run(
             let port = listener.local_addr().map_or(0, |a| a.port());
             let shared = resp::Shared::new(resp_settings, limits, port, settings.max_connections);
             server
-                .accept(listener, tls, move || Resp::new(shared.clone()))
+                .accept(listener, tls, move |access| {
+                    Resp::new(shared.clone(), access)
+                })
                 .await
         }
     };
@@ -246,13 +262,15 @@ struct Listener {
 
 impl Listener {
     /// Accepts on `listener` forever, serving each connection with a fresh protocol state
-    /// from `new_protocol`, over TLS if `tls` is set. Accept errors (e.g. out of file
+    /// from `new_protocol` (given the connection's access state: who it is authenticated
+    /// as, which is nobody yet when the server requires authentication), over TLS if `tls`
+    /// is set. Accept errors (e.g. out of file
     /// descriptors) are logged and retried with a backoff instead of ending the server.
     async fn accept<P: Protocol>(
         &self,
         listener: TcpListener,
         tls: Option<Arc<Tls>>,
-        new_protocol: impl Fn() -> P,
+        new_protocol: impl Fn(Access) -> P,
     ) {
         let mut backoff = Duration::from_millis(10);
         loop {
@@ -284,7 +302,7 @@ impl Listener {
             // Taken now, so that a reload after this accept does not change the certificate
             // this connection is offered.
             let acceptor = tls.as_ref().map(|tls| tls.acceptor());
-            let protocol = new_protocol();
+            let protocol = new_protocol(Access::new(&self.ctx.auth, peer.ip()));
             let ctx = self.ctx.clone();
             let idle_timeout = self.idle_timeout;
             let mut shutdown = Shutdown::new(self.notify_shutdown.clone(), self.shutdown_timeout);
@@ -295,7 +313,7 @@ impl Listener {
                     .fetch_add(1, Ordering::Relaxed);
                 let stream = match acceptor {
                     None => Some(Stream::Plain(socket)),
-                    Some(acceptor) => handshake(acceptor, socket, &mut shutdown).await,
+                    Some(acceptor) => handshake(acceptor, socket, peer, &mut shutdown).await,
                 };
                 if let Some(stream) = stream {
                     let mut handler = Handler {
@@ -333,22 +351,30 @@ impl Listener {
 async fn handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     socket: TcpStream,
+    peer: SocketAddr,
     shutdown: &mut Shutdown,
 ) -> Option<Stream> {
-    let peer = socket.peer_addr().ok();
     tokio::select! {
         result = time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)) => match result {
             Ok(Ok(stream)) => Some(Stream::Tls(Box::new(stream))),
             Ok(Err(e)) => {
-                info!(peer = ?peer, error = %e, "TLS handshake failed");
+                info!(%peer, error = %e, "TLS handshake failed");
                 None
             }
             Err(_) => {
-                info!(peer = ?peer, timeout = ?TLS_HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                info!(%peer, timeout = ?TLS_HANDSHAKE_TIMEOUT, "TLS handshake timed out");
                 None
             }
         },
         () = shutdown.recv() => None,
+    }
+}
+
+/// Completes at `deadline`, or never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -405,6 +431,13 @@ impl<P: Protocol> Handler<P> {
                     }
                 }
                 () = self.shutdown.recv() => {}
+                () = until(self.protocol.auth_deadline()) => {
+                    // Closed without a frame: the client learns nothing it could use, and a
+                    // peer that never speaks gets nothing at all.
+                    debug!("not authenticated by auth.timeout; closing");
+                    Stats::bump(&self.ctx.stats.auth_timeouts);
+                    return Ok(());
+                }
                 () = &mut idle => {
                     let Some(timeout) = self.idle_timeout else { continue };
                     let deadline = last_read + timeout;
@@ -468,6 +501,12 @@ impl<P: Protocol> Handler<P> {
         self.protocol
             .prefetch(self.connection.read_buf(), &self.ctx);
         while let Some(answer) = self.protocol.next(self.connection.read_buf(), &self.ctx) {
+            if let Some(delay) = answer.delay {
+                // Only this connection waits; its earlier answers go out first.
+                self.release_held().await;
+                self.connection.flush().await?;
+                time::sleep(delay).await;
+            }
             if let Some(response) = answer.response {
                 self.respond(response, answer.mutated);
             }

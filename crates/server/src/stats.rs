@@ -40,6 +40,12 @@ pub struct Stats {
     pub del_deleted: AtomicU64,
     /// `DEL`s that removed nothing (missing, or version mismatch).
     pub del_misses: AtomicU64,
+    /// `AUTH` attempts (either protocol) with an unknown user or a wrong password.
+    pub auth_failures: AtomicU64,
+    /// Failed `AUTH` attempts answered late because their address failed too often.
+    pub auth_throttled: AtomicU64,
+    /// Connections closed because they had not authenticated by `auth.timeout`.
+    pub auth_timeouts: AtomicU64,
 }
 
 impl Stats {
@@ -60,6 +66,9 @@ impl Stats {
             touch_misses: AtomicU64::new(0),
             del_deleted: AtomicU64::new(0),
             del_misses: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            auth_throttled: AtomicU64::new(0),
+            auth_timeouts: AtomicU64::new(0),
         }
     }
 
@@ -112,9 +121,15 @@ impl Stats {
             ),
             ("aof_failed", flag(aof.is_some_and(Aof::is_failed))),
         ];
+        let auth: [(&str, String); 3] = [
+            ("auth_failures", load(&self.auth_failures)),
+            ("auth_throttled", load(&self.auth_throttled)),
+            ("auth_timeouts", load(&self.auth_timeouts)),
+        ];
         pairs
             .into_iter()
             .chain(persistence)
+            .chain(auth)
             .map(|(name, value)| (name.to_string(), value))
             .collect()
     }

@@ -2,8 +2,10 @@
 //!
 //! The wire grammar of each command lives with its parser in `sessiond_proto::command`; the
 //! files here hold only what the server does with it. [`execute`] is the one entry point the
-//! connection handler calls for every well-formed frame.
+//! connection handler calls for every well-formed frame; it asks [`crate::access`] whether
+//! the connection may run the opcode's [`Category`] (see [`category`]) before anything else.
 
+mod auth;
 mod del;
 mod get;
 mod hello;
@@ -12,27 +14,28 @@ mod set;
 mod stats;
 mod touch;
 
+use std::time::Duration;
+
 use sessiond_proto::{Opcode, Request, RequestFrame, ResponseFrame, Status};
 
+use crate::access::{Access, Category, Denied};
 use crate::server::Context;
 use crate::stats::Stats;
 
 /// A response, whether the request changed the store (so its acknowledgement may have to
-/// wait for the AOF), and whether the connection must be closed after sending it.
+/// wait for the AOF), whether the connection must be closed after sending it, and how long
+/// to wait before sending it.
 #[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) response: ResponseFrame,
     pub(crate) mutated: bool,
     pub(crate) close: bool,
+    pub(crate) delay: Option<Duration>,
 }
 
 impl Outcome {
     fn reply(response: ResponseFrame) -> Outcome {
-        Outcome {
-            response,
-            mutated: false,
-            close: false,
-        }
+        Outcome::write(response, false)
     }
 
     fn write(response: ResponseFrame, mutated: bool) -> Outcome {
@@ -40,8 +43,38 @@ impl Outcome {
             response,
             mutated,
             close: false,
+            delay: None,
         }
     }
+}
+
+/// The native command table's permission column: what each opcode does, for
+/// [`crate::access::allows`]. `None` for an undefined opcode.
+pub(crate) fn category(opcode: u8) -> Option<Category> {
+    Some(match Opcode::from_u8(opcode)? {
+        Opcode::Hello | Opcode::Auth | Opcode::Ping => Category::Handshake,
+        Opcode::Get | Opcode::Set | Opcode::Touch | Opcode::Del => Category::Session,
+        Opcode::Stats => Category::Stats,
+    })
+}
+
+/// The error that answers a command the connection may not run.
+fn denied(opcode: u8, opaque: u32, denied: Denied) -> Outcome {
+    let name = Opcode::from_u8(opcode).map_or("this command", Opcode::name);
+    Outcome::reply(match denied {
+        Denied::AuthRequired => ResponseFrame::error(
+            opcode,
+            opaque,
+            Status::AuthRequired,
+            "authentication required: send AUTH first",
+        ),
+        Denied::NoPermission { user, role } => ResponseFrame::error(
+            opcode,
+            opaque,
+            Status::NoPermission,
+            format!("user {user:?} (role {role}) may not run {name}"),
+        ),
+    })
 }
 
 /// The answer to a write while the AOF cannot persist writes: refused before it is applied.
@@ -54,9 +87,19 @@ fn refused(opcode: Opcode, opaque: u32) -> Outcome {
     ))
 }
 
-/// Parses `frame` and applies it.
-pub(crate) fn execute(frame: RequestFrame, ctx: &Context) -> Outcome {
+/// Checks that the connection may run `frame`'s opcode, then parses and applies it. Before
+/// authentication an undefined opcode is answered `AUTH_REQUIRED` like any other that is
+/// not a handshake: an unauthenticated client learns nothing about the server.
+pub(crate) fn execute(frame: RequestFrame, ctx: &Context, access: &mut Access) -> Outcome {
     let (opcode, opaque) = (frame.opcode, frame.opaque);
+    let allowed = match category(opcode) {
+        Some(category) => access.check(category),
+        None if access.is_authenticated() => Ok(()),
+        None => Err(Denied::AuthRequired),
+    };
+    if let Err(why) = allowed {
+        return denied(opcode, opaque, why);
+    }
     let request = match Request::parse(frame, &ctx.limits) {
         Ok(request) => request,
         Err(error) => {
@@ -82,12 +125,13 @@ pub(crate) fn execute(frame: RequestFrame, ctx: &Context) -> Outcome {
         return refused(request.opcode(), opaque);
     }
     match request {
-        Request::Hello(cmd) => hello::apply(cmd, opaque, ctx),
+        Request::Hello(cmd) => hello::apply(cmd, opaque, ctx, access),
         Request::Ping(cmd) => Outcome::reply(ping::apply(cmd, opaque)),
         Request::Get(cmd) => get::apply(cmd, opaque, ctx),
         Request::Set(cmd) => set::apply(cmd, opaque, ctx),
         Request::Touch(cmd) => touch::apply(cmd, opaque, ctx),
         Request::Del(cmd) => del::apply(cmd, opaque, ctx),
         Request::Stats(cmd) => Outcome::reply(stats::apply(cmd, opaque, ctx)),
+        Request::Auth(cmd) => auth::apply(cmd, opaque, ctx, access),
     }
 }

@@ -36,8 +36,10 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use sessiond_proto::Limits;
+use tokio::time::Instant;
 use tracing::debug;
 
+use crate::access::Access;
 use crate::aof::PersistenceError;
 use crate::server::{Answer, Context, Protocol};
 use crate::stats::Stats;
@@ -57,8 +59,6 @@ pub struct Settings {
     pub default_ttl_ms: u64,
     /// Whether `FLUSHDB` and `FLUSHALL` are allowed.
     pub allow_flush: bool,
-    /// The password `AUTH` requires; `None` lets every client in without one.
-    pub password: Option<String>,
 }
 
 /// What every RESP connection shares.
@@ -128,14 +128,13 @@ pub(crate) struct Resp {
 }
 
 impl Resp {
-    pub(crate) fn new(shared: Arc<Shared>) -> Resp {
-        let authenticated = shared.settings.password.is_none();
+    pub(crate) fn new(shared: Arc<Shared>, access: Access) -> Resp {
         Resp {
-            decoder: Decoder::new(shared.decode_limits, authenticated),
+            decoder: Decoder::new(shared.decode_limits, access.is_authenticated()),
             client: Client {
                 id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
                 version: Version::Resp2,
-                authenticated,
+                access,
                 name: None,
             },
             shared,
@@ -154,8 +153,9 @@ impl Protocol for Resp {
     type Response = Reply;
 
     fn prefetch(&self, buf: &[u8], ctx: &Context) {
-        // Mid-request, the buffer does not start at a command.
-        if self.decoder.is_idle() {
+        // Mid-request, the buffer does not start at a command; before authentication the
+        // keys are an unknown peer's.
+        if self.decoder.is_idle() && self.client.access.is_authenticated() {
             ctx.store.prefetch(peek::BufferedKeys::new(buf));
         }
     }
@@ -173,6 +173,7 @@ impl Protocol for Resp {
                     response: Some(self.reply(Value::error(format!("ERR {error}")))),
                     mutated: false,
                     close: true,
+                    delay: None,
                 });
             }
         };
@@ -185,16 +186,23 @@ impl Protocol for Resp {
                     value: Some(self.shared.too_large(reason)),
                     mutated: false,
                     close: false,
+                    delay: None,
                 }
             }
         };
         // `AUTH` may have just lifted the unauthenticated limits.
-        self.decoder.set_authenticated(self.client.authenticated);
+        self.decoder
+            .set_authenticated(self.client.access.is_authenticated());
         Some(Answer {
             response: outcome.value.map(|value| self.reply(value)),
             mutated: outcome.mutated,
             close: outcome.close,
+            delay: outcome.delay,
         })
+    }
+
+    fn auth_deadline(&self) -> Option<Instant> {
+        self.client.access.deadline()
     }
 
     fn encode(&self, response: &Reply, out: &mut BytesMut) {

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::{int_arg, is, syntax_error, unknown_subcommand, wrong_arity, Call, Outcome, Result};
+use crate::auth::DEFAULT_USER;
 use crate::resp::frame::{Value, Version, OK};
 
 /// The Redis version whose commands and replies the RESP listener follows, as `HELLO` and
@@ -24,54 +25,60 @@ pub(super) fn echo(call: &mut Call<'_>) -> Result {
     Ok(Outcome::reply(Value::Bulk(call.args[1].clone())))
 }
 
-/// `AUTH [username] password`: `OK`, or `WRONGPASS`. The only user is `default`, as in a
-/// Redis without ACLs. Without a configured password, `AUTH password` is Redis's error for
-/// that case, and `AUTH default anything` succeeds (Redis's default user has `nopass`).
+/// `AUTH [username] password`: `OK`, or `WRONGPASS`. Users are `[[auth.users]]`, and
+/// `default` (the deprecated `resp.password`); `AUTH password` is `AUTH default password`,
+/// as in Redis. On a server without users, `AUTH password` is Redis's error for that case,
+/// and `AUTH default anything` succeeds (Redis's default user has `nopass`).
 pub(super) fn auth(call: &mut Call<'_>) -> Result {
     let (username, password) = match &call.args[1..] {
         [password] => (None, password.clone()),
         [username, password] => (Some(username.clone()), password.clone()),
         _ => return Err(syntax_error()),
     };
-    if username.is_none() && call.shared.settings.password.is_none() {
+    if username.is_none() && !call.client.access.required() {
         return Err(Value::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         ));
     }
-    authenticate(call, username.as_deref(), &password)?;
-    Ok(Outcome::reply(OK))
+    match authenticate(call, username.as_deref(), &password) {
+        Ok(()) => Ok(Outcome::reply(OK)),
+        Err(failed) => Ok(failed),
+    }
 }
 
-/// Checks a username and password; on success the connection is authenticated.
-fn authenticate(call: &mut Call<'_>, username: Option<&[u8]>, password: &[u8]) -> Result<()> {
-    let user_ok = username.is_none_or(|u| u == b"default");
-    let password_ok = match &call.shared.settings.password {
-        Some(expected) => constant_time_eq(password, expected.as_bytes()),
-        None => true,
-    };
-    if !(user_ok && password_ok) {
-        return Err(Value::error(
+/// Checks a username and password; on success the connection is that user. A failure is
+/// the `WRONGPASS` outcome to answer with, possibly delayed (see
+/// [`Access::login`](crate::access::Access::login)).
+fn authenticate(
+    call: &mut Call<'_>,
+    username: Option<&[u8]>,
+    password: &[u8],
+) -> std::result::Result<(), Outcome> {
+    let wrongpass = |delay| Outcome {
+        delay,
+        ..Outcome::reply(Value::error(
             "WRONGPASS invalid username-password pair or user is disabled.",
-        ));
+        ))
+    };
+    let user = match username {
+        None => DEFAULT_USER,
+        // A name that is not UTF-8 is no configured user's; it still counts as a failure.
+        Some(name) => std::str::from_utf8(name).unwrap_or("\u{fffd}"),
+    };
+    // Without users every client is already the admin; only `default` is a name then, as
+    // in a Redis without ACLs.
+    if !call.client.access.required() && user != DEFAULT_USER {
+        return Err(wrongpass(None));
     }
-    call.client.authenticated = true;
-    Ok(())
-}
-
-/// Compares a password attempt with the configured one in time that depends only on the
-/// attempt's length, so that response timing does not reveal how much of a guess was right.
-fn constant_time_eq(attempt: &[u8], expected: &[u8]) -> bool {
-    let mut diff = u8::from(attempt.len() != expected.len());
-    for (i, &a) in attempt.iter().enumerate() {
-        // Cycling through `expected` keeps the work per attempted byte the same whether or
-        // not the lengths match.
-        let e = expected
-            .get(i % expected.len().max(1))
-            .copied()
-            .unwrap_or(0);
-        diff |= a ^ e;
+    let ctx = call.ctx;
+    match call
+        .client
+        .access
+        .login(&ctx.auth, &ctx.stats, user, password)
+    {
+        Ok(_) => Ok(()),
+        Err(failed) => Err(wrongpass(failed.delay)),
     }
-    std::hint::black_box(diff) == 0
 }
 
 /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`: switches to RESP2 or
@@ -108,9 +115,11 @@ pub(super) fn hello(call: &mut Call<'_>) -> Result {
         }
     }
     if let Some((username, password)) = credentials {
-        authenticate(call, Some(&username), &password)?;
+        if let Err(failed) = authenticate(call, Some(&username), &password) {
+            return Ok(failed);
+        }
     }
-    if !call.client.authenticated {
+    if !call.client.access.is_authenticated() {
         return Err(Value::error(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         ));
@@ -228,23 +237,7 @@ fn set_name(call: &mut Call<'_>, name: Bytes) -> Result<()> {
 /// `QUIT`: `OK`, then the connection is closed.
 pub(super) fn quit(_call: &mut Call<'_>) -> Result {
     Ok(Outcome {
-        value: Some(OK),
-        mutated: false,
         close: true,
+        ..Outcome::reply(OK)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secreT", b"secret"));
-        assert!(!constant_time_eq(b"secret!", b"secret"));
-        assert!(!constant_time_eq(b"secre", b"secret"));
-        assert!(!constant_time_eq(b"", b"secret"));
-        assert!(!constant_time_eq(b"x", b""));
-    }
 }

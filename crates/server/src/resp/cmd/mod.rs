@@ -23,6 +23,7 @@ use bytes::Bytes;
 use super::decode::parse_i64;
 use super::frame::{Value, Version};
 use super::Shared;
+use crate::access::{Access, Category, Denied};
 use crate::server::Context;
 
 /// What a command produced.
@@ -34,15 +35,13 @@ pub(super) struct Outcome {
     pub(super) mutated: bool,
     /// Whether to close the connection after the reply.
     pub(super) close: bool,
+    /// How long to wait before replying (a throttled failed `AUTH`).
+    pub(super) delay: Option<std::time::Duration>,
 }
 
 impl Outcome {
     fn reply(value: Value) -> Outcome {
-        Outcome {
-            value: Some(value),
-            mutated: false,
-            close: false,
-        }
+        Outcome::write(value, false)
     }
 
     fn write(value: Value, mutated: bool) -> Outcome {
@@ -50,6 +49,7 @@ impl Outcome {
             value: Some(value),
             mutated,
             close: false,
+            delay: None,
         }
     }
 }
@@ -65,9 +65,8 @@ pub(crate) struct Client {
     pub(crate) id: u64,
     /// The RESP version replies are written in.
     pub(crate) version: Version,
-    /// Whether the client may run commands: true unless a password is configured and has
-    /// not been given yet.
-    pub(crate) authenticated: bool,
+    /// Who the client is authenticated as, and so what it may run.
+    pub(crate) access: Access,
     /// `CLIENT SETNAME`.
     pub(crate) name: Option<Bytes>,
 }
@@ -190,8 +189,8 @@ pub(super) fn execute(
             tracing::warn!("HTTP request on the RESP port (possible cross-protocol attack); closing the connection");
             return Outcome {
                 value: None,
-                mutated: false,
                 close: true,
+                ..Outcome::reply(Value::Null)
             };
         }
         return Outcome::reply(unknown_command(&args));
@@ -200,8 +199,18 @@ pub(super) fn execute(
     if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
         return Outcome::reply(wrong_arity(spec.name));
     }
-    if !client.authenticated && !spec.has_flag("no-auth") {
-        return Outcome::reply(Value::error("NOAUTH Authentication required."));
+    match client.access.check(spec.category) {
+        Ok(()) => {}
+        Err(Denied::AuthRequired) => {
+            return Outcome::reply(Value::error("NOAUTH Authentication required."))
+        }
+        // Redis's wording, so that clients that recognise it can say what happened.
+        Err(Denied::NoPermission { user, .. }) => {
+            return Outcome::reply(Value::error(format!(
+                "NOPERM User {user} has no permissions to run the '{}' command",
+                spec.name
+            )))
+        }
     }
     // DEL and UNLINK are logouts: they run even then, and answer the error themselves.
     let deletes = matches!(spec.name, "del" | "unlink");
@@ -331,8 +340,11 @@ pub(super) struct Spec {
     /// Redis's arity: exactly N arguments (name included) if positive, at least -N if
     /// negative.
     arity: i32,
-    /// Redis's command flags; `write` and `no-auth` also drive [`execute`].
+    /// Redis's command flags; `write` also drives [`execute`]. (`no-auth` is reported for
+    /// `COMMAND`; what may run before `AUTH` is `category`'s business.)
     flags: &'static [&'static str],
+    /// What the command does, for the role table in [`crate::access`].
+    category: Category,
     /// First key, last key (-1: the last argument), step.
     keys: (i64, i64, i64),
     /// Redis's command group (`string`, `generic`, `connection`, `server`).
@@ -417,6 +429,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 2,
         flags: &["readonly", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "string",
         since: "1.0.0",
         summary: "Returns the string value of a key.",
@@ -428,6 +441,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -3,
         flags: &["write", "denyoom"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "string",
         since: "1.0.0",
         summary: "Sets the string value of a key. Without an expiry option the key gets resp.default_ttl; every TTL is capped at limits.max_ttl.",
@@ -459,6 +473,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 4,
         flags: &["write", "denyoom"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "string",
         since: "2.0.0",
         summary: "Sets the string value and expiration time of a key.",
@@ -470,6 +485,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 4,
         flags: &["write", "denyoom"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "string",
         since: "2.6.0",
         summary: "Sets the string value and expiration time in milliseconds of a key.",
@@ -481,6 +497,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["write", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "string",
         since: "6.2.0",
         summary: "Returns the string value of a key after setting its expiration time. PERSIST keeps the TTL: every session expires.",
@@ -505,6 +522,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 2,
         flags: &["write", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "string",
         since: "6.2.0",
         summary: "Returns the string value of a key after deleting the key.",
@@ -516,6 +534,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["readonly", "fast"],
         keys: (1, -1, 1),
+        category: Category::Session,
         group: "string",
         since: "1.0.0",
         summary: "Atomically returns the string values of one or more keys.",
@@ -527,6 +546,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["write"],
         keys: (1, -1, 1),
+        category: Category::Session,
         group: "generic",
         since: "1.0.0",
         summary: "Deletes one or more keys.",
@@ -538,6 +558,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["write", "fast"],
         keys: (1, -1, 1),
+        category: Category::Session,
         group: "generic",
         since: "4.0.0",
         summary: "Deletes one or more keys (the same as DEL here).",
@@ -549,6 +570,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["readonly", "fast"],
         keys: (1, -1, 1),
+        category: Category::Session,
         group: "generic",
         since: "1.0.0",
         summary: "Determines whether one or more keys exist.",
@@ -560,6 +582,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -3,
         flags: &["write", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "generic",
         since: "1.0.0",
         summary: "Sets the expiration time of a key in seconds.",
@@ -571,6 +594,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -3,
         flags: &["write", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "generic",
         since: "2.6.0",
         summary: "Sets the expiration time of a key in milliseconds.",
@@ -582,6 +606,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -3,
         flags: &["write", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "generic",
         since: "1.2.0",
         summary: "Sets the expiration time of a key to a Unix timestamp.",
@@ -597,6 +622,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -3,
         flags: &["write", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "generic",
         since: "2.6.0",
         summary: "Sets the expiration time of a key to a Unix milliseconds timestamp.",
@@ -612,6 +638,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 2,
         flags: &["readonly", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "generic",
         since: "1.0.0",
         summary: "Returns the expiration time in seconds of a key.",
@@ -623,6 +650,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 2,
         flags: &["readonly", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "generic",
         since: "2.6.0",
         summary: "Returns the expiration time in milliseconds of a key.",
@@ -634,6 +662,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 2,
         flags: &["write", "fast"],
         keys: (1, 1, 1),
+        category: Category::Session,
         group: "generic",
         since: "2.2.0",
         summary: "Always 0: every session expires, so the TTL is kept.",
@@ -645,6 +674,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["readonly"],
         keys: (0, 0, 0),
+        category: Category::Keyspace,
         group: "generic",
         since: "2.8.0",
         summary: "Iterates over the key names.",
@@ -661,6 +691,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 1,
         flags: &["readonly", "fast"],
         keys: (0, 0, 0),
+        category: Category::Keyspace,
         group: "server",
         since: "1.0.0",
         summary: "Returns the number of keys (including expired ones not yet reclaimed).",
@@ -672,6 +703,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -1,
         flags: &["write"],
         keys: (0, 0, 0),
+        category: Category::Keyspace,
         group: "server",
         since: "1.0.0",
         summary: "Removes all keys. Refused unless resp.allow_flush is true.",
@@ -683,6 +715,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -1,
         flags: &["write"],
         keys: (0, 0, 0),
+        category: Category::Keyspace,
         group: "server",
         since: "1.0.0",
         summary: "Removes all keys. Refused unless resp.allow_flush is true.",
@@ -694,6 +727,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -1,
         flags: &["fast"],
         keys: (0, 0, 0),
+        category: Category::Handshake,
         group: "connection",
         since: "1.0.0",
         summary: "Returns the server's liveliness response.",
@@ -705,6 +739,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 2,
         flags: &["fast"],
         keys: (0, 0, 0),
+        category: Category::Connection,
         group: "connection",
         since: "1.0.0",
         summary: "Returns the given string.",
@@ -716,6 +751,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["no-auth", "fast"],
         keys: (0, 0, 0),
+        category: Category::Handshake,
         group: "connection",
         since: "1.0.0",
         summary: "Authenticates the connection.",
@@ -730,6 +766,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -1,
         flags: &["no-auth", "fast"],
         keys: (0, 0, 0),
+        category: Category::Handshake,
         group: "connection",
         since: "6.0.0",
         summary: "Handshakes with the server: chooses RESP2 or RESP3.",
@@ -745,6 +782,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: 2,
         flags: &["fast"],
         keys: (0, 0, 0),
+        category: Category::Connection,
         group: "connection",
         since: "1.0.0",
         summary: "Changes the selected database: only 0 exists.",
@@ -756,6 +794,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &[],
         keys: (0, 0, 0),
+        category: Category::Connection,
         group: "connection",
         since: "2.4.0",
         summary: "CLIENT ID, GETNAME, SETNAME, SETINFO.",
@@ -775,6 +814,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -1,
         flags: &["no-auth", "fast"],
         keys: (0, 0, 0),
+        category: Category::Handshake,
         group: "connection",
         since: "1.0.0",
         summary: "Closes the connection.",
@@ -786,6 +826,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -1,
         flags: &[],
         keys: (0, 0, 0),
+        category: Category::Stats,
         group: "server",
         since: "1.0.0",
         summary: "Returns information and statistics about the server.",
@@ -797,6 +838,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &[],
         keys: (0, 0, 0),
+        category: Category::Keyspace,
         group: "server",
         since: "2.0.0",
         summary: "CONFIG GET: reads Redis configuration parameters (read-only).",
@@ -808,6 +850,7 @@ pub(super) static COMMANDS: &[Spec] = &[
         arity: -1,
         flags: &[],
         keys: (0, 0, 0),
+        category: Category::Connection,
         group: "server",
         since: "2.8.13",
         summary: "Returns detailed information about the commands.",
@@ -842,6 +885,21 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), COMMANDS.len());
+    }
+
+    #[test]
+    fn only_handshake_commands_run_before_auth_and_they_say_so() {
+        // `no-auth` in COMMAND INFO must agree with what actually runs before AUTH (PING
+        // runs too: sessiond lets health checks through).
+        for spec in COMMANDS {
+            let handshake = spec.category == Category::Handshake;
+            assert_eq!(
+                handshake,
+                spec.has_flag("no-auth") || spec.name == "ping",
+                "{}",
+                spec.name
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::connection::REDIS_COMPAT_VERSION;
 use super::{is, lookup, unknown_subcommand, Call, Outcome, Result, COMMANDS};
+use crate::access::Category;
 use crate::resp::frame::Value;
 use crate::resp::glob::Pattern;
 
@@ -22,8 +23,10 @@ const SECTIONS: &[&str] = &[
 /// them, so that tools which parse Redis's `INFO` can parse this. Without a section (or
 /// with `default`, `all`, `everything`) every section is included; unknown sections are
 /// empty. The `redis_version` field says which Redis this listener behaves like;
-/// `sessiond_version` says what it is.
+/// `sessiond_version` says what it is. The keyspace section counts the keys, which is
+/// enumeration: it is left out for a role that may not enumerate (see [`crate::access`]).
 pub(super) fn info(call: &mut Call<'_>) -> Result {
+    let may_count_keys = call.client.access.check(Category::Keyspace).is_ok();
     let wanted: Vec<&str> = if call.args.len() == 1
         || call.args[1..]
             .iter()
@@ -37,8 +40,11 @@ pub(super) fn info(call: &mut Call<'_>) -> Result {
             .filter(|s| call.args[1..].iter().any(|a| is(a, s)))
             .collect()
     };
+    let wanted = wanted
+        .into_iter()
+        .filter(|section| *section != "keyspace" || may_count_keys);
     let mut text = String::new();
-    for (i, section) in wanted.iter().enumerate() {
+    for (i, section) in wanted.enumerate() {
         if i > 0 {
             text.push_str("\r\n");
         }
@@ -102,6 +108,8 @@ fn write_section(call: &Call<'_>, section: &str, out: &mut String) {
             line("expired_keys", &ctx.store.expired_reclaimed());
             line("keyspace_hits", &load(&stats.get_hits));
             line("keyspace_misses", &load(&stats.get_misses));
+            // Redis's name for failed AUTH attempts.
+            line("acl_access_denied_auth", &load(&stats.auth_failures));
         }
         "keyspace" => {
             let keys = ctx.store.len();
