@@ -3,6 +3,10 @@
 These tests are run by tests/tests/resp_clients.rs, which starts a real sessiond with a RESP
 listener and passes its address in SESSIOND_RESP_ADDR (host:port) and its native address
 in SESSIOND_ADDR. Nothing here stands in for the server.
+
+tests/tests/tls.rs runs the same tests over TLS: it points SESSIOND_RESP_ADDR at the RESP TLS
+listener and sets SESSIOND_RESP_TLS_CA to the CA file, and every client connects with
+redis-py's `ssl=True`, verifying the server's certificate against that CA.
 """
 
 import os
@@ -19,6 +23,14 @@ def resp_addr():
     return host, int(port)
 
 
+def connection_kwargs():
+    """What every client needs beyond host and port: TLS when SESSIOND_RESP_TLS_CA is set."""
+    ca = os.environ.get("SESSIOND_RESP_TLS_CA")
+    if not ca:
+        return {}
+    return {"ssl": True, "ssl_ca_certs": ca, "ssl_cert_reqs": "required"}
+
+
 @pytest.fixture(params=["default", 2, 3])
 def protocol(request):
     """The RESP version the client asks for: the library's default (RESP2 for redis-py 5,
@@ -29,7 +41,9 @@ def protocol(request):
 @pytest.fixture
 def r(protocol):
     host, port = resp_addr()
-    kwargs = {} if protocol is None else {"protocol": protocol}
+    kwargs = connection_kwargs()
+    if protocol is not None:
+        kwargs["protocol"] = protocol
     client = redis.Redis(host=host, port=port, **kwargs)
     yield client
     client.close()

@@ -11,12 +11,14 @@ import redis
 from flask import Flask, session
 from flask_session import Session
 
-from conftest import resp_addr
+from conftest import connection_kwargs, resp_addr
 
 
 def make_app(protocol):
     host, port = resp_addr()
-    kwargs = {} if protocol is None else {"protocol": protocol}
+    kwargs = connection_kwargs()
+    if protocol is not None:
+        kwargs["protocol"] = protocol
 
     app = Flask(__name__)
     app.secret_key = "test secret key"  # SESSION_USE_SIGNER signs the id with it
