@@ -12,7 +12,7 @@ pub const ADMIN_PASSWORD: &str = "admin-secret-c3e0";
 /// Users, each with a role and a password file.
 pub struct TestUsers {
     config: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl TestUsers {
@@ -38,7 +38,13 @@ impl TestUsers {
                 "[[auth.users]]\nname = \"{name}\"\nrole = \"{role}\"\npassword_file = {file:?}\n"
             ));
         }
-        TestUsers { config, _dir: dir }
+        TestUsers { config, dir }
+    }
+
+    /// The file holding `name`'s password (with a trailing newline), for clients that read
+    /// it from a file too.
+    pub fn password_file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("{name}.password"))
     }
 
     /// The `[auth]` section that defines the users.

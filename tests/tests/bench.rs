@@ -17,6 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use sessiond_tests::certs::{free_port, TestCerts};
+use sessiond_tests::users::{TestUsers, MONITOR_PASSWORD};
 use sessiond_tests::{binary, run_to_completion, Daemon, Finished};
 
 /// Bounds a whole benchmark run; it does not measure anything.
@@ -99,8 +101,10 @@ fn assert_no_errors(report: &Value) {
 }
 
 /// The same checks for every target: a mix of every kind with pipelining on several
-/// connections, then a load of 300 keys, then reads that must all hit.
-fn check_driver(target: &str, addr: &str) {
+/// connections, then a load of 300 keys, then reads that must all hit. `extra` flags go
+/// to every run (TLS, credentials).
+fn check_driver(target: &str, addr: &str, extra: &[&str]) {
+    let bench = |args: &[&str]| bench(&[args, extra].concat());
     let mixed = report(&bench(&[
         "--target",
         target,
@@ -228,7 +232,7 @@ async fn native_mix_counts_add_up_and_match_the_servers_counters() {
 #[test]
 fn native_driver_handles_every_operation_kind() {
     let daemon = Daemon::start();
-    check_driver("native", &daemon.addr().to_string());
+    check_driver("native", &daemon.addr().to_string(), &[]);
     daemon.assert_no_panic();
 }
 
@@ -356,7 +360,7 @@ fn resp_driver_against_redis_server() {
     }) else {
         return;
     };
-    check_driver("resp", &redis.addr);
+    check_driver("resp", &redis.addr, &[]);
 }
 
 #[test]
@@ -375,7 +379,7 @@ fn memcached_driver_against_memcached() {
     }) else {
         return;
     };
-    check_driver("memcached", &memcached.addr);
+    check_driver("memcached", &memcached.addr, &[]);
 }
 
 /// A `redis-server` or `memcached` process on a free loopback port, killed on drop.
@@ -460,4 +464,73 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
+}
+
+/// The flags that make sessiond-bench connect with TLS to a server with `certs`'s
+/// certificate and log in as `user`.
+fn tls_and_user_flags(certs: &TestCerts, users: &TestUsers, user: &str) -> Vec<String> {
+    let mut flags = vec!["--tls".to_string(), "--cacert".into()];
+    flags.push(certs.ca().display().to_string());
+    flags.extend(["--user".into(), user.into(), "--password-file".into()]);
+    flags.push(users.password_file(user).display().to_string());
+    flags
+}
+
+#[test]
+fn native_driver_over_tls_with_credentials() {
+    let (certs, users) = (TestCerts::new("bench CA"), TestUsers::standard());
+    let (daemon, tls_addr) = certs.daemon(false, users.config());
+    let flags = tls_and_user_flags(&certs, &users, "app");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    check_driver("native", &tls_addr, &flags);
+
+    let run = report(&bench(
+        &[&["--addr", &tls_addr, "--ops", "100"], &flags[..]].concat(),
+    ));
+    assert_eq!(run["tls"], true, "{run}");
+    assert_eq!(run["user"], "app", "{run}");
+    assert!(
+        run["connects_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+        "{run}"
+    );
+    daemon.assert_no_panic();
+}
+
+#[test]
+fn resp_driver_over_tls_with_credentials() {
+    let (certs, users) = (TestCerts::new("bench CA"), TestUsers::standard());
+    let resp_tls = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "[resp]\ntls_listen = \"{resp_tls}\"\n{}{}",
+        certs.server_config(false),
+        users.config()
+    );
+    let daemon = Daemon::start_with_config(&config);
+    let flags = tls_and_user_flags(&certs, &users, "app");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    check_driver("resp", &resp_tls, &flags);
+    daemon.assert_no_panic();
+}
+
+#[test]
+fn wrong_credentials_or_a_foreign_ca_exit_2() {
+    let (certs, users) = (TestCerts::new("bench CA"), TestUsers::standard());
+    let (_daemon, tls_addr) = certs.daemon(false, users.config());
+    // The monitor's password is not the app's.
+    let mut flags = tls_and_user_flags(&certs, &users, "app");
+    let last = flags.len() - 1;
+    flags[last] = users.password_file("monitor").display().to_string();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let out = bench(&[&["--addr", &tls_addr, "--ops", "10"], &flags[..]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("AUTH"), "{}", out.stderr);
+    assert!(!out.stderr.contains(MONITOR_PASSWORD), "{}", out.stderr);
+
+    let other = TestCerts::new("another CA");
+    let other_ca = other.ca().display().to_string();
+    let out = bench(&[
+        "--addr", &tls_addr, "--ops", "10", "--tls", "--cacert", &other_ca,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
 }

@@ -1,8 +1,11 @@
 //! Command-line flags, and the validated run configuration they turn into.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use sessiond_client::transport::Connector;
+use sessiond_client::{Credentials, TlsOptions};
 
 use crate::protocol::{memcached_ttl_secs, Target};
 use crate::workload::Mix;
@@ -97,7 +100,41 @@ pub struct Args {
     /// Print a progress line on stderr every second even when stderr is not a terminal.
     #[arg(long)]
     pub progress: bool,
+
+    /// Authenticate every connection as this user before the run (native `AUTH`, or RESP
+    /// `AUTH user password`); the password comes from $SESSIOND_PASSWORD or
+    /// --password-file. Not for memcached.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Read the password of --user from this file (a trailing newline is not part of it).
+    #[arg(long, value_name = "FILE", requires = "user")]
+    pub password_file: Option<PathBuf>,
+
+    /// Connect with TLS, trusting the CA in --cacert (sessiond's or Redis's TLS port).
+    #[arg(long, requires = "cacert")]
+    pub tls: bool,
+
+    /// PEM file of the CA(s) that sign the server's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub cacert: Option<PathBuf>,
+
+    /// PEM client certificate chain (mutual TLS).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// The name the server's certificate must carry, if not the host of --addr.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub server_name: Option<String>,
 }
+
+/// The environment variable the password of `--user` is read from, unless
+/// `--password-file` is given.
+const PASSWORD_VAR: &str = "SESSIOND_PASSWORD";
 
 /// When the measured part of a run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,11 +194,20 @@ pub struct Config {
     pub json: bool,
     /// Progress line on stderr.
     pub progress: bool,
+    /// How connections are opened: plain TCP or TLS.
+    pub connector: Connector,
+    /// Sent in an `AUTH` on every connection before the run, if set.
+    pub credentials: Option<Credentials>,
 }
 
 impl Args {
     /// Checks the flags against each other and the target.
     pub fn into_config(self, stderr_is_terminal: bool) -> Result<Config, String> {
+        let credentials = self.credentials()?;
+        if credentials.is_some() && self.target == crate::protocol::Target::Memcached {
+            return Err("--user: the memcached target has no authentication".into());
+        }
+        let connector = self.connector()?;
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
         }
@@ -218,7 +264,31 @@ impl Args {
             threads,
             json: self.json,
             progress: self.progress || stderr_is_terminal,
+            connector,
+            credentials,
         })
+    }
+
+    /// The credentials of `--user`, with the password from `--password-file` or
+    /// `$SESSIOND_PASSWORD`.
+    fn credentials(&self) -> Result<Option<Credentials>, String> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        Credentials::from_file_or_env(user, self.password_file.as_deref(), PASSWORD_VAR)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Plain TCP, or TLS per `--tls`, `--cacert`, `--cert`/`--key` and `--server-name`.
+    fn connector(&self) -> Result<Connector, String> {
+        let (true, Some(ca)) = (self.tls, &self.cacert) else {
+            return Ok(Connector::new(None));
+        };
+        let client_cert = self.cert.as_deref().zip(self.key.as_deref());
+        let tls = TlsOptions::from_files(ca, client_cert, self.server_name.as_deref())
+            .map_err(|e| e.to_string())?;
+        Ok(Connector::new(Some(tls)))
     }
 }
 

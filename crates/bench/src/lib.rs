@@ -12,6 +12,7 @@
 //! - [`workload`]: operation kinds, the mix, the key space, the random generator.
 //! - [`protocol`]: one [`protocol::Protocol`] per target (native through `sessiond-proto`'s
 //!   typed commands and client codec, RESP2, memcached's meta protocol).
+//! - [`connect`]: opening a connection, plain or TLS, and the target's `AUTH`.
 //! - [`run`]: connections, one pipelined task per connection, the warm-up and measuring
 //!   phases, progress.
 //! - [`report`]: per-connection counters and latency histograms, merged into a
@@ -23,6 +24,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod connect;
 pub mod protocol;
 pub mod report;
 pub mod run;

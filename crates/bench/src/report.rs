@@ -188,6 +188,13 @@ pub struct RunInfo {
     pub seed: u64,
     /// Runtime worker threads of the load generator.
     pub threads: usize,
+    /// Whether connections used TLS.
+    pub tls: bool,
+    /// The user connections authenticated as, if any.
+    pub user: Option<String>,
+    /// Connections of the measured stage opened per second, all at once: TCP connect, the
+    /// TLS handshake and `AUTH` when they apply.
+    pub connects_per_sec: f64,
 }
 
 /// The outcome of a run.
@@ -302,9 +309,19 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "target    {} at {}, {} connections x pipeline {}, {} threads",
-            r.target, r.addr, r.connections, r.pipeline, r.threads
+            "target    {} at {}{}{}, {} connections x pipeline {}, {} threads",
+            r.target,
+            r.addr,
+            if r.tls { " over TLS" } else { "" },
+            r.user
+                .as_ref()
+                .map(|u| format!(" as {u}"))
+                .unwrap_or_default(),
+            r.connections,
+            r.pipeline,
+            r.threads
         );
+        let _ = writeln!(out, "connect   {:.0} connections/s", r.connects_per_sec);
         let _ = write!(
             out,
             "workload  {} {}, {} keys of {} B, values of {} B, ttl {}",
@@ -426,6 +443,9 @@ mod tests {
             prefilled: None,
             seed: 1,
             threads: 1,
+            tls: false,
+            user: None,
+            connects_per_sec: 0.0,
         };
         let report = Report::new(run, &a, 1.5, Failures::default()).unwrap();
         assert_eq!(

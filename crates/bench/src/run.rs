@@ -10,24 +10,29 @@
 //!
 //! Each task keeps `pipeline` requests in flight: whenever replies arrive it sends as many
 //! new requests as were answered, so the window never drains between batches. Reading and
-//! writing are interleaved on one task through readiness (`ready` + `try_read`/`try_write`)
-//! rather than a write-then-read sequence, so a deep pipeline of large values cannot
-//! deadlock against a server that stops reading until its replies are read.
+//! writing are interleaved on one task, by polling the stream for both in one future rather
+//! than a write-then-read sequence, so a deep pipeline of large values cannot deadlock
+//! against a server that stops reading until its replies are read. The stream is plain TCP
+//! or TLS; the same loop drives both, so their numbers compare the servers, not two
+//! drivers.
 
 use std::collections::VecDeque;
-use std::io::{self, IsTerminal, Write as _};
+use std::io::{IsTerminal, Write as _};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
-use tokio::io::Interest;
-use tokio::net::TcpStream;
+use sessiond_client::transport::Stream;
+use tokio::io::AsyncWrite;
 use tokio::task::JoinSet;
 use tokio::time::{self, Instant, MissedTickBehavior};
 
 use crate::config::{Config, Stop, Work};
+use crate::connect::{self, ConnectError};
 use crate::protocol::{memcached_ttl_secs, Memcached, Native, Protocol, Reply, Resp, Target};
 use crate::report::{latency_histogram, Failures, Recorder, Report, RunInfo};
 use crate::workload::{KeySpace, Mix, OpKind, Rng};
@@ -46,13 +51,13 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// counted in the report).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// A connection could not be opened.
+    /// A connection could not be opened (or authenticated).
     #[error("cannot connect to {addr}: {source}")]
     Connect {
         /// The address.
         addr: String,
         /// Why.
-        source: io::Error,
+        source: ConnectError,
     },
     /// The configuration cannot be carried out.
     #[error("{0}")]
@@ -147,6 +152,9 @@ pub async fn run(config: &Config) -> Result<Report, RunError> {
         prefilled,
         seed: config.seed,
         threads: config.threads,
+        tls: config.connector.is_tls(),
+        user: config.credentials.as_ref().map(|c| c.user().to_string()),
+        connects_per_sec: stage.connects_per_sec,
     };
     Report::new(info, &stage.recorder, stage.elapsed_s, failures)
         .map_err(|e| RunError::Setup(format!("merging latency histograms: {e}")))
@@ -229,6 +237,8 @@ struct StageResult {
     failures: Failures,
     /// Error replies to measured requests (also in the recorder).
     op_errors: u64,
+    /// Connections opened per second at the start of the stage.
+    connects_per_sec: f64,
 }
 
 struct Runner<'a> {
@@ -249,19 +259,20 @@ impl Runner<'_> {
         let config = self.config;
         // Every connection is open before any request is sent, so connection setup is
         // never part of the measurement.
-        let mut streams = Vec::with_capacity(config.connections);
-        for _ in 0..config.connections {
-            let connect = async {
-                let stream = TcpStream::connect(&config.addr).await?;
-                // Requests are written in batches already; Nagle would only add delay.
-                stream.set_nodelay(true)?;
-                Ok(stream)
-            };
-            streams.push(connect.await.map_err(|source| RunError::Connect {
-                addr: config.addr.clone(),
-                source,
-            })?);
-        }
+        // They are opened all at once, which also measures how fast the server accepts
+        // them (with TLS: its handshake rate). The connector turns Nagle off: requests are
+        // written in batches already.
+        let opening = Instant::now();
+        let streams = futures_util::future::try_join_all(
+            (0..config.connections).map(|_| connect::open(config)),
+        )
+        .await
+        .map_err(|source| RunError::Connect {
+            addr: config.addr.clone(),
+            source,
+        })?;
+        let connects_per_sec =
+            config.connections as f64 / opening.elapsed().as_secs_f64().max(1e-9);
 
         let kinds = source.kinds();
         let stage = Arc::new(Stage {
@@ -332,6 +343,7 @@ impl Runner<'_> {
             elapsed_s,
             failures,
             op_errors,
+            connects_per_sec,
         })
     }
 }
@@ -343,7 +355,7 @@ impl Runner<'_> {
         tasks: &mut JoinSet<ConnOutcome>,
         stage: &Arc<Stage>,
         n: usize,
-        stream: TcpStream,
+        stream: Stream,
         proto: P,
     ) {
         let driver = Driver {
@@ -497,7 +509,7 @@ struct Pending {
 /// One connection's loop.
 struct Driver<P> {
     proto: P,
-    stream: TcpStream,
+    stream: Stream,
     stage: Arc<Stage>,
     rng: Rng,
     conn: usize,
@@ -570,39 +582,14 @@ impl<P: Protocol> Driver<P> {
                 return Ok(());
             }
 
-            if !write_buf.is_empty() {
-                match self.stream.try_write(&write_buf) {
-                    Ok(n) => write_buf.advance(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(format!("write failed: {e}")),
-                }
-            }
-            let interest = if write_buf.is_empty() {
-                Interest::READABLE
-            } else {
-                Interest::READABLE | Interest::WRITABLE
-            };
-            let ready = self
-                .stream
-                .ready(interest)
-                .await
-                .map_err(|e| format!("socket failed: {e}"))?;
-            if !ready.is_readable() {
-                continue;
-            }
             if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
                 read_buf.reserve(READ_CHUNK);
             }
-            match self.stream.try_read_buf(&mut read_buf) {
-                Ok(0) => {
-                    return Err(format!(
-                        "the server closed the connection with {} requests unanswered",
-                        in_flight.len()
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(format!("read failed: {e}")),
+            if exchange(&mut self.stream, &mut write_buf, &mut read_buf).await? == 0 {
+                return Err(format!(
+                    "the server closed the connection with {} requests unanswered",
+                    in_flight.len()
+                ));
             }
 
             // Every reply in this read arrived at the same moment, as far as the client
@@ -648,4 +635,41 @@ impl<P: Protocol> Driver<P> {
             }
         }
     }
+}
+
+/// Writes what it can of `write_buf` (and flushes it: TLS keeps records it could not send
+/// yet) while waiting for replies, and returns once bytes have been read into `read_buf`:
+/// their count, 0 at end of stream.
+///
+/// Both directions are polled in one future, so whatever the socket accepts is written
+/// while the read waits; a future per direction (`select!`) would need the stream split in
+/// two halves behind a lock.
+async fn exchange(
+    stream: &mut Stream,
+    write_buf: &mut BytesMut,
+    read_buf: &mut BytesMut,
+) -> Result<usize, String> {
+    let mut unflushed = !write_buf.is_empty();
+    std::future::poll_fn(|cx| {
+        while !write_buf.is_empty() {
+            match tokio_util::io::poll_write_buf(Pin::new(&mut *stream), cx, write_buf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err("write failed: closed".into())),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(format!("write failed: {e}"))),
+                Poll::Pending => break,
+            }
+        }
+        if unflushed && write_buf.is_empty() {
+            match Pin::new(&mut *stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(format!("write failed: {e}"))),
+                Poll::Pending => {}
+            }
+        }
+        // Every direction that is not done has registered for a wake-up, so waiting for
+        // the read here cannot strand a write.
+        tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, read_buf)
+            .map_err(|e| format!("read failed: {e}"))
+    })
+    .await
 }

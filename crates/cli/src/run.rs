@@ -53,25 +53,9 @@ fn credentials(cli: &Cli) -> anyhow::Result<Option<Credentials>> {
     let Some(user) = &cli.user else {
         return Ok(None);
     };
-    let password = match &cli.password_file {
-        Some(path) => {
-            let text = std::fs::read(path)
-                .with_context(|| format!("reading the password file {}", path.display()))?;
-            // What `echo secret > file` writes: the newline is not part of the password.
-            let text = text.strip_suffix(b"\n").unwrap_or(&text);
-            text.strip_suffix(b"\r").unwrap_or(text).to_vec()
-        }
-        None => match std::env::var_os(PASSWORD_VAR) {
-            Some(password) => password.into_encoded_bytes(),
-            None => {
-                bail!("--user {user} needs a password: set {PASSWORD_VAR} or pass --password-file")
-            }
-        },
-    };
-    if password.is_empty() {
-        bail!("the password for --user {user} is empty");
-    }
-    Ok(Some(Credentials::new(user.clone(), password)))
+    let credentials =
+        Credentials::from_file_or_env(user, cli.password_file.as_deref(), PASSWORD_VAR)?;
+    Ok(Some(credentials))
 }
 
 /// Plain TCP, or TLS per `--tls`, `--cacert`, `--cert`/`--key` and `--server-name`.
@@ -82,13 +66,8 @@ fn connector(cli: &Cli) -> anyhow::Result<Connector> {
     let Some(ca) = &cli.cacert else {
         bail!("--tls needs --cacert FILE");
     };
-    let mut tls = TlsOptions::ca_file(ca)?;
-    if let (Some(cert), Some(key)) = (&cli.cert, &cli.cert_key) {
-        tls = tls.client_cert_files(cert, key)?;
-    }
-    if let Some(name) = &cli.server_name {
-        tls = tls.server_name(name)?;
-    }
+    let client_cert = cli.cert.as_deref().zip(cli.cert_key.as_deref());
+    let tls = TlsOptions::from_files(ca, client_cert, cli.server_name.as_deref())?;
     Ok(Connector::new(Some(tls)))
 }
 

@@ -1,9 +1,12 @@
 //! [`Credentials`]: the user a client authenticates as, with a password that never shows.
 
 use std::fmt;
+use std::path::Path;
 
 use bytes::Bytes;
 use sessiond_proto::command::Auth;
+
+use crate::Error;
 
 /// A user name and password for the server's `AUTH`.
 ///
@@ -22,6 +25,41 @@ impl Credentials {
             user: user.into(),
             password: Bytes::from(password.into()),
         }
+    }
+
+    /// `user` with the password from the file `password_file` if given, else from the
+    /// environment variable `password_var`: how command-line tools take a password without
+    /// putting it among their arguments, where every user of the machine could read it.
+    ///
+    /// A file's trailing newline (what `echo secret > file` writes) is not part of the
+    /// password. An empty password, or none at all, is an [`Error::InvalidArgument`].
+    pub fn from_file_or_env(
+        user: &str,
+        password_file: Option<&Path>,
+        password_var: &str,
+    ) -> Result<Credentials, Error> {
+        let password = match password_file {
+            Some(path) => {
+                let text = std::fs::read(path).map_err(|e| {
+                    Error::InvalidArgument(format!("password file {}: {e}", path.display()))
+                })?;
+                let text = text.strip_suffix(b"\n").unwrap_or(&text);
+                text.strip_suffix(b"\r").unwrap_or(text).to_vec()
+            }
+            None => std::env::var_os(password_var)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "user {user} needs a password: set {password_var} or give a password file"
+                    ))
+                })?
+                .into_encoded_bytes(),
+        };
+        if password.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "the password for user {user} is empty"
+            )));
+        }
+        Ok(Credentials::new(user, password))
     }
 
     /// The user name.
@@ -60,5 +98,21 @@ mod tests {
             shown.contains("<redacted>") && shown.contains("app"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_password_files_trailing_newline_is_not_part_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        for (text, password) in [("pw\n", "pw"), ("pw\r\n", "pw"), ("pw", "pw")] {
+            std::fs::write(&file, text).unwrap();
+            let credentials = Credentials::from_file_or_env("app", Some(&file), "UNSET").unwrap();
+            assert_eq!(credentials.password, password.as_bytes());
+        }
+        std::fs::write(&file, "\n").unwrap();
+        let empty = Credentials::from_file_or_env("app", Some(&file), "UNSET");
+        assert!(matches!(empty, Err(Error::InvalidArgument(_))));
+        let missing = Credentials::from_file_or_env("app", None, "SESSIOND_TEST_UNSET_VARIABLE");
+        assert!(matches!(missing, Err(Error::InvalidArgument(_))));
     }
 }

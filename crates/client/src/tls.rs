@@ -154,6 +154,23 @@ impl TlsOptions {
         Ok(self)
     }
 
+    /// The options command-line tools build from their flags: the CA file, optionally a
+    /// client certificate and key (mTLS) and a server name.
+    pub fn from_files(
+        ca: &Path,
+        client_cert: Option<(&Path, &Path)>,
+        server_name: Option<&str>,
+    ) -> Result<TlsOptions, Error> {
+        let mut tls = TlsOptions::ca_file(ca)?;
+        if let Some((cert, key)) = client_cert {
+            tls = tls.client_cert_files(cert, key)?;
+        }
+        if let Some(name) = server_name {
+            tls = tls.server_name(name)?;
+        }
+        Ok(tls)
+    }
+
     pub(crate) fn config(&self) -> Arc<ClientConfig> {
         self.config.clone()
     }

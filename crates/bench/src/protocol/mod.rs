@@ -20,6 +20,7 @@ mod resp;
 
 pub use memcached::{ttl_secs as memcached_ttl_secs, Memcached};
 pub use native::Native;
+pub(crate) use resp::put_command as put_resp_command;
 pub use resp::Resp;
 
 use bytes::{Bytes, BytesMut};
@@ -99,7 +100,7 @@ fn put_decimal(buf: &mut BytesMut, mut n: u64) {
 }
 
 /// The first line of `buf` without its `\r\n`, or `None` if no whole line has arrived.
-fn line(buf: &[u8]) -> Option<&[u8]> {
+pub(crate) fn line(buf: &[u8]) -> Option<&[u8]> {
     buf.windows(2)
         .position(|w| w == b"\r\n")
         .map(|end| &buf[..end])

@@ -28,7 +28,7 @@ impl Resp {
 }
 
 /// Appends a command as an array of bulk strings.
-fn put_command(buf: &mut BytesMut, parts: &[&[u8]]) {
+pub(crate) fn put_command(buf: &mut BytesMut, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len() + 16).sum();
     buf.reserve(len + 16);
     buf.extend_from_slice(b"*");
