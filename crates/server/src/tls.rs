@@ -225,3 +225,122 @@ fn client_verifier(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and its key, as PEM files in a temporary directory.
+    struct Files {
+        dir: tempfile::TempDir,
+        key_pem: String,
+    }
+
+    impl Files {
+        fn new() -> Files {
+            let dir = tempfile::tempdir().unwrap();
+            let key_pem = Files::write_pair(dir.path(), "server");
+            Files { dir, key_pem }
+        }
+
+        /// Writes NAME.pem and NAME.key in `dir`; returns the key's PEM.
+        fn write_pair(dir: &Path, name: &str) -> String {
+            let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            let key_pem = certified.signing_key.serialize_pem();
+            std::fs::write(dir.join(format!("{name}.pem")), certified.cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), &key_pem).unwrap();
+            key_pem
+        }
+
+        fn tls_files(&self) -> TlsFiles {
+            TlsFiles {
+                cert_file: self.dir.path().join("server.pem"),
+                key_file: self.dir.path().join("server.key"),
+                client_ca_file: None,
+                require_client_cert: false,
+            }
+        }
+    }
+
+    /// The base64 body of a PEM block: what must never appear in a message.
+    fn pem_body(pem: &str) -> String {
+        pem.lines().filter(|l| !l.starts_with("-----")).collect()
+    }
+
+    #[test]
+    fn loads_a_certificate_and_its_key_and_debug_shows_no_key() {
+        let files = Files::new();
+        let tls = Tls::load(files.tls_files()).unwrap();
+        let debug = format!("{tls:?}");
+        assert!(debug.contains("server.key"), "{debug}");
+        assert!(!debug.contains(&pem_body(&files.key_pem)[..40]), "{debug}");
+        tls.reload().unwrap();
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused_naming_both_files() {
+        let files = Files::new();
+        let other_key = Files::write_pair(files.dir.path(), "other");
+        let mut tls_files = files.tls_files();
+        tls_files.key_file = files.dir.path().join("other.key");
+        let err = server_config(&tls_files).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, TlsError::Config { .. }), "{message}");
+        assert!(message.contains("server.pem") && message.contains("other.key"));
+        assert!(!message.contains(&pem_body(&other_key)[..40]), "{message}");
+    }
+
+    #[test]
+    fn missing_empty_and_garbled_files_are_named() {
+        let files = Files::new();
+        let mut tls_files = files.tls_files();
+        tls_files.cert_file = files.dir.path().join("missing.pem");
+        let err = server_config(&tls_files).unwrap_err().to_string();
+        assert!(
+            err.contains("certificate file") && err.contains("missing.pem"),
+            "{err}"
+        );
+
+        let empty = files.dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        tls_files.cert_file = empty;
+        let err = server_config(&tls_files).unwrap_err().to_string();
+        assert!(err.contains("contains no CERTIFICATE"), "{err}");
+
+        let garbled = files.dir.path().join("garbled.key");
+        std::fs::write(&garbled, "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n").unwrap();
+        let mut tls_files = files.tls_files();
+        tls_files.key_file = garbled;
+        let err = server_config(&tls_files).unwrap_err().to_string();
+        assert!(
+            err.contains("key file") && err.contains("garbled.key"),
+            "{err}"
+        );
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_reload_changes_nothing() {
+        let files = Files::new();
+        let tls = Tls::load(files.tls_files()).unwrap();
+        let before = tls.acceptor().config().clone();
+        std::fs::write(files.dir.path().join("server.key"), "garbage").unwrap();
+        assert!(tls.reload().is_err());
+        assert!(Arc::ptr_eq(&before, tls.acceptor().config()));
+        Files::write_pair(files.dir.path(), "server");
+        tls.reload().unwrap();
+        assert!(!Arc::ptr_eq(&before, tls.acceptor().config()));
+    }
+
+    #[test]
+    fn client_certificates_are_verified_against_the_ca_file() {
+        let files = Files::new();
+        let mut tls_files = files.tls_files();
+        tls_files.client_ca_file = Some(files.dir.path().join("server.pem"));
+        tls_files.require_client_cert = true;
+        server_config(&tls_files).unwrap();
+        tls_files.client_ca_file = Some(files.dir.path().join("server.key"));
+        let err = server_config(&tls_files).unwrap_err().to_string();
+        assert!(err.contains("client CA file"), "{err}");
+    }
+}
