@@ -226,34 +226,45 @@ fn s_client(openssl: &Path, addr: SocketAddr, args: &[&str], input: &[u8]) -> Fi
     run_command(command, input, CLIENT_TIMEOUT)
 }
 
-#[test]
-fn openssl_s_client_pings_the_native_tls_port() {
-    let Some(openssl) = tool("openssl", "apt-get install -y openssl") else {
-        return;
-    };
+/// `openssl`, certificates, and a daemon that closes idle connections after a second (so
+/// that `s_client -quiet`, which reads until the server closes, ends), with the CA file's
+/// path; `None` to skip.
+fn s_client_setup() -> Option<(PathBuf, Certs, TlsDaemon, String)> {
+    let openssl = tool("openssl", "apt-get install -y openssl")?;
     let certs = Certs::new();
     let tls = TlsDaemon::start(&certs, "[server]\nidle_timeout = \"1s\"\n");
-    let ca = certs.path("ca.pem");
-    let ca = ca.to_str().expect("UTF-8 path");
-    let out = s_client(
-        &openssl,
-        tls.native,
-        &[
-            "-CAfile",
-            ca,
-            "-verify_return_error",
-            "-servername",
-            "localhost",
-        ],
-        PING,
-    );
-    // The reply's bytes, as s_client wrote them (the harness reads output as lossy UTF-8).
+    let ca = certs
+        .path("ca.pem")
+        .to_str()
+        .expect("UTF-8 path")
+        .to_string();
+    Some((openssl, certs, tls, ca))
+}
+
+/// Asserts that s_client printed exactly [`PONG`] (as lossy UTF-8, which is how the harness
+/// reads a child's output).
+fn assert_pong(out: &Finished, what: &str) {
     assert_eq!(
         out.stdout,
         String::from_utf8_lossy(PONG),
-        "stderr:\n{}",
+        "{what}: stderr:\n{}",
         out.stderr
     );
+}
+
+#[test]
+fn openssl_s_client_pings_the_native_tls_port() {
+    let Some((openssl, _certs, tls, ca)) = s_client_setup() else {
+        return;
+    };
+    let args = [
+        "-CAfile",
+        &ca,
+        "-verify_return_error",
+        "-servername",
+        "localhost",
+    ];
+    assert_pong(&s_client(&openssl, tls.native, &args, PING), "s_client");
 
     // Without our CA the client refuses the server: nothing is sent or answered.
     let out = s_client(&openssl, tls.native, &["-verify_return_error"], PING);
@@ -264,13 +275,9 @@ fn openssl_s_client_pings_the_native_tls_port() {
 
 #[test]
 fn tls_1_1_and_older_are_refused() {
-    let Some(openssl) = tool("openssl", "apt-get install -y openssl") else {
+    let Some((openssl, _certs, tls, ca)) = s_client_setup() else {
         return;
     };
-    let certs = Certs::new();
-    let tls = TlsDaemon::start(&certs, "[server]\nidle_timeout = \"1s\"\n");
-    let ca = certs.path("ca.pem");
-    let ca = ca.to_str().expect("UTF-8 path");
     // SECLEVEL=0: OpenSSL 3 would not even offer TLS 1.1 otherwise, and the test would
     // pass without the server having refused anything.
     for version in ["-tls1", "-tls1_1"] {
@@ -278,7 +285,7 @@ fn tls_1_1_and_older_are_refused() {
             let out = s_client(
                 &openssl,
                 addr,
-                &[version, "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", ca],
+                &[version, "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", &ca],
                 PING,
             );
             assert!(!out.status.success(), "{version} on {addr}: {out:?}");
@@ -291,13 +298,8 @@ fn tls_1_1_and_older_are_refused() {
         }
     }
     for version in ["-tls1_2", "-tls1_3"] {
-        let out = s_client(&openssl, tls.native, &[version, "-CAfile", ca], PING);
-        assert_eq!(
-            out.stdout,
-            String::from_utf8_lossy(PONG),
-            "{version}: {}",
-            out.stderr
-        );
+        let out = s_client(&openssl, tls.native, &[version, "-CAfile", &ca], PING);
+        assert_pong(&out, version);
     }
     let mut daemon = tls.daemon;
     daemon.assert_running();
