@@ -23,6 +23,11 @@
 //! # }
 //! ```
 //!
+//! Authentication and TLS are the client's: build it with
+//! [`ClientBuilder::credentials`](crate::ClientBuilder::credentials) (an `app` user is all a
+//! store needs) and [`ClientBuilder::tls`](crate::ClientBuilder::tls); every connection the
+//! store's client opens, reconnections included, logs in and verifies the server.
+//!
 //! # How it maps
 //!
 //! - `save` (a new session) generates a 256-bit [`SessionId`] and writes it create-only,

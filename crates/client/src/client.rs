@@ -105,8 +105,14 @@ impl ClientBuilder {
     /// Wrong credentials make the request that opened the connection fail with
     /// [`Error::AuthFailed`]; a server that requires authentication from a client without
     /// credentials gives [`Error::AuthRequired`]. `Debug` output never shows the password.
-    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<Vec<u8>>) -> Self {
-        self.settings.credentials = Some(Credentials::new(user, password));
+    pub fn credentials(self, user: impl Into<String>, password: impl Into<Vec<u8>>) -> Self {
+        self.with_credentials(Credentials::new(user, password))
+    }
+
+    /// Like [`ClientBuilder::credentials`], with credentials made beforehand (for example
+    /// by [`Credentials::from_file_or_env`]).
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.settings.credentials = Some(credentials);
         self
     }
 

@@ -18,11 +18,18 @@
 //!
 //! ```text
 //! sessiond-example-app [--listen ADDR] [--sessiond ADDR] [--secret-key KEY]
+//!                      [--sessiond-user NAME [--sessiond-password-file FILE]]
+//!                      [--sessiond-tls-ca FILE [--sessiond-tls-cert FILE --sessiond-tls-key FILE]
+//!                       [--sessiond-tls-server-name NAME]]
 //! ```
 //!
 //! Every option falls back to an environment variable (`EXAMPLE_APP_LISTEN`,
-//! `SESSIOND_ADDR`, `SESSION_SECRET_KEY`). Once it accepts connections it prints
-//! `listening on ADDR` on stdout. SIGINT or SIGTERM stops it gracefully.
+//! `SESSIOND_ADDR`, `SESSION_SECRET_KEY`, `SESSIOND_USER`, `SESSIOND_PASSWORD_FILE`,
+//! `SESSIOND_TLS_CA`, ...); the password of `SESSIOND_USER` is read from
+//! `SESSIOND_PASSWORD_FILE` (a compose or Kubernetes secret) or else from
+//! `SESSIOND_PASSWORD`, never from an argument. A CA turns TLS on. Once it accepts
+//! connections it prints `listening on ADDR` on stdout. SIGINT or SIGTERM stops it
+//! gracefully.
 //!
 //! Since the sessions live in sessiond, not in the process, any number of instances
 //! pointed at one sessiond serve the same sessions: set on one, read on another.
@@ -35,7 +42,9 @@ mod app;
 
 use anyhow::Context;
 use clap::Parser;
-use sessiond_client::{Client, SessionConfig, Sessions};
+use std::path::PathBuf;
+
+use sessiond_client::{Client, Credentials, SessionConfig, Sessions, TlsOptions};
 use tokio::net::TcpListener;
 
 /// Flask-Session's documentation example, with its sessions in sessiond.
@@ -52,6 +61,50 @@ struct Args {
     /// Flask-Session's SESSION_USE_SIGNER. Every instance sharing sessions needs the same key.
     #[arg(long, env = "SESSION_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// Authenticate to sessiond as this user; the password comes from
+    /// --sessiond-password-file or SESSIOND_PASSWORD.
+    #[arg(long, env = "SESSIOND_USER")]
+    sessiond_user: Option<String>,
+    /// File holding the password of --sessiond-user (e.g. a compose secret).
+    #[arg(long, env = "SESSIOND_PASSWORD_FILE", requires = "sessiond_user")]
+    sessiond_password_file: Option<PathBuf>,
+    /// Connect to sessiond with TLS, trusting the CA in this PEM file.
+    #[arg(long, env = "SESSIOND_TLS_CA")]
+    sessiond_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for sessiond (mutual TLS).
+    #[arg(long, env = "SESSIOND_TLS_CERT", requires_all = ["sessiond_tls_ca", "sessiond_tls_key"])]
+    sessiond_tls_cert: Option<PathBuf>,
+    /// PEM private key of --sessiond-tls-cert.
+    #[arg(long, env = "SESSIOND_TLS_KEY", requires = "sessiond_tls_cert")]
+    sessiond_tls_key: Option<PathBuf>,
+    /// The name sessiond's certificate must carry, if not the host of --sessiond.
+    #[arg(long, env = "SESSIOND_TLS_SERVER_NAME", requires = "sessiond_tls_ca")]
+    sessiond_tls_server_name: Option<String>,
+}
+
+impl Args {
+    /// The sessiond client these arguments describe (lazy: see `main`).
+    fn client(&self) -> anyhow::Result<Client> {
+        let mut builder = Client::builder(&self.sessiond);
+        if let Some(user) = &self.sessiond_user {
+            let credentials = Credentials::from_file_or_env(
+                user,
+                self.sessiond_password_file.as_deref(),
+                "SESSIOND_PASSWORD",
+            )?;
+            builder = builder.with_credentials(credentials);
+        }
+        if let Some(ca) = &self.sessiond_tls_ca {
+            let client_cert = self
+                .sessiond_tls_cert
+                .as_deref()
+                .zip(self.sessiond_tls_key.as_deref());
+            let tls =
+                TlsOptions::from_files(ca, client_cert, self.sessiond_tls_server_name.as_deref())?;
+            builder = builder.tls(tls);
+        }
+        Ok(builder.build())
+    }
 }
 
 #[tokio::main]
@@ -59,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Lazy: the app may start before sessiond; requests then wait for it (within their
     // timeout) instead of the app refusing to start.
-    let client = Client::builder(&args.sessiond).build();
+    let client = args.client()?;
     let mut config = SessionConfig::default();
     if let Some(key) = &args.secret_key {
         config = config.signing_key(key.as_bytes())?;

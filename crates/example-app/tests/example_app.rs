@@ -7,10 +7,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use sessiond_tests::certs::TestCerts;
+use sessiond_tests::users::TestUsers;
 use sessiond_tests::Daemon;
 
 const SECRET: &str = "a signing key of at least 32 bytes, for tests";
@@ -23,11 +26,21 @@ struct ExampleApp {
 
 impl ExampleApp {
     fn start(sessiond: SocketAddr, secret: Option<&str>) -> ExampleApp {
+        ExampleApp::start_with_env(&sessiond.to_string(), secret, &[])
+    }
+
+    /// Starts the app against `sessiond` with `env` set (credentials, TLS) and no other
+    /// sessiond settings from the test's environment.
+    fn start_with_env(sessiond: &str, secret: Option<&str>, env: &[(&str, &Path)]) -> ExampleApp {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sessiond-example-app"));
         command
-            .args(["--listen", "127.0.0.1:0", "--sessiond"])
-            .arg(sessiond.to_string())
+            .args(["--listen", "127.0.0.1:0", "--sessiond", sessiond])
             .env_remove("SESSION_SECRET_KEY")
+            .env_remove("SESSIOND_USER")
+            .env_remove("SESSIOND_PASSWORD")
+            .env_remove("SESSIOND_PASSWORD_FILE")
+            .env_remove("SESSIOND_TLS_CA")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -171,4 +184,32 @@ fn help_and_bad_keys() {
         String::from_utf8_lossy(&short.stderr).contains("at least 32 bytes"),
         "{short:?}"
     );
+}
+
+#[tokio::test]
+async fn the_example_logs_in_to_sessiond_over_tls() {
+    let (certs, users) = (TestCerts::new("example CA"), TestUsers::standard());
+    let (_daemon, tls_addr) = certs.daemon(false, users.config());
+    let (ca, app_password) = (certs.ca(), users.password_file("app"));
+    let env = [
+        ("SESSIOND_USER", Path::new("app")),
+        ("SESSIOND_PASSWORD_FILE", &app_password),
+        ("SESSIOND_TLS_CA", &ca),
+    ];
+    let app = ExampleApp::start_with_env(&tls_addr, None, &env);
+    let browser = browser();
+    assert_eq!(get(&browser, app.url("/")).await.1, "Session data set!");
+    assert_eq!(get(&browser, app.url("/get")).await.1, "Username: Alice");
+
+    // With the monitor's password the app cannot log in: its requests fail with a 500 (a
+    // misconfiguration, not the 503 of a store that is down), and it stays up.
+    let monitor_password = users.password_file("monitor");
+    let env = [
+        ("SESSIOND_USER", Path::new("app")),
+        ("SESSIOND_PASSWORD_FILE", &monitor_password),
+        ("SESSIOND_TLS_CA", &ca),
+    ];
+    let refused = ExampleApp::start_with_env(&tls_addr, None, &env);
+    assert_eq!(get(&browser, refused.url("/get")).await.0, 500);
+    assert_eq!(get(&browser, app.url("/get")).await.1, "Username: Alice");
 }

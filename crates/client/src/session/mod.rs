@@ -29,7 +29,11 @@
 //! use sessiond_client::{Client, SessionConfig, SessionError, Sessions};
 //!
 //! # async fn demo(cookie_header: Option<&str>) -> Result<(), SessionError> {
-//! let client = Client::connect("127.0.0.1:7878").await?;
+//! // An `app` user may read and write sessions but not list them (sessiond's [auth]).
+//! let client = Client::builder("127.0.0.1:7878")
+//!     .credentials("app", std::env::var("SESSIOND_PASSWORD").unwrap_or_default())
+//!     .connect()
+//!     .await?;
 //! let sessions = Sessions::new(client, SessionConfig::default())?;
 //!
 //! // In a request handler:
