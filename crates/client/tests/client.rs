@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessiond_client::{Client, Error, SetMode, Status};
-use sessiond_proto::command::HelloReply;
-use sessiond_proto::{Inbound, Limits, Request, ServerCodec};
+use sessiond_proto::command::{HelloReply, PingReply};
+use sessiond_proto::{Inbound, Limits, Request, ResponseFrame, ServerCodec};
 use sessiond_tests::{Daemon, Deadline};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
@@ -363,6 +363,16 @@ async fn silent_server() -> SocketAddr {
 /// A listener that completes the `HELLO` handshake properly and then never answers again.
 /// Returns its address and a count of the connections it accepted.
 async fn server_that_stops_answering_after_hello() -> (SocketAddr, Arc<AtomicUsize>) {
+    // Every other request is read and ignored.
+    scripted_server(|_, _| Vec::new()).await
+}
+
+/// A listener that answers `HELLO` properly and every other request with what `answer`
+/// returns for it and its opaque. Returns its address and a count of the connections it
+/// accepted.
+async fn scripted_server(
+    answer: fn(Request, u32) -> Vec<ResponseFrame>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     use futures_util::{SinkExt, StreamExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -375,21 +385,57 @@ async fn server_that_stops_answering_after_hello() -> (SocketAddr, Arc<AtomicUsi
                 let mut framed = Framed::new(socket, ServerCodec::new(Limits::default()));
                 while let Some(Ok(Inbound::Request(frame))) = framed.next().await {
                     let opaque = frame.opaque;
-                    if let Ok(Request::Hello(_)) = Request::parse(frame, &Limits::default()) {
-                        let reply = HelloReply {
+                    let replies = match Request::parse(frame, &Limits::default()) {
+                        Ok(Request::Hello(_)) => vec![HelloReply {
                             version: 1,
                             flags: 0,
                             limits: Limits::default(),
-                            server: "silent/0".into(),
-                        };
-                        framed.send(reply.to_frame(opaque)).await.unwrap();
+                            server: "scripted/0".into(),
+                        }
+                        .to_frame(opaque)],
+                        Ok(request) => answer(request, opaque),
+                        Err(_) => Vec::new(),
+                    };
+                    for reply in replies {
+                        framed.send(reply).await.unwrap();
                     }
-                    // Every other request is read and ignored.
                 }
             });
         }
     });
     (addr, accepted)
+}
+
+/// Regression: the client took any frame with opcode 0xFF and opaque 0 for an unsolicited
+/// one and closed the connection, failing every pending request. Unsolicited frames are
+/// opcode 0xFF with a *fatal* status (PROTOCOL.md 4.4); with a non-fatal status such a
+/// frame is the answer to a request that carried opcode 0xFF, which this client never
+/// sends, so it is dropped and the connection goes on.
+#[tokio::test]
+async fn a_non_fatal_frame_with_opcode_0xff_does_not_close_the_connection() {
+    let (addr, accepted) = scripted_server(|request, opaque| match request {
+        Request::Ping(ping) => vec![
+            ResponseFrame::error(0xFF, 0, Status::UnknownOpcode, "unknown opcode 0xff"),
+            PingReply {
+                payload: ping.payload,
+            }
+            .to_frame(opaque),
+        ],
+        _ => Vec::new(),
+    })
+    .await;
+    let client = Client::builder(addr.to_string())
+        .request_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    client.ping().await.unwrap();
+    client.ping().await.unwrap();
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the connection was reopened"
+    );
 }
 
 #[tokio::test]
