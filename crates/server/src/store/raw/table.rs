@@ -25,6 +25,7 @@ const WALK_AHEAD: usize = 16;
 
 /// Calls `f` for the entry of each full bucket in `from..end` of `table` (`end` clamped to
 /// the bucket count), prefetching the blocks [`WALK_AHEAD`] buckets ahead.
+#[inline]
 pub fn for_each_slot(table: &ShardTable, from: usize, end: usize, mut f: impl FnMut(&Slot)) {
     let end = end.min(table.buckets());
     for index in from..from.saturating_add(WALK_AHEAD) {
@@ -49,6 +50,7 @@ pub fn for_each_slot(table: &ShardTable, from: usize, end: usize, mut f: impl Fn
 /// Erases (and drops) the entry of each full bucket in `from..end` of `table` (`end` clamped
 /// to the bucket count) for which `keep` returns false; returns how many it erased.
 /// Prefetches like [`for_each_slot`].
+#[inline]
 pub fn retain_slots(
     table: &mut ShardTable,
     from: usize,
@@ -85,6 +87,7 @@ pub fn retain_slots(
 /// Calls `f` for each slot whose 7-bit hash tag matches `hash` in the bucket groups the
 /// probe for `hash` visits (usually just the key's own slot): lookup without a key, for
 /// prefetching. `f` must check the key itself.
+#[inline]
 pub fn for_each_candidate(table: &ShardTable, hash: u64, mut f: impl FnMut(&Slot)) {
     // SAFETY: `iter_hash` requires that the table outlive the iterator, and `as_ref` that the
     // bucket hold an initialized element while the reference is used: the iterator is
@@ -102,6 +105,7 @@ pub fn for_each_candidate(table: &ShardTable, hash: u64, mut f: impl FnMut(&Slot
 /// dereferences), kept here because it depends on hashbrown's memory layout: control bytes
 /// follow the end of the bucket array, bucket `i` ends `i` elements before that end, and a
 /// probe starts at `hash & (buckets - 1)`.
+#[inline]
 pub fn prefetch_probe_start(table: &ShardTable, hash: u64) {
     let start = (hash as usize) & (table.buckets() - 1);
     let data_end = table.data_end().as_ptr().cast::<u8>().cast_const();
