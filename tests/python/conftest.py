@@ -23,12 +23,26 @@ def resp_addr():
     return host, int(port)
 
 
-def connection_kwargs():
-    """What every client needs beyond host and port: TLS when SESSIOND_RESP_TLS_CA is set."""
-    ca = os.environ.get("SESSIOND_RESP_TLS_CA")
-    if not ca:
+def credentials(role="app"):
+    """The user and password of `role` (`app` or `admin`) when the server requires
+    authentication: SESSIOND_RESP_APP_USER / SESSIOND_RESP_APP_PASSWORD, and the same with
+    ADMIN. Empty when they are not set (a server without users)."""
+    user = os.environ.get(f"SESSIOND_RESP_{role.upper()}_USER")
+    if not user:
         return {}
-    return {"ssl": True, "ssl_ca_certs": ca, "ssl_cert_reqs": "required"}
+    return {"username": user, "password": os.environ[f"SESSIOND_RESP_{role.upper()}_PASSWORD"]}
+
+
+def connection_kwargs(role="app"):
+    """What every client needs beyond host and port: TLS when SESSIOND_RESP_TLS_CA is set,
+    and the credentials of `role` when the server requires authentication. The application
+    (Flask-Session) connects as `app`, which may not list keys; the tests that inspect the
+    keyspace connect as `admin`."""
+    kwargs = credentials(role)
+    ca = os.environ.get("SESSIOND_RESP_TLS_CA")
+    if ca:
+        kwargs.update({"ssl": True, "ssl_ca_certs": ca, "ssl_cert_reqs": "required"})
+    return kwargs
 
 
 @pytest.fixture(params=["default", 2, 3])
@@ -41,7 +55,7 @@ def protocol(request):
 @pytest.fixture
 def r(protocol):
     host, port = resp_addr()
-    kwargs = connection_kwargs()
+    kwargs = connection_kwargs("admin")
     if protocol is not None:
         kwargs["protocol"] = protocol
     client = redis.Redis(host=host, port=port, **kwargs)

@@ -272,17 +272,22 @@ fn redis_benchmark_default_tests_pass_or_fail_cleanly() {
 
 /// Runs the pytest files in `tests/python` with the environment's redis-py.
 fn pytest(flavour: &str) {
+    pytest_against(flavour, &daemon(), &[]);
+}
+
+/// Runs the pytest files against `daemon`, with `env` added (the credentials).
+fn pytest_against(flavour: &str, daemon: &Daemon, env: &[(&str, &str)]) {
     let Some(python) = python(flavour) else {
         return;
     };
-    let daemon = daemon();
     let mut command = Command::new(python);
     command
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "."])
         .current_dir(workspace().join("tests/python"))
         .env("SESSIOND_RESP_ADDR", daemon.resp_addr().to_string())
         .env("SESSIOND_ADDR", daemon.addr().to_string())
-        .env("PYTHONDONTWRITEBYTECODE", "1");
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .envs(env.iter().copied());
     let out = run(command, b"");
     // Shown with --nocapture, and on failure.
     println!("{}", out.stdout);
@@ -299,4 +304,87 @@ fn flask_session_with_redis_py_5() {
 #[test]
 fn flask_session_with_redis_py_8() {
     pytest("redis8");
+}
+
+// ---------------------------------------------------------------------------------------------
+// With authentication: the same clients, logging in as users of [auth]
+// ---------------------------------------------------------------------------------------------
+
+const APP_PASSWORD: &str = "app-pw-for-real-clients";
+const ADMIN_PASSWORD: &str = "admin-pw-for-real-clients";
+
+/// A daemon with an `app` and an `admin` user (passwords from the environment), and its data
+/// directory.
+fn daemon_with_users() -> (Daemon, tempfile::TempDir) {
+    let config = "[[auth.users]]\nname = \"app\"\nrole = \"app\"\npassword_env = \"RC_APP_PW\"\n\
+                  [[auth.users]]\nname = \"admin\"\nrole = \"admin\"\npassword_env = \"RC_ADMIN_PW\"\n";
+    let data = tempfile::tempdir().expect("temporary directory");
+    let daemon = Daemon::start_in_with_env(
+        config,
+        &data.path().join("data"),
+        &["--resp-listen", "127.0.0.1:0"],
+        &[("RC_APP_PW", APP_PASSWORD), ("RC_ADMIN_PW", ADMIN_PASSWORD)],
+    );
+    (daemon, data)
+}
+
+/// `redis-cli --user app --pass ...`: the app user reads and writes, is refused SCAN with
+/// Redis's NOPERM, and a wrong password is Redis's WRONGPASS.
+#[test]
+fn redis_cli_with_user_and_password() {
+    let Some(cli) = tool("redis-cli") else { return };
+    let (daemon, _data) = daemon_with_users();
+    let as_user = |user: &str, password: &str, args: &[&str]| {
+        let mut all = vec!["--no-auth-warning", "--user", user, "--pass", password];
+        all.extend_from_slice(args);
+        run(redis_cli(&cli, &daemon, &all), b"")
+    };
+    let out = as_user("app", APP_PASSWORD, &["set", "cli:s1", "v"]);
+    assert_success(&out, "redis-cli --user app set");
+    assert_eq!(out.stdout, "OK\n");
+    let out = as_user("app", APP_PASSWORD, &["get", "cli:s1"]);
+    assert_eq!(out.stdout, "v\n", "{}", out.stderr);
+    let out = as_user("app", APP_PASSWORD, &["scan", "0"]);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("NOPERM User app has no permissions to run the 'scan' command"),
+        "{said}"
+    );
+    let out = as_user("admin", ADMIN_PASSWORD, &["scan", "0"]);
+    assert!(out.stdout.contains("cli:s1"), "{}", out.stdout);
+    let out = as_user("app", "wrong", &["get", "cli:s1"]);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(said.contains("WRONGPASS"), "{said}");
+    assert!(
+        !said.contains("cli:s1") || said.contains("NOAUTH"),
+        "{said}"
+    );
+    daemon.assert_no_panic();
+}
+
+/// The Python suite with authentication on: Flask-Session logs in as `app` with redis-py's
+/// `username=`/`password=`, the tests that inspect the keyspace as `admin`, and
+/// test_auth.py checks the roles as redis-py reports them.
+fn pytest_with_users(flavour: &str) {
+    let (daemon, _data) = daemon_with_users();
+    pytest_against(
+        flavour,
+        &daemon,
+        &[
+            ("SESSIOND_RESP_APP_USER", "app"),
+            ("SESSIOND_RESP_APP_PASSWORD", APP_PASSWORD),
+            ("SESSIOND_RESP_ADMIN_USER", "admin"),
+            ("SESSIOND_RESP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ],
+    );
+}
+
+#[test]
+fn flask_session_as_an_app_user_with_redis_py_5() {
+    pytest_with_users("redis5");
+}
+
+#[test]
+fn flask_session_as_an_app_user_with_redis_py_8() {
+    pytest_with_users("redis8");
 }
