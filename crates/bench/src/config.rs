@@ -331,4 +331,34 @@ mod tests {
         assert!(config(&["--target", "memcached", "--ttl", "30d"]).is_ok());
         assert_eq!(config(&["--load", "7"]).unwrap().work, Work::Load(7));
     }
+
+    #[test]
+    fn tls_and_credential_flags_need_their_companions() {
+        // TLS needs a CA to verify the server with, and a CA alone does not turn TLS on.
+        assert!(config(&["--tls"]).is_err());
+        assert!(config(&["--cacert", "ca.pem"]).is_err());
+        assert!(config(&["--tls", "--cacert", "/nonexistent/ca.pem"]).is_err());
+        assert!(config(&["--cert", "c.pem"]).is_err());
+        // A password has no flag of its own, and memcached has no AUTH.
+        assert!(config(&["--password", "secret"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "secret\n").unwrap();
+        let file = file.to_str().unwrap();
+        let c = config(&["--user", "app", "--password-file", file]).unwrap();
+        assert_eq!(
+            c.credentials.map(|c| c.user().to_string()),
+            Some("app".into())
+        );
+        assert!(!c.connector.is_tls());
+        let memcached = [
+            "--target",
+            "memcached",
+            "--user",
+            "app",
+            "--password-file",
+            file,
+        ];
+        assert!(config(&memcached).is_err());
+    }
 }
