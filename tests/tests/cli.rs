@@ -478,6 +478,16 @@ fn user_with_the_password_in_the_environment_or_a_file_authenticates() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "v");
 
+    // The request goes out right behind the AUTH: a value larger than what the server
+    // accepts before authentication must still be taken once the AUTH before it succeeded.
+    let large = "x".repeat(10_000);
+    let out = cli_with_password(
+        &addr,
+        APP_PASSWORD,
+        &["--user", "app", "set", "big", &large, "--ttl", "1m"],
+    );
+    version(&out);
+
     // SESSIOND_USER works like --user.
     let out = cli_command(&addr)
         .args(["get", "k"])
