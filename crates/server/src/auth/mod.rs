@@ -15,6 +15,10 @@
 //! compared with it in constant time, so a reconnect storm does not cost an argon2
 //! verification per connection. A wrong password is then rejected by the digest alone.
 //! Users whose password comes from a file or a variable only ever have a digest.
+//!
+//! Known limits: until a hashed user has logged in once, each wrong password for them costs
+//! an argon2 verification (throttling delays the answers of a guessing address, it does not
+//! skip the work), and that difference in time tells such a user from an unknown one.
 
 mod password;
 mod role;
