@@ -20,8 +20,10 @@
 //! below; each `unsafe` block here carries a `// SAFETY:` argument saying why its pointers are
 //! valid, which lock is held, and why no `&mut` aliases what it reads.
 //!
-//! `tests/store_stress.rs` runs readers, writers, the sweep, `SCAN`, snapshots and prefetching
-//! on one store at once; run it under valgrind after changing anything here (its docs say how).
+//! `tests/unsafe_confined.rs` fails if `unsafe` appears anywhere else or here without its
+//! argument. `tests/store_stress.rs` runs readers, writers, the sweep, `SCAN`, snapshots and
+//! prefetching on one store at once; after changing anything here, run it under valgrind and
+//! ThreadSanitizer too (its docs say how).
 
 #![allow(unsafe_code)]
 
