@@ -17,8 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use sessiond_proto::command::Auth;
+use sessiond_proto::{Request, Status};
 use sessiond_tests::certs::{free_port, TestCerts};
-use sessiond_tests::users::{TestUsers, MONITOR_PASSWORD};
+use sessiond_tests::users::{TestUsers, ADMIN_PASSWORD, MONITOR_PASSWORD};
 use sessiond_tests::{binary, run_to_completion, Daemon, Finished};
 
 /// Bounds a whole benchmark run; it does not measure anything.
@@ -179,7 +181,11 @@ fn check_driver(target: &str, addr: &str, extra: &[&str]) {
 
 /// The value of the numeric stat `name` in the server's `STATS`.
 async fn server_stat(daemon: &Daemon, name: &str) -> u64 {
-    let stats = daemon.connect().await.stats().await;
+    stat(&daemon.connect().await.stats().await, name)
+}
+
+/// The value of the numeric stat `name` in `stats`.
+fn stat(stats: &sessiond_proto::command::StatsReply, name: &str) -> u64 {
     stats
         .get(name)
         .and_then(|v| v.parse().ok())
@@ -533,4 +539,49 @@ fn wrong_credentials_or_a_foreign_ca_exit_2() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn reconnect_opens_a_new_tls_connection_for_every_request() {
+    let (certs, users) = (TestCerts::new("bench CA"), TestUsers::standard());
+    let (daemon, tls_addr) = certs.daemon(false, users.config());
+    let before = admin_stat(&daemon, "connections_total").await;
+    let flags = tls_and_user_flags(&certs, &users, "app");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let args = [
+        "--addr",
+        &tls_addr,
+        "--ops",
+        "60",
+        "--connections",
+        "3",
+        "--warmup",
+        "0s",
+    ];
+    let run = report(&bench(&[&args[..], &["--reconnect"], &flags[..]].concat()));
+    assert_no_errors(&run);
+    assert_eq!(num(&run, "ops"), 60, "{run}");
+    assert_eq!(run["reconnect"], true, "{run}");
+    // Three connections to start with, then one more for each request after each one's
+    // first (and at most one more each at the end); the first STATS connection too.
+    let opened = admin_stat(&daemon, "connections_total").await - before;
+    assert!(
+        (60..=65).contains(&opened),
+        "{opened} connections for 60 requests"
+    );
+
+    let pipelined = bench(&[&args[..], &["--reconnect", "--pipeline", "4"]].concat());
+    assert_eq!(pipelined.status.code(), Some(2), "{}", pipelined.stderr);
+}
+
+/// [`server_stat`] on a server that requires authentication, as the `admin` user.
+async fn admin_stat(daemon: &Daemon, name: &str) -> u64 {
+    let mut conn = daemon.connect().await;
+    let auth = Auth {
+        user: "admin".into(),
+        password: ADMIN_PASSWORD.into(),
+    };
+    let reply = conn.exchange(&Request::Auth(auth)).await;
+    assert_eq!(reply.status(), Some(Status::Ok), "{reply:?}");
+    stat(&conn.stats().await, name)
 }

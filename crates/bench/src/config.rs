@@ -130,6 +130,12 @@ pub struct Args {
     /// The name the server's certificate must carry, if not the host of --addr.
     #[arg(long, value_name = "NAME", requires = "tls")]
     pub server_name: Option<String>,
+
+    /// Open a new connection (TCP, TLS handshake, AUTH) for every request and close it after
+    /// the reply, to measure connection setup: ops/s is then new connections per second,
+    /// and latency includes the handshake. Needs --pipeline 1.
+    #[arg(long)]
+    pub reconnect: bool,
 }
 
 /// The environment variable the password of `--user` is read from, unless
@@ -198,6 +204,8 @@ pub struct Config {
     pub connector: Connector,
     /// Sent in an `AUTH` on every connection before the run, if set.
     pub credentials: Option<Credentials>,
+    /// A new connection for every request.
+    pub reconnect: bool,
 }
 
 impl Args {
@@ -213,6 +221,9 @@ impl Args {
         }
         if self.pipeline == 0 {
             return Err("--pipeline must be at least 1".into());
+        }
+        if self.reconnect && self.pipeline != 1 {
+            return Err("--reconnect sends one request per connection: use --pipeline 1".into());
         }
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         if ttl_ms == 0 {
@@ -266,6 +277,7 @@ impl Args {
             progress: self.progress || stderr_is_terminal,
             connector,
             credentials,
+            reconnect: self.reconnect,
         })
     }
 
@@ -360,5 +372,7 @@ mod tests {
             file,
         ];
         assert!(config(&memcached).is_err());
+        assert!(config(&["--reconnect", "--pipeline", "2"]).is_err());
+        assert!(config(&["--reconnect"]).unwrap().reconnect);
     }
 }

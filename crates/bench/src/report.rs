@@ -190,6 +190,9 @@ pub struct RunInfo {
     pub threads: usize,
     /// Whether connections used TLS.
     pub tls: bool,
+    /// Whether every request had a new connection of its own (`--reconnect`): ops/s is then
+    /// new connections per second.
+    pub reconnect: bool,
     /// The user connections authenticated as, if any.
     pub user: Option<String>,
     /// Connections of the measured stage opened per second, all at once: TCP connect, the
@@ -321,7 +324,16 @@ impl Report {
             r.pipeline,
             r.threads
         );
-        let _ = writeln!(out, "connect   {:.0} connections/s", r.connects_per_sec);
+        let _ = writeln!(
+            out,
+            "connect   {:.0} connections/s{}",
+            r.connects_per_sec,
+            if r.reconnect {
+                ", then a new connection for every request"
+            } else {
+                ""
+            }
+        );
         let _ = write!(
             out,
             "workload  {} {}, {} keys of {} B, values of {} B, ttl {}",
@@ -444,6 +456,7 @@ mod tests {
             seed: 1,
             threads: 1,
             tls: false,
+            reconnect: false,
             user: None,
             connects_per_sec: 0.0,
         };

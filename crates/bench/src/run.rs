@@ -153,6 +153,7 @@ pub async fn run(config: &Config) -> Result<Report, RunError> {
         seed: config.seed,
         threads: config.threads,
         tls: config.connector.is_tls(),
+        reconnect: config.reconnect,
         user: config.credentials.as_ref().map(|c| c.user().to_string()),
         connects_per_sec: stage.connects_per_sec,
     };
@@ -206,6 +207,8 @@ struct Stage {
     unmeasured_errors: AtomicU64,
     first_errors: Mutex<Vec<String>>,
     measure_start: OnceLock<Instant>,
+    /// With `--reconnect`: how to open the new connection each request gets.
+    reopen: Option<Config>,
 }
 
 impl Stage {
@@ -287,6 +290,7 @@ impl Runner<'_> {
             unmeasured_errors: AtomicU64::new(0),
             first_errors: Mutex::new(Vec::new()),
             measure_start: OnceLock::new(),
+            reopen: config.reconnect.then(|| config.clone()),
         });
         let started = Instant::now();
         if warmup.is_zero() {
@@ -554,16 +558,37 @@ impl<P: Protocol> Driver<P> {
         }
     }
 
+    /// Closes the connection (with TLS, sending close_notify, so the server sees a clean end)
+    /// and opens a new one.
+    async fn reopen(&mut self) -> Result<(), String> {
+        let Some(config) = &self.stage.reopen else {
+            return Ok(());
+        };
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        self.stream = connect::open(config)
+            .await
+            .map_err(|e| format!("reconnecting: {e}"))?;
+        Ok(())
+    }
+
     async fn drive(&mut self) -> Result<(), String> {
         let depth = self.stage.depth;
         let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
         let mut write_buf = BytesMut::with_capacity(READ_CHUNK);
         let mut in_flight: VecDeque<Pending> = VecDeque::with_capacity(depth);
         let mut exhausted = false;
+        // With --reconnect, whether the current connection has carried its request.
+        let mut used = false;
         loop {
             // Top the window up: one request for each reply taken off since last time.
             if !exhausted && in_flight.len() < depth {
                 let now = Instant::now();
+                // The clock started above, so with --reconnect the request's latency
+                // includes opening its connection.
+                if self.stage.reopen.is_some() && std::mem::replace(&mut used, true) {
+                    self.reopen().await?;
+                    read_buf.clear();
+                }
                 while in_flight.len() < depth {
                     let Some((kind, key, measured)) = self.next_op() else {
                         exhausted = true;
