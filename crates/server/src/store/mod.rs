@@ -413,6 +413,22 @@ impl Store {
         self.shared.versions.restore(version);
     }
 
+    /// Without persistence: starts the version counter at the current Unix time in
+    /// nanoseconds. Nothing survives a restart then, but a client may still hold a version
+    /// from before it, and a session id written again after the restart (many frameworks save
+    /// a session under the id its cookie presented) would otherwise be handed the same small
+    /// numbers again, letting an if-version write based on the old read succeed. A counter
+    /// that starts at the time in nanoseconds stays above every version handed out before, as
+    /// long as the server handed out fewer than a billion a second and the clock did not go
+    /// back across the restart. `u64` nanoseconds last until the year 2554.
+    pub fn seed_versions_from_wall_clock(&self) {
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
+            .unwrap_or(0);
+        self.shared.versions.restore(now_ns);
+    }
+
     /// Replays a persisted time: the clock reads at least `unix_ms` from now on, so entries
     /// that had expired before it stay expired even if the system clock is now behind.
     pub fn restore_clock(&self, unix_ms: u64) {
@@ -426,14 +442,26 @@ impl Store {
         self.shared.versions.require_reservations();
     }
 
+    /// Notes that a reservation of versions up to `ceiling` is on its way to the disk; it
+    /// counts in [`Store::versions_reserved_up_to`] from now on.
+    pub fn request_versions(&self, ceiling: u64) {
+        self.shared.versions.request(ceiling);
+    }
+
+    /// The last version handed out and the highest one granted.
+    pub fn version_headroom(&self) -> (u64, u64) {
+        (self.shared.versions.last(), self.shared.versions.granted())
+    }
+
     /// Allows versions up to `ceiling` to be handed out.
     pub fn grant_versions(&self, ceiling: u64) {
         self.shared.versions.grant(ceiling);
     }
 
-    /// Every version up to this may have been handed out: the granted ceiling with
-    /// reservations, else the last version. A snapshot of the store records it, since versions
-    /// up to the ceiling may be in clients' hands by the time the snapshot replaces the file.
+    /// Every version up to this may have been handed out: with reservations the highest
+    /// ceiling granted or requested, else the last version. A snapshot of the store records
+    /// it, since versions up to the ceiling may be in clients' hands by the time the snapshot
+    /// replaces the file.
     pub fn versions_reserved_up_to(&self) -> u64 {
         self.shared.versions.reserved_up_to()
     }
