@@ -216,3 +216,61 @@ async fn tls_and_credentials_together() {
     let result = connect_tls(builder(&tls_addr).tls(tls).credentials("app", "wrong")).await;
     assert!(matches!(result, Err(Error::AuthFailed(_))), "{result:?}");
 }
+
+/// Everything the session layer and the framework stores do is within the `app` role (one
+/// key at a time, no enumeration, no STATS), so an application needs no stronger user.
+#[tokio::test]
+async fn the_session_layer_and_both_stores_need_only_the_app_role() {
+    use std::collections::HashMap;
+
+    use sessiond_client::{SessionConfig, Sessions};
+
+    let (daemon, _users) = daemon_with_users();
+    let client = login(&daemon, "app", APP_PASSWORD).await;
+
+    // Sessions: create, load, modify, regenerate, destroy.
+    let sessions = Sessions::new(client.clone(), SessionConfig::default()).unwrap();
+    let mut session = sessions.load(None).await.unwrap();
+    session.insert("username", "Alice").unwrap();
+    let cookie = sessions.save(&mut session).await.unwrap().unwrap();
+    let header = cookie.to_string();
+    let header = header.split(';').next().unwrap();
+    let mut loaded = sessions.load(Some(header)).await.unwrap();
+    assert_eq!(
+        loaded.get::<String>("username").unwrap().as_deref(),
+        Some("Alice")
+    );
+    sessions.regenerate(&mut loaded).await.unwrap();
+    sessions.destroy(&mut loaded).await.unwrap();
+
+    // tower-sessions: create, load, save, delete.
+    {
+        use tower_sessions::session::Record;
+        use tower_sessions::SessionStore;
+        let store = sessiond_client::tower::SessiondStore::new(client.clone());
+        let mut record = Record {
+            id: Default::default(),
+            data: HashMap::from([("username".to_string(), "Alice".into())]),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        };
+        store.create(&mut record).await.unwrap();
+        let mut record = store.load(&record.id).await.unwrap().unwrap();
+        record.data.insert("n".into(), 1.into());
+        store.save(&record).await.unwrap();
+        store.delete(&record.id).await.unwrap();
+    }
+
+    // actix-session: save, load, update, update_ttl, delete.
+    {
+        use actix_session::storage::SessionStore;
+        use actix_web::cookie::time::Duration as CookieDuration;
+        let store = sessiond_client::actix::SessiondStore::new(client);
+        let state = HashMap::from([("username".to_string(), "\"Alice\"".to_string())]);
+        let ttl = CookieDuration::minutes(5);
+        let key = store.save(state, &ttl).await.unwrap();
+        let loaded = store.load(&key).await.unwrap().unwrap();
+        let key = store.update(key, loaded, &ttl).await.unwrap();
+        store.update_ttl(&key, &ttl).await.unwrap();
+        store.delete(&key).await.unwrap();
+    }
+}
