@@ -9,6 +9,10 @@
 //! taken from the process default, so that another crate in the same program enabling a
 //! different provider cannot change (or break) what this client negotiates.
 //!
+//! Because the config is shared, so is its cache of TLS sessions: a reconnection resumes the
+//! session of an earlier connection (TLS 1.3 tickets, TLS 1.2 ids) when the server allows
+//! it, and skips the full handshake.
+//!
 //! There is no fallback to the system's trust store: a session store is reached through a
 //! private CA far more often than through a public one, and trusting every public CA for
 //! it would let anyone with a certificate for the name impersonate the store.
