@@ -610,3 +610,41 @@ async fn shutdown_over_tls_answers_then_sends_close_notify() {
     assert_eq!(rest.len(), 16 + value_len, "{rest:02x?}");
     tls.daemon.terminate(Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn a_tls_connection_over_the_limit_is_refused() {
+    let certs = Certs::new();
+    let tls = TlsDaemon::start(&certs, "[server]\nmax_connections = 1\n");
+    let connector = certs.client(None);
+    let mut first = connect(&connector, tls.native).await.unwrap();
+    assert_eq!(ping(&mut first).await.unwrap(), PONG);
+    // The limit is shared with every listener; over it, the handshake fails (no BUSY frame:
+    // a TLS client could not read one).
+    let refused = connect_and_ping(&connector, tls.native).await;
+    assert!(refused.is_err(), "{refused:?}");
+    drop(first);
+    let deadline = sessiond_tests::Deadline::after(IO_TIMEOUT, "the slot is free again");
+    while connect_and_ping(&connector, tls.native).await.is_err() {
+        deadline.tick().await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_completes_the_handshake_is_closed() {
+    let certs = Certs::new();
+    let tls = TlsDaemon::start(&certs, "");
+    let started = std::time::Instant::now();
+    let mut tcp = TcpStream::connect(tls.native).await.unwrap();
+    let mut buf = [0; 64];
+    // The server waits 10 s for a ClientHello, then closes without a word.
+    let read = bounded(Duration::from_secs(30), "the close", tcp.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    tls.daemon
+        .wait_for_log("the timeout", |l| l.contains("TLS handshake timed out"))
+        .await;
+}
