@@ -26,6 +26,9 @@
 //! ThreadSanitizer too (its docs say how).
 
 #![allow(unsafe_code)]
+// Every block and `unsafe impl` states its argument (clippy checks that the comment is there),
+// and an `unsafe fn` still marks each unsafe operation in its body.
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 mod slot;
 mod table;
