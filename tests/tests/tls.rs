@@ -15,6 +15,7 @@
 //! `openssl`, as the `s_client` tests do; `redis-cli` comes with redis-tools and the Python
 //! environments from `tests/python/setup-venvs.sh`, as for `resp_clients.rs`.
 
+use std::ffi::OsStr;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -647,4 +648,44 @@ async fn a_client_that_never_completes_the_handshake_is_closed() {
     tls.daemon
         .wait_for_log("the timeout", |l| l.contains("TLS handshake timed out"))
         .await;
+}
+
+#[test]
+fn check_config_loads_the_certificate_and_key() {
+    let certs = Certs::new();
+    let other = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("sessiond.toml");
+    // No tls_listen in the file: it may come from --tls-listen, so the files are read anyway.
+    let config = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        certs.path("server.pem"),
+        dir.path().join("server.key"),
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let check = || {
+        let args = [OsStr::new("--check-config"), config_path.as_os_str()];
+        sessiond_tests::run_to_completion(&sessiond_tests::binary("sessiond"), &args, IO_TIMEOUT)
+    };
+
+    std::fs::copy(certs.path("server.key"), dir.path().join("server.key")).unwrap();
+    let out = check();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("config OK"), "{out:?}");
+
+    // The key of another certificate: refused, naming both files, showing neither.
+    std::fs::copy(other.path("server.key"), dir.path().join("server.key")).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("server.pem") && out.stderr.contains("server.key"),
+        "{}",
+        out.stderr
+    );
+    let key = std::fs::read_to_string(other.path("server.key")).unwrap();
+    assert!(
+        !out.stderr.contains(key.lines().nth(1).unwrap()),
+        "{}",
+        out.stderr
+    );
 }

@@ -538,6 +538,13 @@ impl Config {
         if self.server.tls_listen.is_none() && self.resp.tls_listen.is_none() {
             return None;
         }
+        self.tls_certificate()
+    }
+
+    /// The files `[tls]` names, whether or not a listener uses them (`--check-config`
+    /// reads them, since the listener may come from the command line): `None` unless both
+    /// the certificate and the key are set.
+    pub fn tls_certificate(&self) -> Option<crate::tls::TlsFiles> {
         Some(crate::tls::TlsFiles {
             cert_file: self.tls.cert_file.clone()?,
             key_file: self.tls.key_file.clone()?,

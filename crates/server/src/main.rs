@@ -77,8 +77,9 @@ struct Args {
     #[arg(long)]
     repair_aof: bool,
 
-    /// Validate this configuration file and exit: 0 if it is valid, 1 if not. The overrides
-    /// above are ignored: it checks the file alone.
+    /// Validate this configuration file, and the TLS certificate and key it names, and exit:
+    /// 0 if they are valid, 1 if not. The overrides above are ignored: it checks the file
+    /// alone.
     // No `conflicts_with_all` with the overrides: clap counts a value from an environment
     // variable as given, so in a container configured through SESSIOND_* variables
     // `sessiond --check-config FILE` would be refused.
@@ -111,8 +112,16 @@ fn main() -> ExitCode {
         None => {}
     }
     if let Some(path) = &args.check_config {
-        return match Config::load(path) {
-            Ok(_) => {
+        // The TLS files too: a certificate and key that do not load would stop the start,
+        // or fail a SIGHUP reload, so checking before either is what this option is for.
+        let checked = Config::load(path).map_err(anyhow::Error::from).and_then(|config| {
+            match config.tls_certificate() {
+                Some(files) => Tls::load(files).map(drop).map_err(anyhow::Error::from),
+                None => Ok(()),
+            }
+        });
+        return match checked {
+            Ok(()) => {
                 println!("config OK: {}", path.display());
                 ExitCode::SUCCESS
             }
