@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# The container deployment, tested for real: builds the images (docker/build.sh), brings up
-# docker/compose.yaml (sessiond and two replicas of the example app) under a project name of
-# its own, and checks that
+# The container deployment, tested for real: builds the images (docker/build.sh), makes
+# passwords and certificates (scripts/compose-secrets), brings up docker/compose.yaml
+# (sessiond with authentication and TLS, and two replicas of the example app that log in as
+# user "app" over TLS) under a project name of its own, and checks that
 #   1. a session created through replica 1 is read through replica 2;
-#   2. after `docker stop` (SIGTERM: drain, flush, fsync) and `docker start` of sessiond the
+#   2. sessiond is safe on the container network: the healthcheck passes as user "monitor"
+#      over TLS; from another container on the network, a client without credentials gets
+#      AUTH_REQUIRED, a wrong password or unknown user AUTH_FAILED (and is counted), each
+#      role is refused what it may not run, a plain-TCP client cannot talk to the TLS port,
+#      the plain port is not reachable at all, a client that does not trust the CA fails
+#      the handshake; and no password appears in any container's log;
+#   3. after `docker stop` (SIGTERM: drain, flush, fsync) and `docker start` of sessiond the
 #      session is still there;
-#   3. with fsync=always, a session acknowledged just before `docker kill -s KILL` is there
+#   4. with fsync=always, a session acknowledged just before `docker kill -s KILL` is there
 #      after `docker start`.
-# Whatever happens, it removes everything it created: containers, network, volume, images.
+# Whatever happens, it removes everything it created: containers, network, volume, images,
+# and the secrets.
 #
 #   docker/test.sh
 #
@@ -39,6 +47,10 @@ else
   echo "docker/test.sh: needs curl or python3 on the host" >&2
   exit 1
 fi
+command -v openssl >/dev/null || {
+  echo "docker/test.sh: needs openssl on the host (scripts/gen-certs)" >&2
+  exit 1
+}
 
 # Unique names, so that concurrent runs and the user's own sessiond:local images and
 # "docker" project are never touched.
@@ -51,6 +63,8 @@ export SESSIOND_PORT="" APP1_PORT="" APP2_PORT=""
 # The first phases run with the image's configuration (fsync everysec).
 unset SESSIOND_FSYNC RUST_LOG
 work=$(mktemp -d)
+# This run's passwords and certificates, not the user's docker/secrets.
+export SESSIOND_SECRETS="$work/secrets"
 
 compose() {
   "${compose_cmd[@]}" --project-name "$project" --file "$repo/docker/compose.yaml" "$@"
@@ -166,9 +180,33 @@ host_port() {
   echo "${mapping##*:}"
 }
 
+# The value of STATS counter NAME of container CID, read as operators do: `docker exec`,
+# the plain listener on the container's loopback, user monitor.
 stats_value() {
-  docker exec "$1" /usr/local/bin/sessiond-cli --addr 127.0.0.1:7878 stats |
+  docker exec "$1" /usr/local/bin/sessiond-cli --addr 127.0.0.1:7878 \
+    --user monitor --password-file /run/secrets/sessiond_monitor_password stats |
     awk -v name="$2" '$1 == name { print $2 }'
+}
+
+# Runs sessiond-cli ARGS... in a container of its own on the project's network, where an
+# app server would be. /in holds what a client might have: ca.pem, the two passwords, a
+# wrong one, and another CA (other-ca.pem).
+network_cli() {
+  docker run --rm --network "$network" --read-only --cap-drop ALL \
+    --volume "$work/in:/in:ro" --entrypoint /usr/local/bin/sessiond-cli \
+    "$SESSIOND_IMAGE" --timeout 5s "$@"
+}
+
+# `expect_cli STATUS PATTERN ARGS...`: sessiond-cli ARGS... (network_cli) must exit with
+# STATUS, its output matching the extended regex PATTERN.
+expect_cli() {
+  local want=$1 pattern=$2 status=0 out
+  shift 2
+  out=$(network_cli "$@" 2>&1) || status=$?
+  if [ "$status" != "$want" ] || ! grep -qE "$pattern" <<<"$out"; then
+    fail "sessiond-cli $*: exit $status, '$out'; expected exit $want and /$pattern/"
+  fi
+  echo "   sessiond-cli $* -> exit $status: $out"
 }
 
 step "building the images"
@@ -176,6 +214,17 @@ build_start=$SECONDS
 "$repo/docker/build.sh"
 build_secs=$((SECONDS - build_start))
 echo "   build took $build_secs s"
+
+step "making passwords and certificates"
+"$repo/scripts/compose-secrets" "$SESSIOND_SECRETS"
+# The client side of step 2: readable by the uid the CLI's container runs as (65532).
+"$repo/scripts/gen-certs" "$work/other-ca" >/dev/null
+mkdir -m 0755 "$work/in"
+cp "$SESSIOND_SECRETS/ca.pem" "$SESSIOND_SECRETS/app_password" \
+  "$SESSIOND_SECRETS/monitor_password" "$work/in/"
+cp "$work/other-ca/ca.pem" "$work/in/other-ca.pem"
+echo "not-the-password" >"$work/in/wrong_password"
+chmod 0644 "$work/in/"*
 
 step "starting the compose project $project"
 compose up -d
@@ -187,7 +236,9 @@ wait_healthy "$sessiond"
 [ "$(stats_value "$sessiond" aof_fsync)" = everysec ] || fail "not the image's fsync policy"
 app1=$(host_port app1 8000)
 app2=$(host_port app2 8000)
-echo "   sessiond healthy; app1 on 127.0.0.1:$app1, app2 on 127.0.0.1:$app2"
+network=$(docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}' \
+  "$sessiond")
+echo "   sessiond healthy; app1 on 127.0.0.1:$app1, app2 on 127.0.0.1:$app2; network $network"
 
 step "1. a session created through replica 1 is read through replica 2"
 expect "$app1" / "$work/jar1" "Session data set!"
@@ -195,7 +246,46 @@ expect "$app2" /get "$work/jar1" "Username: Alice"
 # The control: without the cookie, replica 2 knows no user.
 expect "$app2" /get "$work/jar-none" "Username: not set"
 
-step "2. docker stop (graceful), docker start: the session is still there"
+step "2. authentication and TLS on the container network"
+# The healthcheck that made sessiond healthy: TLS and user monitor, and it passed.
+healthcheck=$(docker inspect -f '{{json .Config.Healthcheck.Test}}' "$sessiond")
+for arg in '"--tls"' '"--user","monitor"' '"ping"'; do
+  [[ "$healthcheck" == *"$arg"* ]] || fail "the healthcheck $healthcheck lacks $arg"
+done
+last_check=$(docker inspect -f '{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}{{end}}' \
+  "$sessiond" | grep -v '^$' | tail -n 1)
+[ "$last_check" = "0 PONG" ] || fail "the last healthcheck answered '$last_check'"
+echo "   healthcheck: TLS, user monitor, last result '$last_check'"
+tls=(--addr sessiond:7879 --tls --cacert /in/ca.pem)
+as_app=(--user app --password-file /in/app_password)
+as_monitor=(--user monitor --password-file /in/monitor_password)
+failures_before=$(stats_value "$sessiond" auth_failures)
+# The control: the right credentials work from here (the key just does not exist).
+expect_cli 1 '^NOT_FOUND' "${tls[@]}" "${as_app[@]}" get probe
+expect_cli 2 'AUTH_REQUIRED' "${tls[@]}" get probe
+expect_cli 2 'AUTH_FAILED' "${tls[@]}" --user app --password-file /in/wrong_password get probe
+# Another user's password, under a user name that does not exist: the same answer.
+expect_cli 2 'AUTH_FAILED' "${tls[@]}" --user admin --password-file /in/app_password get probe
+expect_cli 2 'NO_PERMISSION.*STATS' "${tls[@]}" "${as_app[@]}" stats
+expect_cli 2 'NO_PERMISSION.*GET' "${tls[@]}" "${as_monitor[@]}" get probe
+failures=$(stats_value "$sessiond" auth_failures)
+[ "$failures" -ge $((failures_before + 2)) ] ||
+  fail "STATS auth_failures went from $failures_before to $failures, expected +2"
+echo "   STATS auth_failures: $failures_before -> $failures"
+# Plain TCP to the TLS port: the server sees no ClientHello and ends the connection.
+expect_cli 2 '^error: ' --addr sessiond:7879 "${as_app[@]}" ping
+# The plain listener is bound to the container's loopback: nothing answers on the network.
+expect_cli 2 '[Rr]efused' --addr sessiond:7878 ping
+expect_cli 2 'UnknownIssuer' --addr sessiond:7879 --tls --cacert /in/other-ca.pem ping
+# Nothing has logged a password, whatever it logged about the failures above.
+logs=$(compose logs --no-color 2>&1)
+for secret in "$SESSIOND_SECRETS/app_password" "$SESSIOND_SECRETS/monitor_password" \
+  "$work/in/wrong_password"; do
+  ! grep -qF -f "$secret" <<<"$logs" || fail "a container's log shows the password in $secret"
+done
+echo "   no password in the logs ($(wc -l <<<"$logs") lines)"
+
+step "3. docker stop (graceful), docker start: the session is still there"
 # Written just before the stop: a shutdown that skipped the final write and fsync of the
 # append-only file could lose it.
 expect "$app1" / "$work/jar2" "Session data set!"
@@ -212,7 +302,7 @@ wait_healthy "$sessiond"
 expect "$app2" /get "$work/jar1" "Username: Alice"
 expect "$app1" /get "$work/jar2" "Username: Alice"
 
-step "3. fsync=always, docker kill -s KILL, docker start: the acknowledged session is there"
+step "4. fsync=always, docker kill -s KILL, docker start: the acknowledged session is there"
 # Changing the environment makes compose recreate the container, on the same volume.
 SESSIOND_FSYNC=always compose up -d --no-deps sessiond
 sessiond=$(compose ps -q sessiond)

@@ -1,9 +1,13 @@
 //! The container deployment, tested for real: runs `docker/test.sh`, which builds the images
-//! from static binaries (nothing is pulled), brings up `docker/compose.yaml` (sessiond and two
-//! replicas of the example app), creates a session through one replica and reads it through
-//! the other, stops sessiond gracefully and starts it again, kills it with SIGKILL under
-//! `fsync = "always"`, and checks each time that the sessions survived. The script tears
-//! everything down, even when it fails.
+//! from static binaries (nothing is pulled), makes passwords and certificates
+//! (`scripts/compose-secrets`), brings up `docker/compose.yaml` (sessiond with authentication
+//! and TLS, and two replicas of the example app that log in over TLS), creates a session
+//! through one replica and reads it through the other, checks from the compose network that
+//! clients without credentials, with a wrong password, without the CA or without TLS are
+//! refused and that each role is refused what it may not run, that the healthcheck passes as
+//! the monitor user and that no password is logged, stops sessiond gracefully and starts it
+//! again, kills it with SIGKILL under `fsync = "always"`, and checks each time that the
+//! sessions survived. The script tears everything down, even when it fails.
 //!
 //! Without a Docker engine (or without compose) the script exits 77 and this test passes
 //! with a `SKIPPED: ...` line on stderr; `SESSIOND_SKIP_DOCKER=1` skips it the same way,
@@ -32,7 +36,7 @@ fn announce(line: &str) {
 }
 
 #[test]
-fn compose_deployment_shares_sessions_and_keeps_them_across_restarts() {
+fn compose_deployment_authenticates_over_tls_shares_sessions_and_keeps_them_across_restarts() {
     if std::env::var("SESSIOND_SKIP_DOCKER").is_ok_and(|v| v == "1") {
         announce("SKIPPED: SESSIOND_SKIP_DOCKER=1");
         return;
