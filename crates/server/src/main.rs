@@ -112,15 +112,7 @@ fn main() -> ExitCode {
         None => {}
     }
     if let Some(path) = &args.check_config {
-        // The TLS files too: a certificate and key that do not load would stop the start,
-        // or fail a SIGHUP reload, so checking before either is what this option is for.
-        let checked = Config::load(path).map_err(anyhow::Error::from).and_then(|config| {
-            match config.tls_certificate() {
-                Some(files) => Tls::load(files).map(drop).map_err(anyhow::Error::from),
-                None => Ok(()),
-            }
-        });
-        return match checked {
+        return match check_config(path) {
             Ok(()) => {
                 println!("config OK: {}", path.display());
                 ExitCode::SUCCESS
@@ -163,6 +155,17 @@ fn print_password_hash() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config`: the file, and the TLS files it names. A certificate and key that do
+/// not load would stop the start or fail a SIGHUP reload, so checking them before either is
+/// what this option is for.
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    if let Some(files) = config.tls_certificate() {
+        Tls::load(files)?;
+    }
+    Ok(())
 }
 
 fn check_aof(file: &std::path::Path, repair: bool) -> ExitCode {
