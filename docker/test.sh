@@ -10,9 +10,11 @@
 #      role is refused what it may not run, a plain-TCP client cannot talk to the TLS port,
 #      the plain port is not reachable at all, a client that does not trust the CA fails
 #      the handshake; and no password appears in any container's log;
-#   3. after `docker stop` (SIGTERM: drain, flush, fsync) and `docker start` of sessiond the
+#   3. a renewed certificate, copied over the mounted file, is served to new connections after
+#      `docker kill -s HUP`, while the app replicas' established connections carry on;
+#   4. after `docker stop` (SIGTERM: drain, flush, fsync) and `docker start` of sessiond the
 #      session is still there;
-#   4. with fsync=always, a session acknowledged just before `docker kill -s KILL` is there
+#   5. with fsync=always, a session acknowledged just before `docker kill -s KILL` is there
 #      after `docker start`.
 # Whatever happens, it removes everything it created: containers, network, volume, images,
 # and the secrets.
@@ -181,16 +183,31 @@ host_port() {
 }
 
 # The value of STATS counter NAME of container CID, read as operators do: `docker exec`,
-# the plain listener on the container's loopback, user monitor.
+# the plain listener on the container's loopback, user monitor. Call it as `x=$(...)`, so
+# that a failure stops the script.
 stats_value() {
-  docker exec "$1" /usr/local/bin/sessiond-cli --addr 127.0.0.1:7878 \
-    --user monitor --password-file /run/secrets/sessiond_monitor_password stats |
-    awk -v name="$2" '$1 == name { print $2 }'
+  local out
+  out=$(docker exec "$1" /usr/local/bin/sessiond-cli --addr 127.0.0.1:7878 \
+    --user monitor --password-file /run/secrets/sessiond_monitor_password stats 2>&1) ||
+    fail "sessiond-cli stats in $1: $out"
+  awk -v name="$2" '$1 == name { print $2 }' <<<"$out"
+}
+
+# Waits (at most 10 s) until sessiond's log holds COUNT lines saying the TLS files were
+# reloaded.
+wait_reloads() {
+  local want=$1 deadline=$((SECONDS + 10)) seen
+  while :; do
+    seen=$(compose logs --no-color sessiond 2>&1 | grep -c 'TLS certificates reloaded' || true)
+    [ "$seen" -ge "$want" ] && return 0
+    [ "$SECONDS" -lt "$deadline" ] || fail "SIGHUP: $seen reloads logged after 10 s, expected $want"
+    sleep 0.2
+  done
 }
 
 # Runs sessiond-cli ARGS... in a container of its own on the project's network, where an
 # app server would be. /in holds what a client might have: ca.pem, the two passwords, a
-# wrong one, and another CA (other-ca.pem).
+# wrong one, and the CA of step 3's renewed certificate (other-ca.pem).
 network_cli() {
   docker run --rm --network "$network" --read-only --cap-drop ALL \
     --volume "$work/in:/in:ro" --entrypoint /usr/local/bin/sessiond-cli \
@@ -217,12 +234,13 @@ echo "   build took $build_secs s"
 
 step "making passwords and certificates"
 "$repo/scripts/compose-secrets" "$SESSIOND_SECRETS"
-# The client side of step 2: readable by the uid the CLI's container runs as (65532).
-"$repo/scripts/gen-certs" "$work/other-ca" >/dev/null
+# Another CA, and a certificate for "sessiond" that it signed: step 3's renewal.
+"$repo/scripts/gen-certs" "$work/renewed" sessiond >/dev/null
+# The client side of steps 2 and 3: readable by the uid the CLI's container runs as (65532).
 mkdir -m 0755 "$work/in"
 cp "$SESSIOND_SECRETS/ca.pem" "$SESSIOND_SECRETS/app_password" \
   "$SESSIOND_SECRETS/monitor_password" "$work/in/"
-cp "$work/other-ca/ca.pem" "$work/in/other-ca.pem"
+cp "$work/renewed/ca.pem" "$work/in/other-ca.pem"
 echo "not-the-password" >"$work/in/wrong_password"
 chmod 0644 "$work/in/"*
 
@@ -233,7 +251,8 @@ sessiond=$(compose ps -q sessiond)
 wait_healthy "$sessiond"
 [ "$(docker inspect -f '{{.Config.User}}' "$sessiond")" = 65532:65532 ] ||
   fail "sessiond does not run as 65532:65532"
-[ "$(stats_value "$sessiond" aof_fsync)" = everysec ] || fail "not the image's fsync policy"
+fsync=$(stats_value "$sessiond" aof_fsync)
+[ "$fsync" = everysec ] || fail "aof_fsync is '$fsync', not the image's everysec"
 app1=$(host_port app1 8000)
 app2=$(host_port app2 8000)
 network=$(docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}' \
@@ -285,7 +304,30 @@ for secret in "$SESSIOND_SECRETS/app_password" "$SESSIOND_SECRETS/monitor_passwo
 done
 echo "   no password in the logs ($(wc -l <<<"$logs") lines)"
 
-step "3. docker stop (graceful), docker start: the session is still there"
+step "3. a renewed certificate, reloaded on SIGHUP, for new connections only"
+# Copied over the mounted files, as README.md tells operators: cp rewrites the file in
+# place, and a secret is a bind mount of that very file (one replaced by a rename would
+# not be seen inside the container).
+cp "$SESSIOND_SECRETS/server.pem" "$work/server.pem.first"
+cp "$SESSIOND_SECRETS/server.key" "$work/server.key.first"
+cp "$work/renewed/server.pem" "$SESSIOND_SECRETS/server.pem"
+cp "$work/renewed/server.key" "$SESSIOND_SECRETS/server.key"
+docker kill -s HUP "$sessiond" >/dev/null
+wait_reloads 1
+expect_cli 0 '^PONG$' --addr sessiond:7879 --tls --cacert /in/other-ca.pem ping
+expect_cli 2 'UnknownIssuer' "${tls[@]}" ping
+# The replicas trust only the first CA, so these work only over the connections they
+# opened before the reload.
+expect "$app2" /get "$work/jar1" "Username: Alice"
+expect "$app1" /get "$work/jar1" "Username: Alice"
+# Back to the first certificate, which the healthcheck and the replicas trust.
+cp "$work/server.pem.first" "$SESSIOND_SECRETS/server.pem"
+cp "$work/server.key.first" "$SESSIOND_SECRETS/server.key"
+docker kill -s HUP "$sessiond" >/dev/null
+wait_reloads 2
+expect_cli 0 '^PONG$' "${tls[@]}" ping
+
+step "4. docker stop (graceful), docker start: the session is still there"
 # Written just before the stop: a shutdown that skipped the final write and fsync of the
 # append-only file could lose it.
 expect "$app1" / "$work/jar2" "Session data set!"
@@ -302,12 +344,13 @@ wait_healthy "$sessiond"
 expect "$app2" /get "$work/jar1" "Username: Alice"
 expect "$app1" /get "$work/jar2" "Username: Alice"
 
-step "4. fsync=always, docker kill -s KILL, docker start: the acknowledged session is there"
+step "5. fsync=always, docker kill -s KILL, docker start: the acknowledged session is there"
 # Changing the environment makes compose recreate the container, on the same volume.
 SESSIOND_FSYNC=always compose up -d --no-deps sessiond
 sessiond=$(compose ps -q sessiond)
 wait_healthy "$sessiond"
-[ "$(stats_value "$sessiond" aof_fsync)" = always ] || fail "SESSIOND_FSYNC=always not in effect"
+fsync=$(stats_value "$sessiond" aof_fsync)
+[ "$fsync" = always ] || fail "SESSIOND_FSYNC=always not in effect (aof_fsync is '$fsync')"
 expect "$app1" / "$work/jar3" "Session data set!"
 # At once: the 200 above means sessiond answered the write, which with fsync=always it does
 # only after the fsync.
