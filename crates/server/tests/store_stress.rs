@@ -11,8 +11,9 @@
 //! - a value read (GET, GET+TOUCH, GETDEL, the previous entry of a SET, a snapshot walk) is
 //!   whole and belongs to its key: every value is filled with a byte derived from the key
 //!   and the value's length;
-//! - no expired entry is returned: a hit's remaining TTL is above zero (and plausible), and
-//!   a snapshot walk only sees deadlines after the walk started;
+//! - no expired entry is returned: a hit's remaining TTL is above zero (and no more than the
+//!   longest TTL written plus the operation's own duration), and a snapshot walk only sees
+//!   deadlines after the walk started;
 //! - versions of one key, as one thread sees them, never go backwards, and each of its own
 //!   successful writes gets a version above every one it saw before;
 //!
@@ -66,11 +67,6 @@ const KEYS: usize = 2048;
 const HOT_KEYS: usize = 16;
 /// TTLs are 1 to `MAX_TTL_MS` milliseconds.
 const MAX_TTL_MS: u64 = 8;
-/// The most a hit's remaining TTL may exceed `MAX_TTL_MS` by. Each operation reads the
-/// clock before it takes its shard lock, so a read that waited (or was descheduled) while a
-/// later write set a deadline from a later clock reading sees that much more; a deadline
-/// read from torn or freed memory would be off by far more.
-const TTL_SLACK_MS: u64 = 1000;
 /// Value lengths written: empty, tiny, the same length twice in a row (overwritten in place)
 /// and larger ones (a new allocation).
 const VALUE_LENS: [usize; 7] = [0, 1, 8, 8, 64, 200, 1024];
@@ -156,17 +152,27 @@ impl Rng {
 
 /// What one thread has seen: the latest version of each key, and the versions its own writes
 /// were given.
-struct Seen {
+struct Seen<'a> {
+    store: &'a Store,
     versions: Vec<u64>,
     written: Vec<u64>,
+    /// The clock when the current operation started.
+    started_ms: u64,
 }
 
-impl Seen {
-    fn new() -> Seen {
+impl<'a> Seen<'a> {
+    fn new(store: &'a Store) -> Seen<'a> {
         Seen {
+            store,
             versions: vec![0; KEYS],
             written: Vec::new(),
+            started_ms: 0,
         }
+    }
+
+    /// Notes the time before an operation, which bounds the TTLs it may return.
+    fn start(&mut self) {
+        self.started_ms = self.store.clock().now_ms();
     }
 
     /// A version read for key `i`: never older than one seen before.
@@ -196,12 +202,18 @@ impl Seen {
         }
     }
 
-    /// An entry returned for key `i`.
+    /// An entry returned for key `i` by the operation since `start`. It must be live: at
+    /// least 1 ms to live. And no more than `MAX_TTL_MS` plus the operation's duration: the
+    /// operation read the clock (at `now >= started_ms`) before taking its lock, and the
+    /// deadline it found was set by a write that read the clock before this operation ended,
+    /// so `deadline - now <= ended + MAX_TTL_MS - started_ms`. A deadline read from torn or
+    /// freed memory would be far off.
     fn entry(&mut self, i: usize, entry: &Entry) {
         check_value(i, &entry.value);
+        let most = MAX_TTL_MS + (self.store.clock().now_ms() - self.started_ms);
         assert!(
-            (1..=MAX_TTL_MS + TTL_SLACK_MS).contains(&entry.ttl_ms),
-            "key {i}: returned with {} ms to live",
+            (1..=most).contains(&entry.ttl_ms),
+            "key {i}: returned with {} ms to live, not 1 to {most}",
             entry.ttl_ms
         );
         self.read(i, entry.version);
@@ -216,8 +228,9 @@ impl Seen {
 
 fn writer(store: &Store, seed: u64, ops: u64) -> Vec<u64> {
     let mut rng = Rng(seed);
-    let mut seen = Seen::new();
+    let mut seen = Seen::new(store);
     for _ in 0..ops {
+        seen.start();
         let i = rng.key();
         let key = key(i);
         let value = value(i, rng.value_len());
@@ -242,9 +255,7 @@ fn writer(store: &Store, seed: u64, ops: u64) -> Vec<u64> {
                 );
                 // The previous entry was read before the write was given its version.
                 if let Some(previous) = previous {
-                    check_value(i, &previous.value);
-                    assert!((1..=MAX_TTL_MS + TTL_SLACK_MS).contains(&previous.ttl_ms));
-                    seen.read(i, previous.version);
+                    seen.entry(i, &previous);
                 }
                 seen.wrote(i, outcome);
             }
@@ -295,8 +306,9 @@ fn writer(store: &Store, seed: u64, ops: u64) -> Vec<u64> {
 
 fn reader(store: &Store, seed: u64, ops: u64) {
     let mut rng = Rng(seed);
-    let mut seen = Seen::new();
+    let mut seen = Seen::new(store);
     for _ in 0..ops {
+        seen.start();
         let i = rng.key();
         let reply = store.get(&key(i), None);
         seen.reply(i, &reply);
