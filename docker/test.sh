@@ -243,6 +243,10 @@ cp "$SESSIOND_SECRETS/ca.pem" "$SESSIOND_SECRETS/app_password" \
 cp "$work/renewed/ca.pem" "$work/in/other-ca.pem"
 echo "not-the-password" >"$work/in/wrong_password"
 chmod 0644 "$work/in/"*
+# The image's sessiond-cli, for the host (it is statically linked).
+cid=$(docker create "$SESSIOND_IMAGE")
+docker cp "$cid:/usr/local/bin/sessiond-cli" "$work/sessiond-cli" >/dev/null
+docker rm --volumes "$cid" >/dev/null
 
 step "starting the compose project $project"
 compose up -d
@@ -303,6 +307,14 @@ for secret in "$SESSIOND_SECRETS/app_password" "$SESSIOND_SECRETS/monitor_passwo
   ! grep -qF -f "$secret" <<<"$logs" || fail "a container's log shows the password in $secret"
 done
 echo "   no password in the logs ($(wc -l <<<"$logs") lines)"
+# From the host through the published port, as README.md shows (the certificate is valid
+# for 127.0.0.1 too).
+port=$(host_port sessiond 7879)
+out=$("$work/sessiond-cli" --addr "127.0.0.1:$port" --tls --cacert "$SESSIOND_SECRETS/ca.pem" \
+  --user monitor --password-file "$SESSIOND_SECRETS/monitor_password" stats 2>&1) ||
+  fail "sessiond-cli stats from the host through 127.0.0.1:$port: $out"
+grep -q '^auth_failures ' <<<"$out" || fail "no auth_failures in STATS from the host: $out"
+echo "   from the host: STATS over TLS as monitor through 127.0.0.1:$port"
 
 step "3. a renewed certificate, reloaded on SIGHUP, for new connections only"
 # Copied over the mounted files, as README.md tells operators: cp rewrites the file in
