@@ -559,6 +559,27 @@ async fn password_files_and_variables() {
         "{}",
         finished.stderr
     );
+
+    // A missing password file stops the start too, naming the file, with the OS error said
+    // once (regression: it was repeated).
+    let config = "[[auth.users]]\nname = \"app\"\nrole = \"app\"\n\
+                  password_file = \"/nonexistent/sessiond-password\"\n";
+    let finished = match Daemon::try_start_in(config, &dir.path().join("data"), &[]) {
+        Ok(_) => panic!("started without its password file"),
+        Err(finished) => finished,
+    };
+    assert_eq!(finished.status.code(), Some(1));
+    assert!(
+        finished.stderr.contains("/nonexistent/sessiond-password"),
+        "{}",
+        finished.stderr
+    );
+    assert_eq!(
+        finished.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        finished.stderr
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

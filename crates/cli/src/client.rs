@@ -41,8 +41,7 @@ impl Client {
             .await
             .map_err(|_| {
                 anyhow::anyhow!("connecting to {addr}: timed out after {}", human(timeout))
-            })?
-            .with_context(|| format!("connecting to {addr}"))?;
+            })??;
         Ok(Client {
             framed: Framed::new(stream, ClientCodec::new()),
             addr: addr.to_string(),

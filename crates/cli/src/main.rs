@@ -62,8 +62,20 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each once: `{:#}` would repeat a cause whose message the one
+/// before it already quotes (as `cannot read FILE: {source}` messages do).
+fn error_chain(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .fold(String::new(), |out, cause| match out.as_str() {
+            "" => cause,
+            s if s.ends_with(&cause) => out,
+            _ => format!("{out}: {cause}"),
+        })
 }

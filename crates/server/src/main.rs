@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sessiond: {e:#}");
+            eprintln!("sessiond: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -432,4 +432,16 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => {}
         }
     })
+}
+
+/// The error and its causes, each once: `{:#}` would repeat a cause whose message the one
+/// before it already quotes (as `cannot read FILE: {source}` messages do).
+fn error_chain(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .fold(String::new(), |out, cause| match out.as_str() {
+            "" => cause,
+            s if s.ends_with(&cause) => out,
+            _ => format!("{out}: {cause}"),
+        })
 }
