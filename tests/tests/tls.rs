@@ -689,3 +689,17 @@ fn check_config_loads_the_certificate_and_key() {
         out.stderr
     );
 }
+
+/// SIGHUP's default action ends a process; a daemon without TLS must shrug it off, since
+/// operators (and tools like logrotate set-ups) send it routinely.
+#[tokio::test]
+async fn sighup_without_tls_leaves_the_daemon_running() {
+    let mut daemon = Daemon::start();
+    daemon.signal(libc::SIGHUP);
+    daemon
+        .wait_for_log("the SIGHUP", |l| l.contains("SIGHUP: no TLS listener"))
+        .await;
+    daemon.assert_running();
+    let mut conn = daemon.connect().await;
+    conn.ping(b"still here").await;
+}
