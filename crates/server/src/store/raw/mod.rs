@@ -10,8 +10,9 @@
 //!   lock.
 //! - [`table`]: walks over the buckets of one shard's hash table (the expiry sweep, `SCAN`,
 //!   snapshots) and lookups by hash alone (batch prefetching). dashmap's safe API offers
-//!   neither a resumable position inside a shard nor a lock that is only tried, so these read
-//!   hashbrown's `RawTable` through dashmap's `raw-api`.
+//!   neither a resumable position inside a shard nor a lookup that stops short of comparing
+//!   keys (comparing waits for the very cache misses prefetching means to overlap), so these
+//!   read hashbrown's `RawTable` through dashmap's `raw-api`.
 //!
 //! The two are one module because their safety arguments depend on each other: the table
 //! walks hand out `&Slot`s, which are sound to read only because every write to a slot holds
