@@ -703,3 +703,30 @@ async fn sighup_without_tls_leaves_the_daemon_running() {
     let mut conn = daemon.connect().await;
     conn.ping(b"still here").await;
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_client_ca_too() {
+    let old = Certs::new();
+    let new = Certs::new();
+    let tls = TlsDaemon::start_with(&old, "", ClientCerts::Required);
+    let old_client = old.client(Some(&old));
+    assert_eq!(
+        connect_and_ping(&old_client, tls.native).await.unwrap(),
+        PONG
+    );
+    new.install(tls.live.path());
+    tls.daemon.signal(libc::SIGHUP);
+    tls.daemon
+        .wait_for_log("the reload", |l| l.contains("TLS certificates reloaded"))
+        .await;
+    // A client that trusts the new server certificate but presents the old CA's client
+    // certificate is refused; one with the new CA's is let in.
+    let stale = connect_and_ping(&new.client(Some(&old)), tls.native).await;
+    assert!(stale.is_err(), "{stale:?}");
+    assert_eq!(
+        connect_and_ping(&new.client(Some(&new)), tls.native)
+            .await
+            .unwrap(),
+        PONG
+    );
+}
