@@ -20,6 +20,8 @@
 //! - `cmd`: one file per native command, applying a parsed request to the store.
 //! - [`resp`]: the optional Redis-protocol (RESP2/RESP3) listener over the same store.
 //! - [`stats`]: counters for `STATS`.
+//! - [`memory`]: the accounting of what the server's memory holds (entries, table, AOF and
+//!   connection buffers) and the `limits.max_memory` cap it is held to.
 //! - [`auth`]: the configured users and the verification of their passwords; [`access`]:
 //!   each connection's authentication state and the one table of what each role may run,
 //!   checked by both protocols before they dispatch a command.
@@ -39,6 +41,7 @@ mod cmd;
 pub mod config;
 mod connection;
 pub mod logging;
+pub mod memory;
 mod native;
 pub mod resp;
 pub mod server;

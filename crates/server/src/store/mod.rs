@@ -31,6 +31,7 @@ use dashmap::DashMap;
 use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetMode, SetOutcome, TouchReply};
 
 use crate::clock::Clock;
+use crate::memory::Accounting;
 pub use mutation::{Mutation, MutationSink};
 use raw::{Slot, SlotMut};
 use versions::Versions;
@@ -91,6 +92,9 @@ struct Shared {
     payload_bytes: AtomicI64,
     /// Entries removed because they expired (by the sweep or on access).
     expired_reclaimed: AtomicU64,
+    /// What the server's memory holds and its limit: the store counts its entries and table
+    /// here, and hands the same accounting to the AOF and the connections.
+    memory: Arc<Accounting>,
 }
 
 impl Store {
@@ -109,8 +113,15 @@ impl Store {
                 sink,
                 payload_bytes: AtomicI64::new(0),
                 expired_reclaimed: AtomicU64::new(0),
+                memory: Arc::new(Accounting::unlimited()),
             }),
         }
+    }
+
+    /// The server's memory accounting, which the store's entries count in, and the limit
+    /// they are held to.
+    pub fn memory(&self) -> &Arc<Accounting> {
+        &self.shared.memory
     }
 
     /// The store's clock.

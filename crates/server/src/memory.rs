@@ -1,0 +1,348 @@
+//! What the server's memory holds, in one place: the accounting behind `limits.max_memory`.
+//!
+//! Every part of the server that holds memory a client can make grow charges it here, under
+//! one of the [`Part`]s: the store's entries and its hash table, the append-only file's
+//! buffers, and the connections' buffers. The sum is what STATS reports as
+//! `memory_used_bytes` and what [`Accounting::over_limit`] compares with the cap.
+//!
+//! # Why count rather than ask the allocator
+//!
+//! mimalloc can report what it holds, but only by walking its heaps, which is far too slow to
+//! do before every write, and the figure includes memory freed but not yet returned to the
+//! system, which would make the server refuse creates for a while after a mass logout. The
+//! parts instead add and subtract what they allocate as they allocate it: one relaxed atomic
+//! add per change, the same cost as the payload counter the store kept before. Sizes are
+//! rounded up to the allocator's size classes ([`allocated_size`]) so that a 79-byte block
+//! counts as the 80 bytes it takes, not 79; `tests/memory_limit.rs` compares the total with
+//! the process's resident set.
+//!
+//! # Using it
+//!
+//! Counters that change with one object (a connection's read buffer) hold a [`Charge`]: set
+//! it to the object's current capacity whenever that changes, and dropping it gives the bytes
+//! back. Counters kept by a structure with many small parts (the store) call
+//! [`Accounting::add`] and [`Accounting::sub`] directly.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// What the limit does when it is reached (`limits.memory_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Reclaim expired entries, then refuse writes that would create a session (or grow
+    /// one): the client is told, and no logged-in user is logged out.
+    #[default]
+    RefuseNew,
+    /// Evict the live sessions closest to their deadline until memory is back under the
+    /// limit: creates keep succeeding, and the users of the evicted sessions are logged out.
+    EvictSoonestExpiring,
+}
+
+impl Policy {
+    /// The name used in the configuration file and in STATS.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::RefuseNew => "refuse-new",
+            Policy::EvictSoonestExpiring => "evict-soonest-expiring",
+        }
+    }
+}
+
+/// The parts memory is counted under, as STATS breaks `memory_used_bytes` down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Part {
+    /// The store's entries: each one's block (header and key) and its value, as allocated.
+    Entries,
+    /// The store's hash tables: every bucket at the tables' real capacity.
+    Table,
+    /// The append-only file's buffers: records waiting to be written, and a rewrite's tail.
+    Aof,
+    /// Connections' read and write buffers.
+    Connections,
+}
+
+impl Part {
+    /// Every part, in the order STATS lists them.
+    pub const ALL: [Part; 4] = [Part::Entries, Part::Table, Part::Aof, Part::Connections];
+
+    /// The suffix of this part's STATS line (`memory_<name>_bytes`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Entries => "entries",
+            Part::Table => "table",
+            Part::Aof => "aof",
+            Part::Connections => "connections",
+        }
+    }
+}
+
+/// No limit: what a store made outside the daemon (tests, tools) starts with.
+const UNLIMITED: u64 = u64::MAX;
+
+/// The memory counters of one server and its limit. Shared as an `Arc` (see
+/// [`crate::Store::memory`]).
+#[derive(Debug)]
+pub struct Accounting {
+    /// Bytes held per [`Part`]. Signed, because a part may subtract before another thread's
+    /// add for the same object lands; the sum is clamped at 0 when read.
+    parts: [AtomicI64; 4],
+    /// The cap, in bytes ([`UNLIMITED`] for none).
+    limit: AtomicU64,
+    /// [`Policy`] as its index.
+    policy: AtomicU8,
+    /// Writes refused because memory was at the limit.
+    refused: AtomicU64,
+    /// Live entries evicted to bring memory back under the limit.
+    evicted: AtomicU64,
+}
+
+impl Accounting {
+    /// Counters at zero, without a limit.
+    pub fn unlimited() -> Accounting {
+        Accounting {
+            parts: Default::default(),
+            limit: AtomicU64::new(UNLIMITED),
+            policy: AtomicU8::new(0),
+            refused: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the cap (`None`: no cap) and what happens when it is reached. The daemon calls
+    /// this once after replay, so that replay itself is never refused.
+    pub fn set_limit(&self, limit: Option<u64>, policy: Policy) {
+        self.policy.store(policy as u8, Ordering::Relaxed);
+        self.limit
+            .store(limit.unwrap_or(UNLIMITED), Ordering::Relaxed);
+    }
+
+    /// The cap, if there is one.
+    pub fn limit(&self) -> Option<u64> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        (limit != UNLIMITED).then_some(limit)
+    }
+
+    /// The policy applied at the cap.
+    pub fn policy(&self) -> Policy {
+        match self.policy.load(Ordering::Relaxed) {
+            0 => Policy::RefuseNew,
+            _ => Policy::EvictSoonestExpiring,
+        }
+    }
+
+    /// Counts `bytes` more under `part`.
+    #[inline]
+    pub fn add(&self, part: Part, bytes: usize) {
+        self.parts[part as usize].fetch_add(bytes as i64, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` less under `part`.
+    #[inline]
+    pub fn sub(&self, part: Part, bytes: usize) {
+        self.parts[part as usize].fetch_sub(bytes as i64, Ordering::Relaxed);
+    }
+
+    /// Bytes counted under `part`.
+    pub fn used_by(&self, part: Part) -> u64 {
+        self.parts[part as usize].load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Bytes counted under every part.
+    pub fn used(&self) -> u64 {
+        let sum: i64 = self
+            .parts
+            .iter()
+            .map(|part| part.load(Ordering::Relaxed))
+            .sum();
+        sum.max(0) as u64
+    }
+
+    /// Whether `extra` more bytes would take the total past the cap.
+    #[inline]
+    pub fn would_exceed(&self, extra: usize) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        // Without a cap the sum is not even read: the common case costs one load.
+        limit != UNLIMITED && self.used().saturating_add(extra as u64) > limit
+    }
+
+    /// Whether the total is past the cap.
+    pub fn over_limit(&self) -> bool {
+        self.would_exceed(0)
+    }
+
+    /// A counter for one object's memory under `part`, given back when dropped.
+    pub fn charge(self: &Arc<Self>, part: Part) -> Charge {
+        Charge {
+            accounting: Arc::clone(self),
+            part,
+            bytes: 0,
+        }
+    }
+
+    /// Counts a write refused at the cap.
+    pub fn note_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes refused at the cap since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Counts live entries evicted.
+    pub fn note_evicted(&self, entries: u64) {
+        self.evicted.fetch_add(entries, Ordering::Relaxed);
+    }
+
+    /// Live entries evicted since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Accounting {
+    fn default() -> Self {
+        Accounting::unlimited()
+    }
+}
+
+/// The memory one object holds, counted under one [`Part`] for as long as the charge lives.
+#[derive(Debug)]
+pub struct Charge {
+    accounting: Arc<Accounting>,
+    part: Part,
+    bytes: usize,
+}
+
+impl Charge {
+    /// The object now holds `bytes` (say, its buffer's capacity): counts the difference.
+    #[inline]
+    pub fn set(&mut self, bytes: usize) {
+        if bytes > self.bytes {
+            self.accounting.add(self.part, bytes - self.bytes);
+        } else if bytes < self.bytes {
+            self.accounting.sub(self.part, self.bytes - bytes);
+        }
+        self.bytes = bytes;
+    }
+
+    /// What is counted now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The accounting this charge counts in (to ask whether the cap is reached).
+    pub fn accounting(&self) -> &Accounting {
+        &self.accounting
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// The bytes mimalloc (v2, the daemon's allocator) takes for an allocation of `len` bytes:
+/// its size classes are exact multiples of 8 up to 64 bytes, then four per doubling (80, 96,
+/// 112, 128, 160, ...). Beyond its medium objects (128 KiB) allocations come from the
+/// system in whole pages. 0 for 0: an empty value allocates nothing.
+pub fn allocated_size(len: usize) -> usize {
+    const WORD: usize = 8;
+    const MEDIUM_MAX: usize = 128 * 1024;
+    const PAGE: usize = 4096;
+    if len == 0 {
+        return 0;
+    }
+    if len > MEDIUM_MAX {
+        return len.div_ceil(PAGE) * PAGE;
+    }
+    let words = len.div_ceil(WORD);
+    if words <= 8 {
+        return words * WORD;
+    }
+    // Four classes between 2^b and 2^(b+1) words: the step is 2^(b-2) words.
+    let b = usize::BITS - 1 - (words - 1).leading_zeros();
+    let step = 1usize << (b - 2);
+    words.div_ceil(step) * step * WORD
+}
+
+/// The default cap: this share of the memory the process may use.
+pub const DEFAULT_SHARE_PERCENT: u64 = 75;
+
+/// The default `limits.max_memory`: [`DEFAULT_SHARE_PERCENT`] of the container's memory
+/// limit (cgroup v2 `memory.max`, or v1 `memory.limit_in_bytes`) when there is one, else of
+/// the machine's memory (`MemTotal` in `/proc/meminfo`). The remaining quarter is room for
+/// what the accounting does not see: the allocator's partly used pages, the runtime, thread
+/// stacks, and the kernel's page cache of the AOF, which a cgroup charges to the container.
+/// `None` when neither can be read (not Linux): no cap, and the daemon says so at start.
+pub fn default_limit() -> Option<u64> {
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    // "max" (v2) means no limit; v1 says so with a huge number instead.
+    .filter_map(|text| text.trim().parse::<u64>().ok())
+    .find(|&bytes| bytes < 1 << 60);
+    let total = cgroup.or_else(|| {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    })?;
+    Some(total / 100 * DEFAULT_SHARE_PERCENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_to_mimalloc_classes() {
+        assert_eq!(allocated_size(0), 0);
+        assert_eq!(allocated_size(1), 8);
+        assert_eq!(allocated_size(64), 64);
+        assert_eq!(allocated_size(65), 80);
+        // A block with a 51-byte key (28 + 51): the 80-byte class, as raw/slot.rs says.
+        assert_eq!(allocated_size(79), 80);
+        assert_eq!(allocated_size(81), 96);
+        assert_eq!(allocated_size(129), 160);
+        assert_eq!(allocated_size(1024), 1024);
+        // 1,099 bytes take 1,280 from mimalloc (raw/slot.rs).
+        assert_eq!(allocated_size(1099), 1280);
+        assert_eq!(allocated_size(1 << 20), 1 << 20);
+        assert_eq!(allocated_size((1 << 20) + 1), (1 << 20) + 4096);
+    }
+
+    #[test]
+    fn charges_follow_their_object_and_are_given_back() {
+        let accounting = Arc::new(Accounting::unlimited());
+        accounting.set_limit(Some(1000), Policy::RefuseNew);
+        let mut charge = accounting.charge(Part::Connections);
+        charge.set(600);
+        accounting.add(Part::Entries, 300);
+        assert_eq!(accounting.used(), 900);
+        assert!(!accounting.over_limit());
+        assert!(accounting.would_exceed(101));
+        charge.set(800);
+        assert!(accounting.over_limit());
+        charge.set(100);
+        assert_eq!(accounting.used_by(Part::Connections), 100);
+        drop(charge);
+        assert_eq!(accounting.used(), 300);
+        accounting.sub(Part::Entries, 300);
+        assert_eq!(accounting.used(), 0);
+    }
+
+    #[test]
+    fn no_limit_is_never_exceeded() {
+        let accounting = Accounting::unlimited();
+        accounting.add(Part::Entries, usize::MAX / 4);
+        assert!(!accounting.over_limit());
+        assert_eq!(accounting.limit(), None);
+    }
+}
