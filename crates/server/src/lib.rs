@@ -40,6 +40,8 @@ pub mod clock;
 mod cmd;
 pub mod config;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod memory;
 mod native;
