@@ -42,13 +42,18 @@ pub enum Status {
     /// The write was applied in memory but could not be made durable under the configured
     /// fsync policy, and was not acknowledged.
     PersistenceFailed = 0x0092,
+    /// The server's memory is at its limit (`limits.max_memory`) and the write would have
+    /// created an entry or grown one. Nothing was changed; reads, touches, deletes and
+    /// updates that do not grow an entry are still served, and the write may succeed once
+    /// sessions are deleted or expire.
+    OutOfMemory = 0x0093,
     /// An unexpected server-side failure.
     InternalError = 0x00ff,
 }
 
 impl Status {
     /// Every defined status, in numeric order.
-    pub const ALL: [Status; 16] = [
+    pub const ALL: [Status; 17] = [
         Status::Ok,
         Status::NotFound,
         Status::Exists,
@@ -64,6 +69,7 @@ impl Status {
         Status::Busy,
         Status::ShuttingDown,
         Status::PersistenceFailed,
+        Status::OutOfMemory,
         Status::InternalError,
     ];
 
@@ -106,6 +112,7 @@ impl Status {
             Status::Busy => "BUSY",
             Status::ShuttingDown => "SHUTTING_DOWN",
             Status::PersistenceFailed => "PERSISTENCE_FAILED",
+            Status::OutOfMemory => "OUT_OF_MEMORY",
             Status::InternalError => "INTERNAL_ERROR",
         }
     }

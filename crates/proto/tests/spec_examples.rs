@@ -418,7 +418,7 @@ const STATS_RESPONSE: &str = r##"
 b6 01 06 00                                      # magic, version 1, opcode STATS, extras length 0
 00 00 00 10                                      # opaque 16
 00 00 00 00                                      # status OK (0x0000), reserved
-00 00 01 c1                                      # value length 449
+00 00 02 94                                      # value length 660
 73 65 72 76 65 72 5f 76 65 72 73 69 6f 6e 20 30  # "server_version 0"
 2e 31 2e 30 0a                                   # ... ".1.0\n"
 75 70 74 69 6d 65 5f 6d 73 20 36 31 32 33 34 0a  # "uptime_ms 61234\n"
@@ -445,6 +445,24 @@ b6 01 06 00                                      # magic, version 1, opcode STAT
 64 20 30 0a                                      # ... "d 0\n"
 6d 65 6d 6f 72 79 5f 62 79 74 65 73 5f 65 73 74  # "memory_bytes_est"
 69 6d 61 74 65 20 33 34 32 0a                    # ... "imate 342\n"
+6d 65 6d 6f 72 79 5f 75 73 65 64 5f 62 79 74 65  # "memory_used_byte"
+73 20 31 37 30 38 38 0a                          # ... "s 17088\n"
+6d 65 6d 6f 72 79 5f 6c 69 6d 69 74 5f 62 79 74  # "memory_limit_byt"
+65 73 20 36 34 34 32 34 35 30 39 34 34 0a        # ... "es 6442450944\n"
+6d 65 6d 6f 72 79 5f 70 6f 6c 69 63 79 20 72 65  # "memory_policy re"
+66 75 73 65 2d 6e 65 77 0a                       # ... "fuse-new\n"
+6d 65 6d 6f 72 79 5f 72 65 66 75 73 65 64 20 30  # "memory_refused 0"
+0a                                               # ... "\n"
+6d 65 6d 6f 72 79 5f 65 76 69 63 74 65 64 20 30  # "memory_evicted 0"
+0a                                               # ... "\n"
+6d 65 6d 6f 72 79 5f 65 6e 74 72 69 65 73 5f 62  # "memory_entries_b"
+79 74 65 73 20 34 33 32 0a                       # ... "ytes 432\n"
+6d 65 6d 6f 72 79 5f 74 61 62 6c 65 5f 62 79 74  # "memory_table_byt"
+65 73 20 33 33 36 0a                             # ... "es 336\n"
+6d 65 6d 6f 72 79 5f 61 6f 66 5f 62 79 74 65 73  # "memory_aof_bytes"
+20 30 0a                                         # ... " 0\n"
+6d 65 6d 6f 72 79 5f 63 6f 6e 6e 65 63 74 69 6f  # "memory_connectio"
+6e 73 5f 62 79 74 65 73 20 31 36 33 32 30 0a     # ... "ns_bytes 16320\n"
 61 6f 66 5f 65 6e 61 62 6c 65 64 20 31 0a        # "aof_enabled 1\n"
 61 6f 66 5f 66 73 79 6e 63 20 65 76 65 72 79 73  # "aof_fsync everys"
 65 63 0a                                         # ... "ec\n"
@@ -1023,7 +1041,7 @@ fn del() {
 // ---------------------------------------------------------------------------------------------
 
 /// The statistics the specification lists, in its order.
-const STAT_NAMES: [&str; 27] = [
+const STAT_NAMES: [&str; 36] = [
     "server_version",
     "uptime_ms",
     "connections_current",
@@ -1042,6 +1060,15 @@ const STAT_NAMES: [&str; 27] = [
     "entries",
     "expired_reclaimed",
     "memory_bytes_estimate",
+    "memory_used_bytes",
+    "memory_limit_bytes",
+    "memory_policy",
+    "memory_refused",
+    "memory_evicted",
+    "memory_entries_bytes",
+    "memory_table_bytes",
+    "memory_aof_bytes",
+    "memory_connections_bytes",
     "aof_enabled",
     "aof_fsync",
     "aof_file_bytes",
@@ -1059,8 +1086,42 @@ fn stats() {
     // Section 5's session: six SETs on an earlier connection, the refused HELLO on another,
     // then this connection's 16 requests.
     let values = [
-        "0.1.0", "61234", "1", "3", "0", "23", "1", "2", "1", "8", "3", "1", "1", "1", "2", "6",
-        "0", "342", "1", "everysec", "374", "0", "0", "0", "0", "0", "0",
+        "0.1.0",
+        "61234",
+        "1",
+        "3",
+        "0",
+        "23",
+        "1",
+        "2",
+        "1",
+        "8",
+        "3",
+        "1",
+        "1",
+        "1",
+        "2",
+        "6",
+        "0",
+        "342",
+        "17088",
+        "6442450944",
+        "refuse-new",
+        "0",
+        "0",
+        "432",
+        "336",
+        "0",
+        "16320",
+        "1",
+        "everysec",
+        "374",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
     ];
     let reply = StatsReply {
         stats: STAT_NAMES

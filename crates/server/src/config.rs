@@ -257,6 +257,100 @@ pub struct LimitsConfig {
     /// Longest TTL a client may ask for.
     #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
+    /// The memory the server's sessions, tables and buffers may hold ([`crate::memory`]).
+    pub max_memory: MaxMemory,
+    /// What happens when `max_memory` is reached.
+    pub memory_policy: crate::memory::Policy,
+}
+
+/// `limits.max_memory`: a size (`"2GiB"`, `"512MB"`, or a number of bytes), `"auto"`, or
+/// `"unlimited"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "SizeText")]
+pub enum MaxMemory {
+    /// [`crate::memory::DEFAULT_SHARE_PERCENT`] of the container's or the machine's memory.
+    #[default]
+    Auto,
+    /// No cap. Spelled out (`"unlimited"`) because `0` or `"off"` could as well be typos,
+    /// and a server without a cap is ended by the kernel's OOM killer instead.
+    Unlimited,
+    /// This many bytes.
+    Bytes(u64),
+}
+
+/// The smallest cap accepted: below it the server could not even hold its tables.
+pub const MIN_MAX_MEMORY: u64 = 1 << 20;
+
+impl MaxMemory {
+    /// The cap in bytes, `None` for none (or when `auto` finds no memory size to take a
+    /// share of).
+    pub fn resolve(self) -> Option<u64> {
+        match self {
+            MaxMemory::Auto => crate::memory::default_limit(),
+            MaxMemory::Unlimited => None,
+            MaxMemory::Bytes(bytes) => Some(bytes),
+        }
+    }
+}
+
+/// A size as TOML gives it: a string or an integer.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeText {
+    Integer(i64),
+    Text(String),
+}
+
+impl TryFrom<SizeText> for MaxMemory {
+    type Error = String;
+
+    fn try_from(text: SizeText) -> Result<MaxMemory, String> {
+        let bytes = match text {
+            SizeText::Text(text) if text == "auto" => return Ok(MaxMemory::Auto),
+            SizeText::Text(text) if text == "unlimited" => return Ok(MaxMemory::Unlimited),
+            SizeText::Text(text) => parse_size(&text)?,
+            SizeText::Integer(n) => u64::try_from(n).map_err(|_| format!("{n} is negative"))?,
+        };
+        if bytes < MIN_MAX_MEMORY {
+            return Err(format!(
+                "limits.max_memory must be at least 1MiB (write \"unlimited\" for no cap), \
+                 not {bytes} bytes"
+            ));
+        }
+        Ok(MaxMemory::Bytes(bytes))
+    }
+}
+
+/// Parses `"2GiB"`, `"512 MB"`, `"1048576"`: binary (KiB, MiB, GiB, TiB) and decimal (KB,
+/// MB, GB, TB) units, or bytes (`B` or none).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as \"2GiB\""))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use KiB, MiB, GiB...)"
+            ))
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 impl Default for LimitsConfig {
@@ -266,6 +360,8 @@ impl Default for LimitsConfig {
             max_key_bytes: limits.max_key_len,
             max_value_bytes: limits.max_value_len,
             max_ttl: Duration::from_millis(limits.max_ttl_ms),
+            max_memory: MaxMemory::Auto,
+            memory_policy: crate::memory::Policy::RefuseNew,
         }
     }
 }
@@ -729,6 +825,42 @@ mod tests {
         assert!(config.exposed_without_auth().is_empty());
         let config = parse("[resp]\nlisten = \"[::1]:6380\"\n").unwrap();
         assert!(config.exposed_without_auth().is_empty());
+    }
+
+    #[test]
+    fn memory_sizes_are_human_and_zero_is_refused() {
+        let size = |text: &str| parse(&format!("[limits]\nmax_memory = {text}\n"));
+        assert_eq!(
+            size("\"2GiB\"").unwrap().limits.max_memory,
+            MaxMemory::Bytes(2 << 30)
+        );
+        assert_eq!(
+            size("\"32 MiB\"").unwrap().limits.max_memory,
+            MaxMemory::Bytes(32 << 20)
+        );
+        assert_eq!(
+            size("\"512MB\"").unwrap().limits.max_memory,
+            MaxMemory::Bytes(512_000_000)
+        );
+        assert_eq!(
+            size("67108864").unwrap().limits.max_memory,
+            MaxMemory::Bytes(64 << 20)
+        );
+        assert_eq!(
+            size("\"unlimited\"").unwrap().limits.max_memory,
+            MaxMemory::Unlimited
+        );
+        assert_eq!(size("\"auto\"").unwrap().limits.max_memory, MaxMemory::Auto);
+        for bad in ["0", "\"0\"", "\"off\"", "\"2 furlongs\"", "-5", "\"1KiB\""] {
+            let err = size(bad).unwrap_err();
+            assert!(err.contains("max_memory"), "{bad}: {err}");
+        }
+        let policy = parse("[limits]\nmemory_policy = \"evict-soonest-expiring\"\n").unwrap();
+        assert_eq!(
+            policy.limits.memory_policy,
+            crate::memory::Policy::EvictSoonestExpiring
+        );
+        assert!(parse("[limits]\nmemory_policy = \"allkeys-lru\"\n").is_err());
     }
 
     #[test]

@@ -308,6 +308,16 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
         store.seed_versions_from_wall_clock();
         (store, None)
     };
+    // The cap applies from here on: replay above never refuses an accepted session.
+    let max_memory = config.limits.max_memory.resolve();
+    store
+        .memory()
+        .set_limit(max_memory, config.limits.memory_policy);
+    tracing::info!(
+        limit = ?max_memory,
+        policy = config.limits.memory_policy.name(),
+        "memory limit (limits.max_memory)"
+    );
     let _sweeper = store.start_sweeper(config.expiry.sweep_interval, config.expiry.sweep_budget);
     let ctx = Arc::new(Context {
         store,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 use crate::aof::Aof;
+use crate::memory::Part;
 use crate::store::Store;
 
 /// Monotonic counters shared by every connection.
@@ -106,6 +107,27 @@ impl Stats {
             ("expired_reclaimed", store.expired_reclaimed().to_string()),
             ("memory_bytes_estimate", store.memory_estimate().to_string()),
         ];
+        let memory = store.memory();
+        let mut memory_lines: Vec<(&str, String)> = vec![
+            ("memory_used_bytes", memory.used().to_string()),
+            // 0: no cap (`limits.max_memory = "unlimited"`).
+            (
+                "memory_limit_bytes",
+                memory.limit().unwrap_or(0).to_string(),
+            ),
+            ("memory_policy", memory.policy().name().to_string()),
+            ("memory_refused", memory.refused().to_string()),
+            ("memory_evicted", memory.evicted().to_string()),
+        ];
+        for part in Part::ALL {
+            let name = match part {
+                Part::Entries => "memory_entries_bytes",
+                Part::Table => "memory_table_bytes",
+                Part::Aof => "memory_aof_bytes",
+                Part::Connections => "memory_connections_bytes",
+            };
+            memory_lines.push((name, memory.used_by(part).to_string()));
+        }
         let flag = |b: bool| u8::from(b).to_string();
         let persistence: [(&str, String); 6] = [
             ("aof_enabled", flag(aof.is_some())),
@@ -128,6 +150,7 @@ impl Stats {
         ];
         pairs
             .into_iter()
+            .chain(memory_lines)
             .chain(persistence)
             .chain(auth)
             .map(|(name, value)| (name.to_string(), value))

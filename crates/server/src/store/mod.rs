@@ -18,6 +18,7 @@
 
 pub mod mutation;
 mod prefetch;
+mod pressure;
 mod raw;
 pub mod scan;
 pub mod sweep;
@@ -31,8 +32,10 @@ use dashmap::DashMap;
 use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetMode, SetOutcome, TouchReply};
 
 use crate::clock::Clock;
-use crate::memory::Accounting;
+use crate::memory::{allocated_size, Accounting, Part};
 pub use mutation::{Mutation, MutationSink};
+pub use pressure::OutOfMemory;
+use pressure::Pressure;
 use raw::{Slot, SlotMut};
 use versions::Versions;
 
@@ -95,6 +98,8 @@ struct Shared {
     /// What the server's memory holds and its limit: the store counts its entries and table
     /// here, and hands the same accounting to the AOF and the connections.
     memory: Arc<Accounting>,
+    /// Admission and eviction at the memory cap.
+    pressure: Pressure,
 }
 
 impl Store {
@@ -114,6 +119,7 @@ impl Store {
                 payload_bytes: AtomicI64::new(0),
                 expired_reclaimed: AtomicU64::new(0),
                 memory: Arc::new(Accounting::unlimited()),
+                pressure: Pressure::default(),
             }),
         }
     }
@@ -160,14 +166,37 @@ impl Store {
         }
     }
 
-    /// Writes `value` under `key` with a TTL, subject to `mode`.
+    /// Writes `value` under `key` with a TTL, subject to `mode`. Not held to the memory
+    /// limit: the commands use [`Store::set_limited`].
     pub fn set(&self, key: &[u8], value: &[u8], ttl_ms: u64, mode: SetMode) -> SetOutcome {
-        self.write(key, value, Expiry::In(ttl_ms), mode, None)
+        self.set_with(key, value, Expiry::In(ttl_ms), mode)
     }
 
-    /// Writes `value` under `key` with the deadline `expiry` gives, subject to `mode`.
+    /// Writes `value` under `key` with the deadline `expiry` gives, subject to `mode`. Not
+    /// held to the memory limit.
     pub fn set_with(&self, key: &[u8], value: &[u8], expiry: Expiry, mode: SetMode) -> SetOutcome {
-        self.write(key, value, expiry, mode, None)
+        self.unlimited(self.write(key, value, expiry, mode, None, false))
+    }
+
+    /// Writes `value` under `key` with the deadline `expiry` gives, subject to `mode` and
+    /// to the memory limit: at the limit, a write that would create an entry or grow one is
+    /// refused (or, with `evict-soonest-expiring`, makes room; see [`pressure`]). With
+    /// `previous`, also returns there the entry the key held before (if it was live), read
+    /// under the same lock as the write.
+    pub fn set_limited(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expiry: Expiry,
+        mode: SetMode,
+        previous: Option<&mut Option<Entry>>,
+    ) -> Result<SetOutcome, OutOfMemory> {
+        self.write(key, value, expiry, mode, previous, true)
+    }
+
+    /// The outcome of a write made with `limited` false, which is never refused.
+    fn unlimited(&self, written: Result<SetOutcome, OutOfMemory>) -> SetOutcome {
+        written.unwrap_or(SetOutcome::NotFound)
     }
 
     /// Like [`Store::set_with`], also returning the entry the key held before (if it was
@@ -180,8 +209,8 @@ impl Store {
         mode: SetMode,
     ) -> (SetOutcome, Option<Entry>) {
         let mut previous = None;
-        let outcome = self.write(key, value, expiry, mode, Some(&mut previous));
-        (outcome, previous)
+        let outcome = self.write(key, value, expiry, mode, Some(&mut previous), false);
+        (self.unlimited(outcome), previous)
     }
 
     fn write(
@@ -191,15 +220,27 @@ impl Store {
         expiry: Expiry,
         mode: SetMode,
         previous: Option<&mut Option<Entry>>,
-    ) -> SetOutcome {
+        limited: bool,
+    ) -> Result<SetOutcome, OutOfMemory> {
         let now = self.shared.clock.now_ms();
+        let write = Write {
+            value,
+            expiry,
+            mode,
+            now,
+            limited,
+        };
         // Updates are the common case for sessions: find the entry without allocating a key.
         if let Some(mut found) = self.shared.map.get_mut(key) {
             let slot = SlotMut::from_ref_mut(&mut found);
-            return self.overwrite(slot, value, expiry, mode, now, previous);
+            return self.overwrite(slot, write, previous);
         }
         if matches!(mode, SetMode::UpdateOnly | SetMode::IfVersion(_)) {
-            return SetOutcome::NotFound;
+            return Ok(SetOutcome::NotFound);
+        }
+        if limited {
+            // Before the shard lock: making room may sweep other shards.
+            self.admit(entry_bytes(key.len(), value.len()))?;
         }
         // The new slot is built before the shard lock is taken: its version and deadline are
         // set under the lock, once the key is known to be absent.
@@ -207,7 +248,7 @@ impl Store {
             // Another writer created the key between the lookup and here.
             MapEntry::Occupied(mut occupied) => {
                 let slot = SlotMut::from_occupied(&mut occupied);
-                self.overwrite(slot, value, expiry, mode, now, previous)
+                self.overwrite(slot, write, previous)
             }
             MapEntry::Vacant(vacant) => {
                 let mut inserted = vacant.insert(());
@@ -216,37 +257,49 @@ impl Store {
                 slot.set_expires_at_ms(expiry.deadline(now, None));
                 slot.set_version(version);
                 self.record_set(slot.slot());
-                self.add_payload(key.len() + value.len());
-                SetOutcome::Stored { version }
+                self.gained(key.len(), value.len());
+                Ok(SetOutcome::Stored { version })
             }
         }
     }
 
     /// `SET` against an entry that is present (though maybe expired), under its shard lock.
-    #[allow(clippy::too_many_arguments)]
     fn overwrite(
         &self,
         mut slot: SlotMut<'_>,
-        value: &[u8],
-        expiry: Expiry,
-        mode: SetMode,
-        now: u64,
+        write: Write<'_>,
         previous: Option<&mut Option<Entry>>,
-    ) -> SetOutcome {
+    ) -> Result<SetOutcome, OutOfMemory> {
+        let Write {
+            value,
+            expiry,
+            mode,
+            now,
+            limited,
+        } = write;
         let current = slot.slot();
         let live = current.is_live(now);
         if let (Some(previous), true) = (previous, live) {
             *previous = Some(current.entry(now));
         }
         match mode {
-            SetMode::CreateOnly if live => return SetOutcome::Exists,
-            SetMode::UpdateOnly | SetMode::IfVersion(_) if !live => return SetOutcome::NotFound,
+            SetMode::CreateOnly if live => return Ok(SetOutcome::Exists),
+            SetMode::UpdateOnly | SetMode::IfVersion(_) if !live => {
+                return Ok(SetOutcome::NotFound)
+            }
             SetMode::IfVersion(expected) if expected != current.version() => {
-                return SetOutcome::VersionMismatch {
+                return Ok(SetOutcome::VersionMismatch {
                     current: current.version(),
-                }
+                })
             }
             _ => {}
+        }
+        let growth =
+            allocated_size(value.len()).saturating_sub(allocated_size(current.value().len()));
+        if limited && (growth > 0 || !live) {
+            // An update that grows the entry, or a create over an expired one. Under the
+            // shard lock, so no reclaiming here: the background task does it.
+            self.check_growth(growth)?;
         }
         if !live {
             // Replacing an expired entry is a create, as far as anyone can observe.
@@ -255,14 +308,13 @@ impl Store {
                 .fetch_add(1, Ordering::Relaxed);
         }
         let deadline = expiry.deadline(now, live.then_some(current.expires_at_ms()));
-        self.add_payload(value.len());
-        self.sub_payload(current.value().len());
+        self.value_replaced(current.value().len(), value.len());
         slot.replace_value(value);
         slot.set_expires_at_ms(deadline);
         let version = self.next_version();
         slot.set_version(version);
         self.record_set(slot.slot());
-        SetOutcome::Stored { version }
+        Ok(SetOutcome::Stored { version })
     }
 
     /// Moves `key`'s deadline to `at_ms` (Unix milliseconds). A deadline that has already
@@ -299,7 +351,7 @@ impl Store {
         let Some((slot, ())) = removed else {
             return GetReply::Miss;
         };
-        self.sub_payload(payload_len(&slot));
+        self.lost(&slot);
         if slot.is_live(now) {
             GetReply::Hit(slot.entry(now))
         } else {
@@ -320,7 +372,7 @@ impl Store {
                 self.record(Mutation::Del { key: slot.key() });
                 removed += 1;
             }
-            self.sub_payload(payload_len(slot));
+            self.lost(slot);
             false
         });
         removed
@@ -371,7 +423,7 @@ impl Store {
             }
         });
         if let Some((slot, ())) = removed {
-            self.sub_payload(payload_len(&slot));
+            self.lost(&slot);
             if outcome == DelOutcome::NotFound {
                 self.shared
                     .expired_reclaimed
@@ -386,7 +438,7 @@ impl Store {
     /// writes never reuse it.
     pub fn restore_set(&self, key: &[u8], value: &[u8], expires_at_ms: u64, version: u64) {
         self.shared.versions.restore(version);
-        self.add_payload(key.len() + value.len());
+        self.gained(key.len(), value.len());
         // The new slot must replace the old one whole (`insert` would keep the old slot and
         // drop the new one): `replace_entry` swaps in the slot the entry was made with.
         match self
@@ -396,7 +448,7 @@ impl Store {
         {
             MapEntry::Occupied(occupied) => {
                 let (old, ()) = occupied.replace_entry(());
-                self.sub_payload(payload_len(&old));
+                self.lost(&old);
             }
             MapEntry::Vacant(vacant) => {
                 vacant.insert(());
@@ -414,7 +466,7 @@ impl Store {
     /// Replays a persisted DEL. Not reported to the sink.
     pub fn restore_del(&self, key: &[u8]) {
         if let Some((slot, ())) = self.shared.map.remove(key) {
-            self.sub_payload(payload_len(&slot));
+            self.lost(&slot);
         }
     }
 
@@ -553,7 +605,7 @@ impl Store {
 
     fn remove_if_expired(&self, key: &[u8], now: u64) {
         if let Some((slot, ())) = self.shared.map.remove_if(key, |s, _| !s.is_live(now)) {
-            self.sub_payload(payload_len(&slot));
+            self.lost(&slot);
             self.shared
                 .expired_reclaimed
                 .fetch_add(1, Ordering::Relaxed);
@@ -584,22 +636,79 @@ impl Store {
         }
     }
 
-    fn add_payload(&self, bytes: usize) {
+    /// Counts a new entry, in the payload and in the memory accounting.
+    fn gained(&self, key_len: usize, value_len: usize) {
         self.shared
             .payload_bytes
-            .fetch_add(bytes as i64, Ordering::Relaxed);
+            .fetch_add((key_len + value_len) as i64, Ordering::Relaxed);
+        self.shared
+            .memory
+            .add(Part::Entries, entry_bytes(key_len, value_len));
     }
 
-    fn sub_payload(&self, bytes: usize) {
+    /// Counts an entry's value replaced by one of another length.
+    fn value_replaced(&self, old_len: usize, new_len: usize) {
+        if old_len == new_len {
+            return;
+        }
         self.shared
             .payload_bytes
-            .fetch_sub(bytes as i64, Ordering::Relaxed);
+            .fetch_add(new_len as i64 - old_len as i64, Ordering::Relaxed);
+        let memory = &self.shared.memory;
+        memory.add(Part::Entries, allocated_size(new_len));
+        memory.sub(Part::Entries, allocated_size(old_len));
+    }
+
+    /// Counts one entry removed.
+    fn lost(&self, slot: &Slot) {
+        let mut freed = Freed::default();
+        freed.add(slot);
+        self.release(freed);
+    }
+
+    /// Counts entries removed together (by a walk over a table).
+    fn release(&self, freed: Freed) {
+        if freed.payload > 0 || freed.memory > 0 {
+            self.shared
+                .payload_bytes
+                .fetch_sub(freed.payload as i64, Ordering::Relaxed);
+            self.shared.memory.sub(Part::Entries, freed.memory);
+        }
     }
 }
 
-/// Key and value bytes of a slot, as `payload_bytes` counts them.
-fn payload_len(slot: &Slot) -> usize {
-    slot.key().len() + slot.value().len()
+/// The parts of a write that `write` hands to `overwrite`.
+#[derive(Clone, Copy)]
+struct Write<'a> {
+    value: &'a [u8],
+    expiry: Expiry,
+    mode: SetMode,
+    now: u64,
+    limited: bool,
+}
+
+/// What an entry of these lengths takes from the allocator: its block (header and key) and
+/// its value's own allocation, each rounded to the allocator's size class. The table's
+/// bucket is counted apart, at the table's real capacity ([`pressure`]).
+pub fn entry_bytes(key_len: usize, value_len: usize) -> usize {
+    allocated_size(raw::HEADER_LEN + key_len) + allocated_size(value_len)
+}
+
+/// The sizes of entries being removed, summed so that a walk updates the counters once.
+#[derive(Debug, Default, Clone, Copy)]
+struct Freed {
+    /// Key and value bytes, as `payload_bytes` counts them.
+    payload: usize,
+    /// Bytes allocated, as the memory accounting counts them.
+    memory: usize,
+}
+
+impl Freed {
+    fn add(&mut self, slot: &Slot) {
+        let (key_len, value_len) = (slot.key().len(), slot.value().len());
+        self.payload += key_len + value_len;
+        self.memory += entry_bytes(key_len, value_len);
+    }
 }
 
 impl Default for Store {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::raw::retain_slots;
-use super::Store;
+use super::{Freed, Store};
 
 /// Buckets inspected per acquisition of a shard's write lock. At a few nanoseconds per bucket
 /// this keeps each lock hold to about a microsecond.
@@ -49,6 +49,19 @@ pub struct SweepCursor {
     bucket: usize,
 }
 
+/// What one [`Store::remove_step`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Step {
+    /// Buckets looked at.
+    pub scanned: u64,
+    /// Expired entries removed.
+    pub expired: u64,
+    /// Live entries evicted.
+    pub evicted: u64,
+    /// Whether the cursor passed the end of the map.
+    pub completed_cycle: bool,
+}
+
 /// What one call to [`Store::sweep`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
@@ -67,45 +80,65 @@ impl Store {
     pub fn sweep(&self, cursor: &mut SweepCursor, budget: Duration) -> SweepReport {
         let started = std::time::Instant::now();
         let now = self.shared.clock.now_ms();
-        let shards = self.shared.map.shards();
         let mut report = SweepReport::default();
         let start = *cursor;
         loop {
-            let mut freed_bytes = 0usize;
-            let mut table = shards[cursor.shard].write();
-            let buckets = table.buckets();
-            let end = (cursor.bucket + BUCKETS_PER_LOCK).min(buckets);
-            report.reclaimed += retain_slots(&mut table, cursor.bucket, end, |slot| {
-                let live = slot.is_live(now);
-                if !live {
-                    freed_bytes += super::payload_len(slot);
-                }
-                live
-            });
-            drop(table);
-            report.buckets_scanned += (end - cursor.bucket) as u64;
-            if freed_bytes > 0 {
-                self.shared
-                    .payload_bytes
-                    .fetch_sub(freed_bytes as i64, Ordering::Relaxed);
-            }
-            if end >= buckets {
-                cursor.shard = (cursor.shard + 1) % shards.len();
-                cursor.bucket = 0;
-                report.completed_cycle |= cursor.shard == 0;
-            } else {
-                cursor.bucket = end;
-            }
+            let step = self.remove_step(cursor, now, None);
+            report.reclaimed += step.expired;
+            report.buckets_scanned += step.scanned;
+            report.completed_cycle |= step.completed_cycle;
             // Stop when the budget is spent or when this call has covered the map once.
             let covered_map = cursor.shard == start.shard && cursor.bucket <= start.bucket;
             if covered_map || started.elapsed() >= budget {
                 break;
             }
         }
+        report
+    }
+
+    /// One step of a walk over the map: removes, from [`BUCKETS_PER_LOCK`] buckets at
+    /// `cursor` under their shard's write lock, every expired entry and, with `evict_through`,
+    /// every live one whose deadline is at or before it (recording its DEL, so that an
+    /// evicted session does not come back on restart). Moves the cursor past them.
+    pub(super) fn remove_step(
+        &self,
+        cursor: &mut SweepCursor,
+        now: u64,
+        evict_through: Option<u64>,
+    ) -> Step {
+        let shards = self.shared.map.shards();
+        let mut freed = Freed::default();
+        let mut step = Step::default();
+        let mut table = shards[cursor.shard].write();
+        let buckets = table.buckets();
+        let end = (cursor.bucket + BUCKETS_PER_LOCK).min(buckets);
+        retain_slots(&mut table, cursor.bucket, end, |slot| {
+            if !slot.is_live(now) {
+                step.expired += 1;
+            } else if evict_through.is_some_and(|at| slot.expires_at_ms() <= at) {
+                step.evicted += 1;
+                self.record(super::Mutation::Del { key: slot.key() });
+            } else {
+                return true;
+            }
+            freed.add(slot);
+            false
+        });
+        drop(table);
+        step.scanned = (end - cursor.bucket) as u64;
+        self.release(freed);
+        if end >= buckets {
+            cursor.shard = (cursor.shard + 1) % shards.len();
+            cursor.bucket = 0;
+            step.completed_cycle = cursor.shard == 0;
+        } else {
+            cursor.bucket = end;
+        }
         self.shared
             .expired_reclaimed
-            .fetch_add(report.reclaimed, Ordering::Relaxed);
-        report
+            .fetch_add(step.expired, Ordering::Relaxed);
+        self.shared.memory.note_evicted(step.evicted);
+        step
     }
 
     /// Starts the background sweep on the current tokio runtime: every `interval`, sweep
@@ -117,6 +150,8 @@ impl Store {
     /// tick's budget: run in one go, a tick showed in the worker's p99.9 latency.
     pub fn start_sweeper(&self, interval: Duration, budget: Duration) -> SweeperGuard {
         let token = CancellationToken::new();
+        // The task that holds memory to the cap stops with the sweep.
+        self.start_pressure_task(token.clone());
         let stopped = token.clone();
         let store = self.clone();
         tokio::spawn(async move {

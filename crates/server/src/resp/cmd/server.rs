@@ -80,11 +80,26 @@ fn write_section(call: &Call<'_>, section: &str, out: &mut String) {
             line("blocked_clients", &0);
         }
         "memory" => {
-            let used = ctx.store.memory_estimate();
+            // What limits.max_memory is held against (crate::memory), as Redis reports its
+            // used_memory against maxmemory; 0 means no cap, as in Redis.
+            let memory = ctx.store.memory();
+            let used = memory.used();
+            let limit = memory.limit().unwrap_or(0);
             line("used_memory", &used);
             line("used_memory_human", &human_bytes(used));
-            line("maxmemory", &0);
-            line("maxmemory_policy", &"noeviction");
+            line("maxmemory", &limit);
+            line("maxmemory_human", &human_bytes(limit));
+            // Redis's nearest names: noeviction refuses writes that need memory, and
+            // volatile-ttl evicts the keys with the shortest remaining TTL (sampled there,
+            // exact here).
+            line(
+                "maxmemory_policy",
+                &match memory.policy() {
+                    crate::memory::Policy::RefuseNew => "noeviction",
+                    crate::memory::Policy::EvictSoonestExpiring => "volatile-ttl",
+                },
+            );
+            line("sessiond_memory_policy", &memory.policy().name());
             line("mem_allocator", &"mimalloc");
         }
         "persistence" => {
@@ -106,6 +121,8 @@ fn write_section(call: &Call<'_>, section: &str, out: &mut String) {
             line("total_commands_processed", &load(&stats.requests_total));
             line("rejected_connections", &load(&stats.connections_rejected));
             line("expired_keys", &ctx.store.expired_reclaimed());
+            line("evicted_keys", &ctx.store.memory().evicted());
+            line("sessiond_memory_refused", &ctx.store.memory().refused());
             line("keyspace_hits", &load(&stats.get_hits));
             line("keyspace_misses", &load(&stats.get_misses));
             // Redis's name for failed AUTH attempts.

@@ -11,7 +11,7 @@ use sessiond_proto::command::{GetReply, SetMode, SetOutcome};
 use super::{int_arg, invalid_expire, is, syntax_error, Call, Outcome, Result};
 use crate::resp::frame::{Value, OK};
 use crate::stats::Stats;
-use crate::store::Expiry;
+use crate::store::{Expiry, OutOfMemory};
 
 /// `GET key`: the value, or null.
 pub(super) fn get(call: &mut Call<'_>) -> Result {
@@ -180,20 +180,24 @@ fn write(call: &Call<'_>, expiry: Expiry, mode: SetMode, get: bool) -> Result {
     let value = &call.args[2];
     check_value(call, value)?;
     let store = &call.ctx.store;
-    let (outcome, reply) = if get {
-        let (outcome, previous) = store.set_returning_previous(key, value, expiry, mode);
-        let reply = previous.map_or(Value::Null, |entry| Value::Bulk(entry.value));
-        (outcome, reply)
-    } else {
-        let outcome = store.set_with(key, value, expiry, mode);
-        let reply = match outcome {
-            SetOutcome::Stored { .. } => OK,
-            _ => Value::Null,
-        };
-        (outcome, reply)
+    let stats = &call.ctx.stats;
+    let mut previous = None;
+    let outcome = match store.set_limited(key, value, expiry, mode, get.then_some(&mut previous)) {
+        Ok(outcome) => outcome,
+        Err(OutOfMemory) => {
+            // Counted in STATS memory_refused, by the store.
+            // Redis's words, so that clients and operators recognise the condition.
+            return Err(Value::error(
+                "OOM command not allowed when used memory > 'maxmemory'.",
+            ));
+        }
+    };
+    let reply = match (get, outcome) {
+        (true, _) => previous.map_or(Value::Null, |entry| Value::Bulk(entry.value)),
+        (false, SetOutcome::Stored { .. }) => OK,
+        (false, _) => Value::Null,
     };
     let stored = matches!(outcome, SetOutcome::Stored { .. });
-    let stats = &call.ctx.stats;
     Stats::bump(if stored {
         &stats.set_stored
     } else {

@@ -34,7 +34,7 @@
 mod slot;
 mod table;
 
-pub use slot::{Slot, SlotMut};
+pub use slot::{Slot, SlotMut, HEADER_LEN};
 pub use table::{
     for_each_candidate, for_each_slot, prefetch_line, prefetch_probe_start, retain_slots,
     ShardTable,

@@ -62,7 +62,8 @@ struct Header {
     value_len: u32,
 }
 
-const HEADER_LEN: usize = std::mem::size_of::<Header>();
+/// Bytes of a block before its key (the block is this plus the key's length).
+pub const HEADER_LEN: usize = std::mem::size_of::<Header>();
 const BLOCK_ALIGN: usize = 8;
 
 /// One entry: key, value, deadline and version. Owns its block and the value's allocation,

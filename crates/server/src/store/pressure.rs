@@ -1,0 +1,362 @@
+//! Holding the store to `limits.max_memory`: admission of writes that grow it, and the
+//! background task that reclaims and (with `evict-soonest-expiring`) evicts.
+//!
+//! # What happens at the cap
+//!
+//! A write that would create an entry, or grow one, first asks [`Store::admit`]. Under the
+//! cap it passes with one atomic load of each counter. Over it:
+//!
+//! - **`refuse-new`**: the write itself reclaims first, a few sweep steps
+//!   ([`RECLAIM_STEPS`]) from a cursor all refused writes share, so expired sessions make
+//!   room before anyone is refused; if that was not enough the write is refused with
+//!   [`OutOfMemory`], which both protocols report (`OUT_OF_MEMORY`, Redis's `-OOM`).
+//!   Meanwhile the background task completes a sweep cycle, so every expired entry is gone
+//!   within one cycle. Reads, touches, deletes and same-size updates never ask.
+//! - **`evict-soonest-expiring`**: the write wakes the background task, which evicts the
+//!   live entries with the earliest deadlines until memory is [`EVICT_BELOW`] under the cap,
+//!   and passes. The task runs between requests, so memory may pass the cap for as long as
+//!   it takes; a write that would take it more than [`OVERSHOOT`] past is refused like under
+//!   `refuse-new`, which bounds the overshoot whatever the write rate.
+//!
+//! # Why eviction walks the map twice instead of keeping an expiry index
+//!
+//! Redis samples a few keys and evicts the best of the sample; exact "soonest first" needs
+//! the order of deadlines. An index kept on every write (a heap, a skip list, or even a
+//! histogram of deadlines) costs every SET and TOUCH work and memory for a situation most
+//! servers never reach. Instead, eviction itself reads the deadlines: a first walk (read
+//! locks, a shard at a time) builds a histogram of the live entries' remaining lifetimes,
+//! weighted by their bytes, with [`SUB_BUCKETS`] buckets per doubling of the lifetime; the
+//! smallest lifetime whose bucket brings the total to what must be freed is the threshold.
+//! A second walk, the sweep's own step with a deadline to evict through, removes the
+//! entries at or under it, records a DEL for each (an evicted session must not come back on
+//! restart) and stops once enough is freed. Entries evicted are all among the soonest to
+//! expire, to within one histogram bucket (1/16 of the lifetime, about 6%). The cost is two
+//! walks of the map under pressure and nothing otherwise.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::sweep::SweepCursor;
+use super::{entry_bytes, Store};
+use crate::memory::{allocated_size, Part, Policy};
+
+/// A write was refused: the memory in use is at `limits.max_memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("command not allowed when used memory > 'maxmemory'")]
+pub struct OutOfMemory;
+
+/// Sweep steps (of [`super::sweep::BUCKETS_PER_LOCK`] buckets, about a microsecond each) a
+/// write refused at the cap runs first, to reclaim expired entries.
+pub const RECLAIM_STEPS: usize = 16;
+
+/// Eviction frees memory down to the cap less this share of it (1/32, about 3%), so that
+/// it runs once per such share of writes rather than once per write.
+pub const EVICT_BELOW: u64 = 32;
+
+/// With `evict-soonest-expiring`, a write that would take memory past the cap plus this
+/// share of it (1/32, about 3%) while eviction catches up is refused.
+pub const OVERSHOOT: u64 = 32;
+
+/// Histogram buckets per doubling of the remaining lifetime.
+const SUB_BUCKETS: u64 = 16;
+const SUB_BITS: u32 = SUB_BUCKETS.trailing_zeros();
+
+/// How often the background task looks at memory when nothing wakes it.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Evictions run back to back, at most, before the task waits for its next tick.
+const MAX_ROUNDS: usize = 100;
+
+/// Sweep (and eviction) steps run between two yields to the runtime.
+const STEPS_PER_YIELD: usize = 8;
+
+/// The store's state for holding to the cap.
+#[derive(Debug, Default)]
+pub(super) struct Pressure {
+    /// Where refused writes resume reclaiming; a `try_lock` so that writes never wait.
+    cursor: Mutex<SweepCursor>,
+    /// Wakes the background task.
+    wake: Notify,
+    /// The hash tables' bytes as last counted in [`Part::Table`].
+    table_bytes: AtomicU64,
+    /// The deadline the last eviction evicted through (0: none yet), which a write that
+    /// finds memory past the overshoot allowance evicts through itself.
+    evict_through: AtomicU64,
+}
+
+impl Store {
+    /// Whether a write may add `extra` bytes; see the module docs. Must not be called with a
+    /// shard lock held (it may sweep).
+    pub(super) fn admit(&self, extra: usize) -> Result<(), OutOfMemory> {
+        let memory = &self.shared.memory;
+        if !memory.would_exceed(extra) {
+            return Ok(());
+        }
+        match memory.policy() {
+            Policy::RefuseNew => self.reclaim(RECLAIM_STEPS, None),
+            Policy::EvictSoonestExpiring => {
+                // Eviction runs in the background; only a write that finds it far behind
+                // helps, through the threshold it last computed.
+                let through = self.shared.pressure.evict_through.load(Ordering::Relaxed);
+                if through > 0 && self.past_overshoot(extra) {
+                    self.reclaim(RECLAIM_STEPS, Some(through));
+                }
+            }
+        }
+        self.check_growth(extra)
+    }
+
+    /// Like [`Store::admit`] but for a write that holds a shard lock: no reclaiming.
+    pub(super) fn check_growth(&self, extra: usize) -> Result<(), OutOfMemory> {
+        let memory = &self.shared.memory;
+        if !memory.would_exceed(extra) {
+            return Ok(());
+        }
+        self.shared.pressure.wake.notify_one();
+        let allowed =
+            memory.policy() == Policy::EvictSoonestExpiring && !self.past_overshoot(extra);
+        if allowed {
+            Ok(())
+        } else {
+            memory.note_refused();
+            Err(OutOfMemory)
+        }
+    }
+
+    /// Whether `extra` more bytes would take memory past the cap plus [`OVERSHOOT`].
+    fn past_overshoot(&self, extra: usize) -> bool {
+        let memory = &self.shared.memory;
+        memory.limit().is_some_and(|limit| {
+            memory.used().saturating_add(extra as u64) > limit + limit / OVERSHOOT
+        })
+    }
+
+    /// Runs up to `steps` sweep steps (evicting through `evict_through`, if given) from the
+    /// shared cursor, unless another write is.
+    fn reclaim(&self, steps: usize, evict_through: Option<u64>) {
+        let Ok(mut cursor) = self.shared.pressure.cursor.try_lock() else {
+            return;
+        };
+        let now = self.shared.clock.now_ms();
+        for _ in 0..steps {
+            self.remove_step(&mut cursor, now, evict_through);
+            if !self.shared.memory.over_limit() {
+                break;
+            }
+        }
+    }
+
+    /// Counts the hash tables at their real capacity under [`Part::Table`]. The tables only
+    /// change size when they grow by doubling (dashmap never shrinks them), so counting them
+    /// every [`TICK`] rather than on every insert misses at most one tick's growth.
+    pub fn count_tables(&self) {
+        let total: u64 = self
+            .shared
+            .map
+            .shards()
+            .iter()
+            .map(|shard| allocated_size(shard.read().allocation_info().1.size()) as u64)
+            .sum();
+        let before = self
+            .shared
+            .pressure
+            .table_bytes
+            .swap(total, Ordering::Relaxed);
+        let memory = &self.shared.memory;
+        memory.add(Part::Table, total as usize);
+        memory.sub(Part::Table, before as usize);
+    }
+
+    /// Starts the task that holds memory to the cap; it stops when `stopped` is cancelled.
+    pub(super) fn start_pressure_task(&self, stopped: CancellationToken) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            store.count_tables();
+            let memory = &store.shared.memory;
+            if let (true, Some(limit)) = (memory.over_limit(), memory.limit()) {
+                // Replay never refuses an entry: a restart must not lose accepted sessions.
+                tracing::warn!(
+                    used = memory.used(),
+                    limit,
+                    policy = memory.policy().name(),
+                    "memory in use after replay exceeds limits.max_memory",
+                );
+            }
+            let mut was_over = false;
+            loop {
+                tokio::select! {
+                    _ = stopped.cancelled() => break,
+                    _ = store.shared.pressure.wake.notified() => {}
+                    _ = tokio::time::sleep(TICK) => {}
+                }
+                store.count_tables();
+                let over = memory.over_limit();
+                if over != was_over {
+                    tracing::info!(
+                        used = memory.used(),
+                        limit = memory.limit(),
+                        policy = memory.policy().name(),
+                        "memory {} limits.max_memory",
+                        if over { "reached" } else { "back under" },
+                    );
+                    was_over = over;
+                }
+                if over {
+                    store.relieve(&stopped).await;
+                }
+                // While writes keep memory at the cap, evict again at once rather than at
+                // the next tick, a bounded number of rounds (memory may be held by buffers
+                // that eviction cannot free).
+                let mut rounds = 0;
+                while memory.policy() == Policy::EvictSoonestExpiring
+                    && memory.over_limit()
+                    && rounds < MAX_ROUNDS
+                    && !stopped.is_cancelled()
+                {
+                    store.evict_once(&stopped).await;
+                    tokio::task::yield_now().await;
+                    rounds += 1;
+                }
+            }
+        });
+    }
+
+    /// Reclaims every expired entry (one sweep cycle), then evicts if the policy says so.
+    async fn relieve(&self, stopped: &CancellationToken) {
+        let mut cursor = SweepCursor::default();
+        let now = self.shared.clock.now_ms();
+        let mut steps = 0;
+        while !stopped.is_cancelled() {
+            if self.remove_step(&mut cursor, now, None).completed_cycle {
+                break;
+            }
+            steps += 1;
+            if steps % STEPS_PER_YIELD == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        self.evict_once(stopped).await;
+    }
+
+    /// With `evict-soonest-expiring` and memory over the cap: one eviction down to
+    /// [`EVICT_BELOW`] under it.
+    async fn evict_once(&self, stopped: &CancellationToken) {
+        let memory = &self.shared.memory;
+        let Some(limit) = memory.limit() else { return };
+        if memory.policy() == Policy::EvictSoonestExpiring && memory.over_limit() {
+            self.evict_down_to(limit - limit / EVICT_BELOW, stopped)
+                .await;
+        }
+    }
+
+    /// Evicts the live entries with the earliest deadlines until memory is at most `target`
+    /// (or nothing is left to evict); see the module docs.
+    pub async fn evict_down_to(&self, target: u64, stopped: &CancellationToken) {
+        let memory = &self.shared.memory;
+        let Some(need) = memory.used().checked_sub(target).filter(|&n| n > 0) else {
+            return;
+        };
+        let now = self.shared.clock.now_ms();
+        let mut weights = vec![0u64; histogram_index(u64::MAX) + 1];
+        for shard in 0..self.shard_count() {
+            self.visit_buckets(shard, 0, usize::MAX, |slot| {
+                if slot.is_live(now) {
+                    let bytes = entry_bytes(slot.key().len(), slot.value().len());
+                    weights[histogram_index(slot.expires_at_ms() - now)] += bytes as u64;
+                }
+            });
+            if shard % STEPS_PER_YIELD == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut total = 0;
+        let Some(index) = weights.iter().position(|&bytes| {
+            total += bytes;
+            total >= need
+        }) else {
+            // Not even every entry would be enough (connections or the AOF hold the rest):
+            // evict them all.
+            return self.evict_through(u64::MAX, target, stopped).await;
+        };
+        let through = now.saturating_add(histogram_upper(index));
+        self.shared
+            .pressure
+            .evict_through
+            .store(through, Ordering::Relaxed);
+        self.evict_through(through, target, stopped).await;
+    }
+
+    /// Removes live entries whose deadline is at or before `deadline`, walking the map from
+    /// its start, until memory is at most `target`.
+    async fn evict_through(&self, deadline: u64, target: u64, stopped: &CancellationToken) {
+        let mut cursor = SweepCursor::default();
+        let mut steps = 0;
+        let mut evicted = 0;
+        while !stopped.is_cancelled() && self.shared.memory.used() > target {
+            let now = self.shared.clock.now_ms();
+            let step = self.remove_step(&mut cursor, now, Some(deadline));
+            evicted += step.evicted;
+            if step.completed_cycle {
+                break;
+            }
+            steps += 1;
+            if steps % STEPS_PER_YIELD == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        tracing::debug!(evicted, deadline, "evicted the sessions expiring soonest");
+    }
+}
+
+/// The histogram bucket of a remaining lifetime of `ms`: exact below [`SUB_BUCKETS`] ms,
+/// then [`SUB_BUCKETS`] buckets per doubling.
+fn histogram_index(ms: u64) -> usize {
+    if ms < SUB_BUCKETS {
+        return ms as usize;
+    }
+    let log = 63 - ms.leading_zeros();
+    let sub = (ms >> (log - SUB_BITS)) & (SUB_BUCKETS - 1);
+    ((u64::from(log - SUB_BITS) + 1) * SUB_BUCKETS + sub) as usize
+}
+
+/// The longest lifetime in histogram bucket `index`.
+fn histogram_upper(index: usize) -> u64 {
+    let index = index as u64;
+    if index < SUB_BUCKETS {
+        return index;
+    }
+    let shift = index / SUB_BUCKETS - 1;
+    let sub = index % SUB_BUCKETS;
+    let lower = (SUB_BUCKETS + sub) << shift;
+    lower.saturating_add((1 << shift) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_cover_every_lifetime_in_order() {
+        let mut last = 0;
+        for ms in (0..5000).chain([u64::MAX / 3, u64::MAX - 1, u64::MAX]) {
+            let index = histogram_index(ms);
+            assert!(index >= last, "{ms}");
+            assert!(
+                histogram_upper(index) >= ms,
+                "{ms}: {}",
+                histogram_upper(index)
+            );
+            if index > 0 {
+                assert!(histogram_upper(index - 1) < ms, "{ms}");
+            }
+            last = index;
+        }
+        // A bucket spans 1/16 of its lifetimes.
+        let index = histogram_index(1 << 20);
+        assert_eq!(histogram_upper(index), (1 << 20) + (1 << 16) - 1);
+    }
+}
