@@ -281,9 +281,9 @@ impl Decoder {
                 }
                 Next::Data(len) => {
                     if buf.len() < len + 2 {
-                        // The length is within limits, so reserving it all now is safe and
-                        // saves regrowing the buffer read by read.
-                        buf.reserve(len + 2 - buf.len());
+                        // Nothing is reserved for the announced length: the buffer grows
+                        // only as bytes arrive, so `$1048576\r\n` followed by nothing costs
+                        // its own few bytes (a thousand of them once took a gigabyte).
                         return Ok(Step::Incomplete);
                     }
                     let data = buf.split_to(len).freeze();
@@ -617,6 +617,15 @@ mod tests {
         assert_eq!(decoder.decode(&mut buf).unwrap(), None);
         let partial = decoder.partial.as_ref().unwrap();
         assert!(partial.args.capacity() <= 8);
+    }
+
+    #[test]
+    fn a_declared_bulk_length_reserves_nothing_before_its_bytes() {
+        let mut decoder = Decoder::new(LIMITS, true);
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$100\r\n"[..]);
+        let before = buf.capacity();
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() <= before, "{} > {before}", buf.capacity());
     }
 
     #[test]
