@@ -598,20 +598,8 @@ impl Daemon {
 
     /// The daemon's resident set size in bytes, from `/proc/<pid>/status`.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/<pid>/status (is the daemon still running?)");
-        let kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .expect("VmRSS line in /proc/<pid>/status");
-        kib * 1024
+        rss_of(self.pid())
+            .expect("read VmRSS from /proc/<pid>/status (is the daemon still running?)")
     }
 
     /// Asserts the daemon is still running and has not logged a panic.
@@ -651,6 +639,24 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The resident set size in bytes of process `pid`, from `/proc/<pid>/status`; `None` once
+/// it has exited. For watching a daemon from another thread ([`Daemon::rss_bytes`] needs the
+/// daemon itself).
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })?;
+    Some(kib * 1024)
 }
 
 /// The `--listen`/`--data-dir` arguments every harness daemon runs with.

@@ -418,7 +418,7 @@ const STATS_RESPONSE: &str = r##"
 b6 01 06 00                                      # magic, version 1, opcode STATS, extras length 0
 00 00 00 10                                      # opaque 16
 00 00 00 00                                      # status OK (0x0000), reserved
-00 00 02 94                                      # value length 660
+00 00 03 05                                      # value length 773
 73 65 72 76 65 72 5f 76 65 72 73 69 6f 6e 20 30  # "server_version 0"
 2e 31 2e 30 0a                                   # ... ".1.0\n"
 75 70 74 69 6d 65 5f 6d 73 20 36 31 32 33 34 0a  # "uptime_ms 61234\n"
@@ -476,6 +476,17 @@ b6 01 06 00                                      # magic, version 1, opcode STAT
 61 75 74 68 5f 74 68 72 6f 74 74 6c 65 64 20 30  # "auth_throttled 0"
 0a                                               # ... "\n"
 61 75 74 68 5f 74 69 6d 65 6f 75 74 73 20 30 0a  # "auth_timeouts 0\n"
+63 6f 6e 6e 65 63 74 69 6f 6e 73 5f 72 65 6a 65  # "connections_reje"
+63 74 65 64 5f 70 65 72 5f 61 64 64 72 65 73 73  # ... "cted_per_address"
+20 30 0a                                         # ... " 0\n"
+63 6f 6e 6e 65 63 74 69 6f 6e 73 5f 64 69 73 70  # "connections_disp"
+6c 61 63 65 64 20 30 0a                          # ... "laced 0\n"
+66 72 61 6d 65 5f 74 69 6d 65 6f 75 74 73 20 30  # "frame_timeouts 0"
+0a                                               # ... "\n"
+77 72 69 74 65 5f 74 69 6d 65 6f 75 74 73 20 30  # "write_timeouts 0"
+0a                                               # ... "\n"
+72 65 70 6c 69 65 73 5f 74 6f 6f 5f 6c 61 72 67  # "replies_too_larg"
+65 20 30 0a                                      # ... "e 0\n"
 "##;
 
 const INVALID_TTL_REQUEST: &str = r##"
@@ -1041,7 +1052,7 @@ fn del() {
 // ---------------------------------------------------------------------------------------------
 
 /// The statistics the specification lists, in its order.
-const STAT_NAMES: [&str; 36] = [
+const STAT_NAMES: [&str; 41] = [
     "server_version",
     "uptime_ms",
     "connections_current",
@@ -1078,6 +1089,11 @@ const STAT_NAMES: [&str; 36] = [
     "auth_failures",
     "auth_throttled",
     "auth_timeouts",
+    "connections_rejected_per_address",
+    "connections_displaced",
+    "frame_timeouts",
+    "write_timeouts",
+    "replies_too_large",
 ];
 
 #[test]
@@ -1116,6 +1132,11 @@ fn stats() {
         "1",
         "everysec",
         "374",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
         "0",
         "0",
         "0",

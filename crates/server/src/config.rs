@@ -167,6 +167,9 @@ pub struct RespConfig {
     pub default_ttl: Duration,
     /// Whether `FLUSHDB`/`FLUSHALL` may delete every session.
     pub allow_flush: bool,
+    /// Largest reply a multi-key command (`MGET`) may build, in bytes; a larger one is
+    /// refused with an error instead of being built.
+    pub max_reply_bytes: u64,
     /// Deprecated in favour of `[auth]`: the password of an implicit user `default` with the
     /// `admin` role. Setting it turns authentication on for every listener.
     pub password: Option<Secret>,
@@ -179,6 +182,7 @@ impl Default for RespConfig {
             tls_listen: None,
             default_ttl: Duration::from_secs(24 * 60 * 60),
             allow_flush: false,
+            max_reply_bytes: 64 * 1024 * 1024,
             password: None,
         }
     }
@@ -220,11 +224,23 @@ pub struct ServerConfig {
     pub tls_listen: Option<SocketAddr>,
     /// Directory for persistent files.
     pub data_dir: PathBuf,
-    /// Connections served at once; more are answered `BUSY` and closed.
+    /// Connections served at once; more are answered `BUSY` and closed, unless one that has
+    /// gone longest without a request can be displaced.
     pub max_connections: u32,
+    /// Connections served at once from one client IP address, loopback included (0: no
+    /// limit).
+    pub max_connections_per_address: u32,
     /// Close connections that send nothing for this long (0 disables).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Close a connection whose request is not complete this long after its first byte
+    /// arrived, however steadily the rest trickles in (0 disables).
+    #[serde(with = "humantime_serde")]
+    pub frame_timeout: Duration,
+    /// Close a connection whose client does not take its responses within this long
+    /// (0 disables).
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// How long shutdown waits for connections to finish their requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -239,7 +255,10 @@ impl Default for ServerConfig {
             tls_listen: None,
             data_dir: PathBuf::from("data"),
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
             idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             worker_threads: 0,
         }
@@ -655,6 +674,7 @@ impl Config {
             // Capped like every other TTL, so that lowering limits.max_ttl alone is enough.
             default_ttl_ms: self.resp.default_ttl.min(self.limits.max_ttl).as_millis() as u64,
             allow_flush: self.resp.allow_flush,
+            max_reply_bytes: usize::try_from(self.resp.max_reply_bytes).unwrap_or(usize::MAX),
         }
     }
 

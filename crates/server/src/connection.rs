@@ -6,6 +6,12 @@
 //! [`Connection::read_buf`]), encodes each response into [`Connection::write_buf`], and
 //! [`Connection::flush`] sends them all with one write. A client that pipelines 100
 //! requests in one packet gets 100 responses in one packet.
+//!
+//! What a client can make a connection hold is bounded here: the read buffer grows only as
+//! bytes arrive (decoders never reserve a length a header declares), both buffers shrink
+//! back to [`READ_CHUNK`] after a large frame, and a flush that the client does not take
+//! within the write timeout ends the connection, so a client that never reads cannot keep
+//! its slot or its responses.
 
 use std::io;
 use std::pin::Pin;
@@ -15,8 +21,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::{self, timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
+
+use crate::memory::Charge;
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -25,6 +33,24 @@ const READ_CHUNK: usize = 16 * 1024;
 /// few small requests for large values cannot make the server buffer without bound, and a
 /// client that stops reading stops being read from.
 pub(crate) const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// A buffer whose capacity has grown past this (for one large request or response) is
+/// replaced with a fresh one of [`READ_CHUNK`] bytes once it is empty again, so that ten
+/// thousand connections that each once sent a 1 MiB value do not keep ten gigabytes.
+const SHRINK_ABOVE: usize = 4 * READ_CHUNK;
+
+/// The error a flush fails with when the client did not take its responses within the
+/// write timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the client did not read its responses within the write timeout of {0:?}")]
+pub(crate) struct WriteTimeout(pub(crate) Duration);
+
+impl WriteTimeout {
+    /// Whether `error` is a flush that timed out.
+    pub(crate) fn is(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|e| e.is::<WriteTimeout>())
+    }
+}
 
 /// How long, and for how many bytes, [`Connection::close_after_reply`] keeps reading; at
 /// shutdown, [`Connection::close_at_shutdown`] stops once the client has been quiet this long.
@@ -101,15 +127,40 @@ pub(crate) struct Connection {
     stream: Stream,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// Whether the read buffer has grown past [`SHRINK_ABOVE`] since it was last shrunk.
+    /// Tracked rather than read from its capacity, which falls as requests are split off
+    /// the front while their allocation lives on.
+    read_grown: bool,
+    /// How long one flush may wait for the client to take its responses.
+    write_timeout: Option<Duration>,
+    /// Both buffers' capacity, counted in the server's memory accounting. Updated where a
+    /// buffer is allocated or given back (a read's reserve, a flush, a shrink), which leaves
+    /// it unchanged on the common path: no shared counter is touched per request.
+    charge: Charge,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: Stream) -> Connection {
+    pub(crate) fn new(
+        stream: Stream,
+        write_timeout: Option<Duration>,
+        charge: Charge,
+    ) -> Connection {
         Connection {
             stream,
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
-            write_buf: BytesMut::with_capacity(READ_CHUNK),
+            // Both start empty: an idle connection (or one that has sent half a header) should
+            // cost its socket and task, not two buffers it is not using.
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            read_grown: false,
+            write_timeout,
+            charge,
         }
+    }
+
+    /// Counts the buffers' current capacity.
+    fn recount(&mut self) {
+        self.charge
+            .set(self.read_buf.capacity() + self.write_buf.capacity());
     }
 
     /// Bytes read and not yet consumed by the protocol's decoder.
@@ -127,22 +178,60 @@ impl Connection {
         self.write_buf.len()
     }
 
-    /// Writes every queued response.
+    /// Writes every queued response. Fails with [`WriteTimeout`] if the client does not
+    /// take them within the write timeout: the connection must then be dropped.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
-        if !self.write_buf.is_empty() {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let write = async {
             self.stream.write_all(&self.write_buf).await?;
-            self.write_buf.clear();
             // tokio-rustls encrypts into rustls's buffer and writes it out as it goes, but
             // may keep the last record until flushed; for plain TCP this is a no-op.
-            self.stream.flush().await?;
+            self.stream.flush().await
+        };
+        match self.write_timeout {
+            None => write.await?,
+            Some(limit) => match time::timeout(limit, write).await {
+                Ok(written) => written?,
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, WriteTimeout(limit))),
+            },
         }
+        self.write_buf.clear();
+        if self.write_buf.capacity() > SHRINK_ABOVE {
+            self.write_buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        self.recount();
         Ok(())
     }
 
     /// Waits for and reads more bytes. Returns `Ok(false)` when the peer closed the stream.
     pub(crate) async fn read_more(&mut self) -> io::Result<bool> {
+        if self.read_buf.capacity() == 0 {
+            // Wait until there is something to read before taking a buffer to read it into.
+            // TLS has no readiness of its own (a readable socket may hold half a record), so
+            // it takes its buffer at once.
+            if let Stream::Plain(tcp) = &self.stream {
+                tcp.readable().await?;
+            }
+        }
         self.read_buf.reserve(READ_CHUNK);
+        self.read_grown |= self.read_buf.capacity() > SHRINK_ABOVE;
+        self.recount();
         Ok(self.stream.read_buf(&mut self.read_buf).await? > 0)
+    }
+
+    /// Gives a read buffer that grew for a large request back to the allocator once little
+    /// of it is in use, keeping what is buffered. Called between batches, not per request:
+    /// a connection that keeps sending large values keeps its large buffer.
+    pub(crate) fn shrink(&mut self) {
+        if self.read_grown && self.read_buf.len() <= READ_CHUNK {
+            let mut fresh = BytesMut::with_capacity(READ_CHUNK);
+            fresh.extend_from_slice(&self.read_buf);
+            self.read_buf = fresh;
+            self.read_grown = false;
+            self.recount();
+        }
     }
 
     /// Bytes that have arrived on the socket and are not read yet: what the client had

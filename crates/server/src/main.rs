@@ -328,7 +328,12 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
     });
     let settings = Settings {
         max_connections: config.server.max_connections,
+        max_connections_per_address: config.server.max_connections_per_address,
         idle_timeout: (!config.server.idle_timeout.is_zero()).then_some(config.server.idle_timeout),
+        frame_timeout: (!config.server.frame_timeout.is_zero())
+            .then_some(config.server.frame_timeout),
+        write_timeout: (!config.server.write_timeout.is_zero())
+            .then_some(config.server.write_timeout),
         shutdown_timeout: config.server.shutdown_timeout,
     };
 

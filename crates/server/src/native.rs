@@ -89,6 +89,10 @@ impl Protocol for Native {
         self.access.deadline()
     }
 
+    fn mid_request(&self) -> bool {
+        self.codec.is_discarding()
+    }
+
     fn prefetch(&self, buf: &[u8], ctx: &Context) {
         // Before authentication the keys are an unknown peer's: nothing to warm for it.
         if self.access.is_authenticated() {

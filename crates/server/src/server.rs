@@ -7,8 +7,10 @@
 //!
 //! The server speaks two protocols, each on its own socket: the native binary protocol
 //! ([`crate::native`]) and, optionally, RESP for Redis clients ([`crate::resp`]). Everything
-//! that is about connections rather than bytes is written once, here: the connection limit
-//! (one semaphore for both listeners), idle timeout, batching of responses into one write,
+//! that is about connections rather than bytes is written once, here: the connection table
+//! ([`slots`]: one limit for both listeners, a limit per client address, and displacement of
+//! the connection longest without a request when it is full), the idle timeout, the frame
+//! deadline, the write timeout, batching of responses into one write,
 //! graceful shutdown, and, with `fsync = "always"`, holding the responses to writes until
 //! the append-only file has synced them. A protocol plugs in through the [`Protocol`] trait:
 //! it turns buffered bytes into answers and answers into bytes.
@@ -28,7 +30,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use sessiond_proto::Limits;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time::{self, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -36,13 +38,17 @@ use tracing::{debug, error, info, warn};
 use crate::access::Access;
 use crate::aof::{Aof, FsyncPolicy, PersistenceError};
 use crate::auth::Authenticator;
-use crate::connection::{Connection, Stream, FLUSH_THRESHOLD};
+use crate::connection::{Connection, Stream, WriteTimeout, FLUSH_THRESHOLD};
+use crate::memory::Part;
 use crate::native::Native;
 use crate::resp::{self, Resp};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::tls::Tls;
+use slots::{Refusal, Slot, Slots};
+
+mod slots;
 
 pub use crate::native::UNSOLICITED_OPCODE;
 
@@ -79,8 +85,16 @@ impl Context {
 pub struct Settings {
     /// Connections served at once.
     pub max_connections: u32,
+    /// Connections served at once from one client IP address; 0 for no limit.
+    pub max_connections_per_address: u32,
     /// Idle connections are closed after this long; `None` keeps them.
     pub idle_timeout: Option<Duration>,
+    /// A connection that has not completed a request this long after its first byte
+    /// arrived is closed; `None` lets a frame take forever.
+    pub frame_timeout: Option<Duration>,
+    /// A connection whose client does not take its responses within this long is closed;
+    /// `None` waits forever.
+    pub write_timeout: Option<Duration>,
     /// How long shutdown waits for handlers to finish.
     pub shutdown_timeout: Duration,
 }
@@ -160,6 +174,10 @@ pub(crate) trait Protocol: Send + 'static {
     /// authentication.
     fn auth_deadline(&self) -> Option<Instant>;
 
+    /// Whether a request is partly decoded though none of its bytes may be buffered (the
+    /// decoder has taken some of its arguments, or is throwing a rejected body away).
+    fn mid_request(&self) -> bool;
+
     /// The bytes a connection over the connection limit receives before it is closed.
     fn busy_message() -> Vec<u8>;
 
@@ -181,11 +199,14 @@ pub async fn run(
     let notify_shutdown = CancellationToken::new();
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
     let server = Listener {
-        // One limit for both protocols: it bounds file descriptors and memory, which both
-        // spend alike.
-        limit_connections: Arc::new(Semaphore::new(settings.max_connections as usize)),
+        slots: Slots::new(
+            settings.max_connections,
+            settings.max_connections_per_address,
+        ),
         ctx,
         idle_timeout: settings.idle_timeout,
+        frame_timeout: settings.frame_timeout,
+        write_timeout: settings.write_timeout,
         shutdown_timeout: settings.shutdown_timeout,
         notify_shutdown,
         shutdown_complete_tx,
@@ -252,9 +273,11 @@ pub async fn run(
 
 /// What every accept loop shares.
 struct Listener {
-    limit_connections: Arc<Semaphore>,
+    slots: Arc<Slots>,
     ctx: Arc<Context>,
     idle_timeout: Option<Duration>,
+    frame_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
     shutdown_timeout: Duration,
     notify_shutdown: CancellationToken,
     shutdown_complete_tx: mpsc::Sender<()>,
@@ -287,16 +310,6 @@ impl Listener {
                 }
             };
             Stats::bump(&self.ctx.stats.connections_total);
-            let Ok(permit) = self.limit_connections.clone().try_acquire_owned() else {
-                Stats::bump(&self.ctx.stats.connections_rejected);
-                warn!(%peer, "connection limit reached; refusing connection");
-                // A TLS client could not read a plaintext message, and a handshake only to
-                // say "busy" would spend the CPU an overloaded server lacks: it is just closed.
-                if tls.is_none() {
-                    refuse_busy(socket, &P::busy_message());
-                }
-                continue;
-            };
             // Responses are batched by the handler, so Nagle's algorithm would only add delay.
             let _ = socket.set_nodelay(true);
             // Taken now, so that a reload after this accept does not change the certificate
@@ -304,10 +317,38 @@ impl Listener {
             let acceptor = tls.as_ref().map(|tls| tls.acceptor());
             let protocol = new_protocol(Access::new(&self.ctx.auth, peer.ip()));
             let ctx = self.ctx.clone();
+            let slots = self.slots.clone();
             let idle_timeout = self.idle_timeout;
+            let frame_timeout = self.frame_timeout;
+            let write_timeout = self.write_timeout;
             let mut shutdown = Shutdown::new(self.notify_shutdown.clone(), self.shutdown_timeout);
             let shutdown_complete = self.shutdown_complete_tx.clone();
+            // In the connection's task, not here: taking a slot may wait for a displaced
+            // connection to give its own back, and the accept loop must not wait.
             tokio::spawn(async move {
+                let slot = match slots.take(peer.ip()).await {
+                    Ok((slot, displaced)) => {
+                        if displaced {
+                            Stats::bump(&ctx.stats.connections_displaced);
+                        }
+                        slot
+                    }
+                    Err(refusal) => {
+                        let counter = match refusal {
+                            Refusal::Full => &ctx.stats.connections_rejected,
+                            Refusal::PerAddress => &ctx.stats.connections_rejected_per_address,
+                        };
+                        Stats::bump(counter);
+                        warn!(%peer, ?refusal, "connection limit reached; refusing connection");
+                        // A TLS client could not read a plaintext message, and a handshake
+                        // only to say "busy" would spend the CPU an overloaded server lacks:
+                        // it is just closed.
+                        if acceptor.is_none() {
+                            refuse_busy(socket, &P::busy_message());
+                        }
+                        return;
+                    }
+                };
                 ctx.stats
                     .connections_current
                     .fetch_add(1, Ordering::Relaxed);
@@ -317,10 +358,16 @@ impl Listener {
                 };
                 if let Some(stream) = stream {
                     let mut handler = Handler {
-                        connection: Connection::new(stream),
+                        connection: Connection::new(
+                            stream,
+                            write_timeout,
+                            ctx.store.memory().charge(Part::Connections),
+                        ),
                         protocol,
                         ctx: ctx.clone(),
+                        slot,
                         idle_timeout,
+                        frame_timeout,
                         shutdown,
                         held: Vec::new(),
                         held_bytes: 0,
@@ -329,7 +376,12 @@ impl Listener {
                     };
                     debug!(%peer, "connection opened");
                     if let Err(e) = handler.run().await {
-                        debug!(%peer, error = %e, "connection error");
+                        if WriteTimeout::is(&e) {
+                            Stats::bump(&ctx.stats.write_timeouts);
+                            info!(%peer, error = %e, "closing a connection that does not read");
+                        } else {
+                            debug!(%peer, error = %e, "connection error");
+                        }
                     }
                     debug!(%peer, "connection closed");
                 } else {
@@ -338,7 +390,6 @@ impl Listener {
                 ctx.stats
                     .connections_current
                     .fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
             });
         }
     }
@@ -389,7 +440,11 @@ struct Handler<P: Protocol> {
     connection: Connection,
     protocol: P,
     ctx: Arc<Context>,
+    /// This connection's place in the connection table, given back when the handler is
+    /// dropped.
+    slot: Slot,
     idle_timeout: Option<Duration>,
+    frame_timeout: Option<Duration>,
     shutdown: Shutdown,
     /// With `fsync = "always"`: responses of this batch, held until its writes are durable,
     /// each with whether its request changed the store.
@@ -407,9 +462,16 @@ impl<P: Protocol> Handler<P> {
         // busy since, and it is moved to `last_read + timeout` instead of closing.
         let idle = time::sleep(self.idle_timeout.unwrap_or(Duration::MAX));
         tokio::pin!(idle);
+        // The frame deadline works the same way: a timer that fires every `frame_timeout`
+        // and then looks at when the current partial request began, so that a stream of
+        // requests each split over two reads does not re-arm it per request.
+        let frame = time::sleep(self.frame_timeout.unwrap_or(Duration::MAX));
+        tokio::pin!(frame);
+        let mut frame_started: Option<Instant> = None;
+        let clock = self.idle_timeout.is_some() || self.frame_timeout.is_some();
         let mut last_read = Instant::now();
         loop {
-            let close = self.answer_buffered().await?;
+            let (answered, close) = self.answer_buffered().await?;
             self.connection.flush().await?;
             if close {
                 self.connection.close_after_reply().await;
@@ -417,6 +479,16 @@ impl<P: Protocol> Handler<P> {
             }
             if self.shutdown.is_shutdown() {
                 return self.finish().await;
+            }
+            self.connection.shrink();
+            let mid_request = self.connection.has_partial_frame() || self.protocol.mid_request();
+            if answered {
+                self.slot.progressed(last_read);
+                frame_started = mid_request.then_some(last_read);
+            } else if mid_request {
+                frame_started = frame_started.or(Some(last_read));
+            } else {
+                frame_started = None;
             }
             tokio::select! {
                 read = self.connection.read_more() => {
@@ -426,11 +498,28 @@ impl<P: Protocol> Handler<P> {
                         }
                         return Ok(());
                     }
-                    if self.idle_timeout.is_some() {
+                    if clock {
                         last_read = Instant::now();
                     }
                 }
                 () = self.shutdown.recv() => {}
+                () = self.slot.displaced() => {
+                    debug!("displaced by a new connection while the table is full; closing");
+                    return Ok(());
+                }
+                () = &mut frame => {
+                    let Some(timeout) = self.frame_timeout else { continue };
+                    let now = Instant::now();
+                    match frame_started {
+                        Some(started) if now >= started + timeout => {
+                            debug!("request not completed within frame_timeout; closing");
+                            Stats::bump(&self.ctx.stats.frame_timeouts);
+                            return Ok(());
+                        }
+                        Some(started) => frame.as_mut().reset(started + timeout),
+                        None => frame.as_mut().reset(now + timeout),
+                    }
+                }
                 () = until(self.protocol.auth_deadline()) => {
                     // Closed without a frame: the client learns nothing it could use, and a
                     // peer that never speaks gets nothing at all.
@@ -469,7 +558,7 @@ impl<P: Protocol> Handler<P> {
                     break;
                 }
                 arrived -= read;
-                if self.answer_buffered().await? {
+                if self.answer_buffered().await?.1 {
                     self.connection.flush().await?;
                     self.connection.close_after_reply().await;
                     return Ok(());
@@ -494,13 +583,16 @@ impl<P: Protocol> Handler<P> {
         }
     }
 
-    /// Answers every complete request in the read buffer. Returns whether the connection
-    /// must be closed after the queued responses are sent.
-    async fn answer_buffered(&mut self) -> io::Result<bool> {
+    /// Answers every complete request in the read buffer. Returns whether any request was
+    /// answered, and whether the connection must be closed after the queued responses are
+    /// sent.
+    async fn answer_buffered(&mut self) -> io::Result<(bool, bool)> {
+        let mut answered = false;
         let mut close = false;
         self.protocol
             .prefetch(self.connection.read_buf(), &self.ctx);
         while let Some(answer) = self.protocol.next(self.connection.read_buf(), &self.ctx) {
+            answered = true;
             if let Some(delay) = answer.delay {
                 // Only this connection waits; its earlier answers go out first.
                 self.release_held().await;
@@ -520,7 +612,7 @@ impl<P: Protocol> Handler<P> {
             }
         }
         self.release_held().await;
-        Ok(close)
+        Ok((answered, close))
     }
 
     /// Queues a response, or holds it back until the AOF has synced the batch when the

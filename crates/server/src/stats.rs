@@ -47,6 +47,17 @@ pub struct Stats {
     pub auth_throttled: AtomicU64,
     /// Connections closed because they had not authenticated by `auth.timeout`.
     pub auth_timeouts: AtomicU64,
+    /// Connections turned away because their address held `max_connections_per_address`.
+    pub connections_rejected_per_address: AtomicU64,
+    /// Connections closed to make room for a new one while the table was full.
+    pub connections_displaced: AtomicU64,
+    /// Connections closed because a request was not complete within `frame_timeout`.
+    pub frame_timeouts: AtomicU64,
+    /// Connections closed because the client did not take its responses within
+    /// `write_timeout`.
+    pub write_timeouts: AtomicU64,
+    /// Multi-key requests refused because their reply would pass the reply budget.
+    pub replies_too_large: AtomicU64,
 }
 
 impl Stats {
@@ -70,6 +81,11 @@ impl Stats {
             auth_failures: AtomicU64::new(0),
             auth_throttled: AtomicU64::new(0),
             auth_timeouts: AtomicU64::new(0),
+            connections_rejected_per_address: AtomicU64::new(0),
+            connections_displaced: AtomicU64::new(0),
+            frame_timeouts: AtomicU64::new(0),
+            write_timeouts: AtomicU64::new(0),
+            replies_too_large: AtomicU64::new(0),
         }
     }
 
@@ -148,11 +164,22 @@ impl Stats {
             ("auth_throttled", load(&self.auth_throttled)),
             ("auth_timeouts", load(&self.auth_timeouts)),
         ];
+        let bounds: [(&str, String); 5] = [
+            (
+                "connections_rejected_per_address",
+                load(&self.connections_rejected_per_address),
+            ),
+            ("connections_displaced", load(&self.connections_displaced)),
+            ("frame_timeouts", load(&self.frame_timeouts)),
+            ("write_timeouts", load(&self.write_timeouts)),
+            ("replies_too_large", load(&self.replies_too_large)),
+        ];
         pairs
             .into_iter()
             .chain(memory_lines)
             .chain(persistence)
             .chain(auth)
+            .chain(bounds)
             .map(|(name, value)| (name.to_string(), value))
             .collect()
     }

@@ -59,6 +59,8 @@ pub struct Settings {
     pub default_ttl_ms: u64,
     /// Whether `FLUSHDB` and `FLUSHALL` are allowed.
     pub allow_flush: bool,
+    /// Largest reply a multi-key command may build, in bytes (`[resp] max_reply_bytes`).
+    pub max_reply_bytes: usize,
 }
 
 /// What every RESP connection shares.
@@ -203,6 +205,10 @@ impl Protocol for Resp {
 
     fn auth_deadline(&self) -> Option<Instant> {
         self.client.access.deadline()
+    }
+
+    fn mid_request(&self) -> bool {
+        !self.decoder.is_idle()
     }
 
     fn encode(&self, response: &Reply, out: &mut BytesMut) {
