@@ -50,6 +50,7 @@ use std::thread::JoinHandle;
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::memory::{Charge, Part};
 use crate::store::{Mutation, MutationSink, Store};
 
 /// Name of the append-only file inside the data directory.
@@ -142,6 +143,22 @@ struct Pending {
     rewrite: RewriteTail,
     /// Set when the writer must finish and exit.
     closing: bool,
+    /// The capacity of `buf` and of the rewrite's side buffer, as the memory limit counts
+    /// them ([`crate::memory::Part::Aof`]).
+    counted: Charge,
+}
+
+impl Pending {
+    /// Counts the buffers at their current capacity. Called where they grow or are swapped;
+    /// the count is set whole each time, so a site that shrinks them without calling this is
+    /// corrected at the next record.
+    fn recount(&mut self) {
+        let tail = match &self.rewrite {
+            RewriteTail::Collecting(tail) => tail.capacity(),
+            _ => 0,
+        };
+        self.counted.set(self.buf.capacity() + tail);
+    }
 }
 
 /// The side buffer of a running rewrite.
@@ -226,6 +243,7 @@ impl Aof {
                 appended: 0,
                 rewrite: RewriteTail::Off,
                 closing: false,
+                counted: store.memory().charge(Part::Aof),
             }),
             wake: Condvar::new(),
             durable,
@@ -377,6 +395,7 @@ impl Aof {
             }
         }
         pending.appended += 1;
+        pending.recount();
         let seq = pending.appended;
         self.shared
             .backlog

@@ -25,6 +25,7 @@ use tracing::{debug, error, info};
 
 use super::rewrite::SharedHook;
 use super::{lock, Aof, AofSettings, FsyncPolicy, RewriteTail};
+use crate::memory::{Charge, Part};
 use crate::store::Store;
 
 /// How long the writer lets records gather between writes when no acknowledgement waits for
@@ -46,6 +47,7 @@ pub(super) fn spawn(
     file_len: u64,
     hook: SharedHook,
 ) -> io::Result<JoinHandle<()>> {
+    let batch_counted = store.memory().charge(Part::Aof);
     let writer = Writer {
         aof,
         settings,
@@ -54,6 +56,7 @@ pub(super) fn spawn(
         file_len,
         base_len: file_len,
         batch: Vec::with_capacity(64 * 1024),
+        batch_counted,
         dirty: false,
         last_fsync: Instant::now(),
         rewrite: None,
@@ -83,6 +86,8 @@ struct Writer {
     /// Records taken from the shared buffer, being written. Swapped with it, so both
     /// allocations are reused.
     batch: Vec<u8>,
+    /// `batch`'s capacity, as the memory limit counts it.
+    batch_counted: Charge,
     /// Written since the last fsync.
     dirty: bool,
     last_fsync: Instant,
@@ -153,6 +158,8 @@ impl Writer {
         }
         self.batch.clear();
         std::mem::swap(&mut self.batch, &mut pending.buf);
+        pending.recount();
+        self.batch_counted.set(self.batch.capacity());
         self.aof.shared.backlog.store(0, Ordering::Relaxed);
         (pending.appended, pending.closing)
     }
@@ -182,6 +189,7 @@ impl Writer {
         // both buffers for good (they alternate, so each passes through here).
         if self.batch.capacity() > MAX_RETAINED_BUFFER {
             self.batch = Vec::with_capacity(64 * 1024);
+            self.batch_counted.set(self.batch.capacity());
         }
     }
 

@@ -79,6 +79,8 @@ const STEPS_PER_YIELD: usize = 8;
 pub(super) struct Pressure {
     /// Where refused writes resume reclaiming; a `try_lock` so that writes never wait.
     cursor: Mutex<SweepCursor>,
+    /// Where the background eviction resumes (only that task locks it).
+    evict_cursor: Mutex<SweepCursor>,
     /// Wakes the background task.
     wake: Notify,
     /// The hash tables' bytes as last counted in [`Part::Table`].
@@ -290,17 +292,27 @@ impl Store {
         self.evict_through(through, target, stopped).await;
     }
 
-    /// Removes live entries whose deadline is at or before `deadline`, walking the map from
-    /// its start, until memory is at most `target`.
+    /// Removes live entries whose deadline is at or before `deadline`, until memory is at
+    /// most `target` or the map has been covered once.
+    ///
+    /// The walk resumes where the last one stopped: one
+    /// that restarted at the first shard each time would evict deeper there, since each
+    /// round's threshold is a little higher than the last, and keep sessions in the last
+    /// shards that expire sooner than some it evicted.
     async fn evict_through(&self, deadline: u64, target: u64, stopped: &CancellationToken) {
-        let mut cursor = SweepCursor::default();
         let mut steps = 0;
         let mut evicted = 0;
+        let mut covered = 0;
+        let buckets = self.buckets();
         while !stopped.is_cancelled() && self.shared.memory.used() > target {
             let now = self.shared.clock.now_ms();
-            let step = self.remove_step(&mut cursor, now, Some(deadline));
+            let step = match self.shared.pressure.evict_cursor.lock() {
+                Ok(mut cursor) => self.remove_step(&mut cursor, now, Some(deadline)),
+                Err(poisoned) => self.remove_step(&mut poisoned.into_inner(), now, Some(deadline)),
+            };
             evicted += step.evicted;
-            if step.completed_cycle {
+            covered += step.scanned;
+            if covered >= buckets {
                 break;
             }
             steps += 1;
@@ -309,6 +321,17 @@ impl Store {
             }
         }
         tracing::debug!(evicted, deadline, "evicted the sessions expiring soonest");
+    }
+}
+
+impl Store {
+    /// Buckets in all the shards' tables now.
+    fn buckets(&self) -> u64 {
+        let shards = self.shared.map.shards();
+        shards
+            .iter()
+            .map(|shard| shard.read().buckets() as u64)
+            .sum()
     }
 }
 
