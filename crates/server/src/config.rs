@@ -502,7 +502,7 @@ impl Config {
                 "must not be empty (leave it out to require no password)".into(),
             );
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+        if let Err(e) = crate::logging::parse_filter(&self.log.level) {
             return invalid("log.level", e.to_string());
         }
         self.validate_auth()?;

@@ -15,6 +15,10 @@ mod corpus;
 #[path = "../../../fuzz/src/resp_decode.rs"]
 mod resp_decode;
 
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
 use proptest::prelude::*;
 
 #[test]
@@ -35,6 +39,24 @@ fn every_seed_of_the_aof_replay_corpus_holds() {
 #[test]
 fn every_seed_of_the_config_corpus_holds() {
     corpus::check_every_seed("config", config::check);
+}
+
+/// Found by the `config` fuzz target: a 165-byte file whose `log.level` holds a span field
+/// value (`[log{OOe=lo6.0......}]`). Validation compiled it as a regular expression into a
+/// dense automaton: more than 4 GiB and nine minutes before the fuzzer's memory limit
+/// stopped it. Field values are now matched literally.
+#[test]
+fn a_log_level_with_a_field_value_pattern_is_validated_in_bounded_time() {
+    let data = corpus::seed("config", "log-level-field-regex-blowup");
+    let (done, finished) = mpsc::channel();
+    thread::spawn(move || {
+        config::check(&data);
+        let _ = done.send(());
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "validating the configuration took more than 10 s"
+    );
 }
 
 fn bytes() -> impl Strategy<Value = Vec<u8>> {

@@ -26,13 +26,19 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 .expect("file name")
                 .to_string_lossy()
                 .into_owned();
-            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let data = seed(target, &name);
             (name, data)
         })
         .collect();
     seeds.sort();
     assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
     seeds
+}
+
+/// The file `name` of `target`'s committed corpus.
+pub fn seed(target: &str, name: &str) -> Vec<u8> {
+    let path = corpus_dir(target).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Runs `check` on every seed of `target`, naming the seed that fails.
