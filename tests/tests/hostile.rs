@@ -501,11 +501,16 @@ async fn clients_that_do_not_read_are_cut_off_and_do_not_hold_up_shutdown() {
     let max = rss.join().expect("rss watcher");
     let cut = stat(&stats, "write_timeouts");
     eprintln!(
-        "{} clients that do not read: {cut} cut off at the write timeout, RSS {} MiB before, {} MiB at most, {} MiB after",
+        "{} clients that do not read: {cut} cut off at the write timeout, RSS {} MiB before, {} MiB at most, {} MiB after; connection buffers counted {} MiB",
         open.len(),
         before / MIB,
         max / MIB,
-        daemon.rss_bytes() / MIB
+        daemon.rss_bytes() / MIB,
+        stats
+            .get("memory_connections_bytes")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            / MIB
     );
     assert!(cut > 0, "no connection was cut off");
     // Each costs at most its write buffer (flushed at 64 KiB, plus one 16 KiB response), its
