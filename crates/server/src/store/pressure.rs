@@ -10,8 +10,8 @@
 //!   ([`RECLAIM_STEPS`]) from a cursor all refused writes share, so expired sessions make
 //!   room before anyone is refused; if that was not enough the write is refused with
 //!   [`OutOfMemory`], which both protocols report (`OUT_OF_MEMORY`, Redis's `-OOM`).
-//!   Meanwhile the background task completes a sweep cycle, so every expired entry is gone
-//!   within one cycle. Reads, touches, deletes and same-size updates never ask.
+//!   Meanwhile the background task completes a sweep cycle (at most once a second), so
+//!   every expired entry is gone within about a second. Reads, touches, deletes and same-size updates never ask.
 //! - **`evict-soonest-expiring`**: the write wakes the background task, which evicts the
 //!   live entries with the earliest deadlines until memory is [`EVICT_BELOW`] under the cap,
 //!   and passes. The task runs between requests, so memory may pass the cap for as long as
@@ -49,9 +49,14 @@ use crate::memory::{allocated_size, Part, Policy};
 #[error("command not allowed when used memory > 'maxmemory'")]
 pub struct OutOfMemory;
 
-/// Sweep steps (of [`super::sweep::BUCKETS_PER_LOCK`] buckets, about a microsecond each) a
-/// write refused at the cap runs first, to reclaim expired entries.
-pub const RECLAIM_STEPS: usize = 16;
+/// Sweep steps (of [`super::sweep::BUCKETS_PER_LOCK`] buckets, a few microseconds each) a
+/// write refused at the cap runs first, to reclaim expired entries. Few: at the cap most
+/// writes that create are refused, and each pays for these steps.
+pub const RECLAIM_STEPS: usize = 4;
+
+/// How often, at most, the background task sweeps the whole map while memory is over the cap
+/// (`refuse-new`).
+const RECLAIM_CYCLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Eviction frees memory down to the cap less this share of it (1/32, about 3%), so that
 /// it runs once per such share of writes rather than once per write.
@@ -71,8 +76,14 @@ const TICK: Duration = Duration::from_millis(100);
 /// Evictions run back to back, at most, before the task waits for its next tick.
 const MAX_ROUNDS: usize = 100;
 
-/// Sweep (and eviction) steps run between two yields to the runtime.
-const STEPS_PER_YIELD: usize = 8;
+/// Sweep (and eviction) steps run between two yields to the runtime: about 50 µs. Fewer
+/// let the requests that fill memory run many times for each step that frees it (with 8,
+/// a burst of creates on one worker thread outran the first eviction by 10,000 sessions).
+const STEPS_PER_YIELD: usize = 32;
+
+/// Shards the eviction's histogram walk reads between two yields (also about 50 µs at a
+/// few dozen entries per shard).
+const SHARDS_PER_YIELD: usize = 32;
 
 /// The store's state for holding to the cap.
 #[derive(Debug, Default)]
@@ -118,9 +129,13 @@ impl Store {
         if !memory.would_exceed(extra) {
             return Ok(());
         }
-        self.shared.pressure.wake.notify_one();
-        let allowed =
-            memory.policy() == Policy::EvictSoonestExpiring && !self.past_overshoot(extra);
+        let evicting = memory.policy() == Policy::EvictSoonestExpiring;
+        if evicting {
+            // Under refuse-new the task has nothing to do sooner than its next tick, and a
+            // flood of refused writes waking it would have it count tables non-stop.
+            self.shared.pressure.wake.notify_one();
+        }
+        let allowed = evicting && !self.past_overshoot(extra);
         if allowed {
             Ok(())
         } else {
@@ -189,6 +204,7 @@ impl Store {
                 );
             }
             let mut was_over = false;
+            let mut last_cycle: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     _ = stopped.cancelled() => break,
@@ -207,8 +223,13 @@ impl Store {
                     );
                     was_over = over;
                 }
-                if over {
-                    store.relieve(&stopped).await;
+                // A whole cycle of the map at most every RECLAIM_CYCLE_EVERY while over the
+                // cap: on a large map a cycle costs tens of milliseconds, and the regular
+                // sweep goes on meanwhile.
+                let due = last_cycle.is_none_or(|at| at.elapsed() >= RECLAIM_CYCLE_EVERY);
+                if over && memory.policy() == Policy::RefuseNew && due {
+                    store.reclaim_cycle(&stopped).await;
+                    last_cycle = Some(tokio::time::Instant::now());
                 }
                 // While writes keep memory at the cap, evict again at once rather than at
                 // the next tick, a bounded number of rounds (memory may be held by buffers
@@ -227,8 +248,9 @@ impl Store {
         });
     }
 
-    /// Reclaims every expired entry (one sweep cycle), then evicts if the policy says so.
-    async fn relieve(&self, stopped: &CancellationToken) {
+    /// Reclaims every expired entry (one sweep cycle). Eviction needs no such cycle first:
+    /// its own walk removes the expired entries it passes.
+    async fn reclaim_cycle(&self, stopped: &CancellationToken) {
         let mut cursor = SweepCursor::default();
         let now = self.shared.clock.now_ms();
         let mut steps = 0;
@@ -241,7 +263,6 @@ impl Store {
                 tokio::task::yield_now().await;
             }
         }
-        self.evict_once(stopped).await;
     }
 
     /// With `evict-soonest-expiring` and memory over the cap: one eviction down to
@@ -271,7 +292,7 @@ impl Store {
                     weights[histogram_index(slot.expires_at_ms() - now)] += bytes as u64;
                 }
             });
-            if shard % STEPS_PER_YIELD == 0 {
+            if shard % SHARDS_PER_YIELD == 0 {
                 tokio::task::yield_now().await;
             }
         }
