@@ -560,3 +560,50 @@ async fn a_resp_value_sent_in_pieces_is_stored() {
     let reply = conn.call(&["GET", "k"]).await;
     assert_eq!(reply, Value::Bulk(value));
 }
+
+/// TLS connections are held to the same bounds: a request trickled inside a TLS stream is
+/// cut off at the frame timeout, like one on a plain socket.
+#[tokio::test]
+async fn a_tls_connection_that_trickles_a_request_is_cut_off_too() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let certs = sessiond_tests::certs::TestCerts::new("hostile");
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", sessiond_tests::certs::free_port())
+        .parse()
+        .expect("address");
+    let daemon = Daemon::start_with_config(&format!(
+        "[server]\ntls_listen = \"{tls_addr}\"\nframe_timeout = \"1s\"\n{}",
+        certs.server_config(false)
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(certs.ca()).expect("read CA") {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(tls_addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+
+    let mut frame = Vec::new();
+    ping_request(b"slow").to_frame(1).encode(&mut frame);
+    let started = Instant::now();
+    tls.write_all(&frame[..3]).await.expect("first bytes");
+    tls.flush().await.expect("flush");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    let closed_after = started.elapsed();
+    assert!(read.is_ok(), "still open after 5 s");
+    assert!(rest.is_empty(), "answered {rest:?}");
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(4),
+        "{closed_after:?}"
+    );
+    assert_eq!(stat(&daemon.stats().await, "frame_timeouts"), 1);
+}
