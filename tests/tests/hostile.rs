@@ -48,7 +48,9 @@ fn connections(wanted: usize) -> usize {
 async fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::V4(from), 0))?;
-    tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+    // Long enough for the kernel's third SYN (after 1 + 2 + 4 s), should an attack fill the
+    // listen backlog for a moment.
+    tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
         .await
         .map_err(|_| std::io::ErrorKind::TimedOut)?
 }
@@ -440,7 +442,7 @@ fn slowloris(addr: SocketAddr, n: usize, per_address: usize, reconnect: bool) ->
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
     }
