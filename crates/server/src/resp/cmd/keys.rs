@@ -200,8 +200,12 @@ pub(super) fn scan(call: &mut Call<'_>) -> Result {
         j += 2;
     }
     let pattern = pattern.filter(|p| !p.matches_everything());
-    // COUNT is a hint; a huge one must not make one call walk the whole map at once.
-    let count = count.min(100_000) as usize;
+    // COUNT is a hint; a huge one must not make one call walk the whole map at once, nor
+    // build a reply past the reply budget (`resp.max_reply_bytes`) even if every key it
+    // finds is as long as keys may be.
+    let longest_key = (call.ctx.limits.max_key_len as usize).max(1);
+    let budget_keys = (call.shared.settings.max_reply_bytes / longest_key).max(1);
+    let count = (count.min(100_000) as usize).min(budget_keys);
     let (next, keys) = call.ctx.store.scan(cursor, count, |key| {
         type_matches && pattern.as_ref().is_none_or(|p| p.matches(key))
     });
