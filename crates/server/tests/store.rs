@@ -1,5 +1,5 @@
-//! The store on its own: every SET mode, versions, expiry (with paused time), the sweep, and
-//! the mutation seam, plus a property test against a plain `HashMap` model.
+//! The store on its own: every SET mode, versions, expiry (with paused time), the sweep, the
+//! mutation seam and the memory limit, plus a property test against a plain `HashMap` model.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -576,4 +576,96 @@ fn replaying_a_set_replaces_the_whole_entry_and_keeps_the_payload_count() {
     assert_eq!(store.memory_estimate(), 5 + 1 + overhead);
     // New writes continue above every replayed version.
     assert_eq!(stored(store.set(b"n", b"v", 1000, SetMode::Upsert)), 10);
+}
+
+/// Writes `n` 1 KiB sessions `key0..` through the limited path; returns how many were stored.
+fn fill_limited(store: &Store, from: u64, n: u64, ttl: impl Fn(u64) -> u64) -> u64 {
+    let value = [b'v'; 1024];
+    (from..from + n)
+        .filter(|i| {
+            let key = format!("key{i}");
+            let expiry = sessiond::store::Expiry::In(ttl(*i));
+            store
+                .set_limited(key.as_bytes(), &value, expiry, SetMode::CreateOnly, None)
+                .is_ok()
+        })
+        .count() as u64
+}
+
+#[tokio::test(start_paused = true)]
+async fn refuse_new_refuses_creates_and_growth_at_the_cap_but_not_updates_or_deletes() {
+    use sessiond::memory::Policy;
+    use sessiond::store::{Expiry, OutOfMemory};
+    let store = paused_store();
+    store.memory().set_limit(Some(1 << 20), Policy::RefuseNew);
+    let stored = fill_limited(&store, 0, 2000, |_| MINUTE);
+    assert!(
+        (800..1000).contains(&stored),
+        "{stored} 1 KiB sessions in 1 MiB"
+    );
+    assert!(store.memory().used() <= 1 << 20);
+    let refused = store.memory().refused();
+    assert_eq!(refused, 2000 - stored);
+    // A same-size update, a touch, a read and a delete are served; growth is refused.
+    let same = [b'w'; 1024];
+    let update = store.set_limited(
+        b"key0",
+        &same,
+        Expiry::In(MINUTE),
+        SetMode::UpdateOnly,
+        None,
+    );
+    assert!(matches!(update, Ok(SetOutcome::Stored { .. })));
+    assert!(matches!(
+        store.touch(b"key0", MINUTE),
+        TouchReply::Touched { .. }
+    ));
+    hit(store.get(b"key0", None));
+    let grown = store.set_limited(
+        b"key0",
+        &[0; 4096],
+        Expiry::In(MINUTE),
+        SetMode::Upsert,
+        None,
+    );
+    assert_eq!(grown, Err(OutOfMemory));
+    assert_eq!(store.del(b"key1", None), DelOutcome::Deleted);
+    // The delete made room for one more.
+    assert_eq!(fill_limited(&store, 5000, 1, |_| MINUTE), 1);
+    // Once everything has expired, a create at the cap reclaims before it is refused.
+    advance(Duration::from_millis(MINUTE + 1)).await;
+    assert_eq!(fill_limited(&store, 10_000, 100, |_| MINUTE), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn eviction_removes_the_soonest_expiring_entries_and_records_their_deletion() {
+    use sessiond::memory::Policy;
+    let recorder = Arc::new(Recorder::default());
+    let store = Store::with_parts(Clock::following_tokio(), Some(recorder.clone()));
+    // Deadlines from 1 to 1000 minutes, in a scrambled order.
+    let ttl = |i: u64| (1 + (i * 7919) % 1000) * MINUTE;
+    assert_eq!(fill_limited(&store, 0, 1000, ttl), 1000);
+    let used = store.memory().used();
+    store
+        .memory()
+        .set_limit(Some(used), Policy::EvictSoonestExpiring);
+    let stopped = tokio_util::sync::CancellationToken::new();
+    store.evict_down_to(used / 2, &stopped).await;
+    assert!(store.memory().used() <= used / 2);
+    let evicted = store.memory().evicted();
+    assert!((500..600).contains(&evicted), "{evicted} evicted");
+    let (mut latest_evicted, mut earliest_kept) = (0, u64::MAX);
+    for i in 0..1000 {
+        match store.get(format!("key{i}").as_bytes(), None) {
+            GetReply::Hit(_) => earliest_kept = earliest_kept.min(ttl(i)),
+            GetReply::Miss => latest_evicted = latest_evicted.max(ttl(i)),
+        }
+    }
+    assert!(
+        latest_evicted <= earliest_kept + earliest_kept / 16,
+        "evicted one with {latest_evicted} ms left, kept one with {earliest_kept} ms"
+    );
+    let log = recorder.log.lock().unwrap();
+    let dels = log.iter().filter(|(_, kind, _)| *kind == "del").count() as u64;
+    assert_eq!(dels, evicted, "each eviction is recorded as a DEL");
 }

@@ -40,7 +40,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::sweep::SweepCursor;
+use super::sweep::{SweepCursor, BUCKETS_PER_LOCK};
 use super::{entry_bytes, Store};
 use crate::memory::{allocated_size, Part, Policy};
 
@@ -110,13 +110,13 @@ impl Store {
             return Ok(());
         }
         match memory.policy() {
-            Policy::RefuseNew => self.reclaim(RECLAIM_STEPS, None),
+            Policy::RefuseNew => self.reclaim(RECLAIM_STEPS, None, extra),
             Policy::EvictSoonestExpiring => {
                 // Eviction runs in the background; only a write that finds it far behind
                 // helps, through the threshold it last computed.
                 let through = self.shared.pressure.evict_through.load(Ordering::Relaxed);
                 if through > 0 && self.past_overshoot(extra) {
-                    self.reclaim(RECLAIM_STEPS, Some(through));
+                    self.reclaim(RECLAIM_STEPS, Some(through), extra);
                 }
             }
         }
@@ -152,16 +152,19 @@ impl Store {
         })
     }
 
-    /// Runs up to `steps` sweep steps (evicting through `evict_through`, if given) from the
-    /// shared cursor, unless another write is.
-    fn reclaim(&self, steps: usize, evict_through: Option<u64>) {
+    /// Runs up to `steps` sweep steps' worth of buckets (evicting through `evict_through`,
+    /// if given) from the shared cursor, unless another write is, until `extra` more bytes
+    /// fit.
+    fn reclaim(&self, steps: usize, evict_through: Option<u64>, extra: usize) {
         let Ok(mut cursor) = self.shared.pressure.cursor.try_lock() else {
             return;
         };
         let now = self.shared.clock.now_ms();
-        for _ in 0..steps {
-            self.remove_step(&mut cursor, now, evict_through);
-            if !self.shared.memory.over_limit() {
+        // Counted in buckets: on a small map a step covers one shard of a few buckets.
+        let mut scanned = 0;
+        while scanned < (steps * BUCKETS_PER_LOCK) as u64 {
+            scanned += self.remove_step(&mut cursor, now, evict_through).scanned;
+            if !self.shared.memory.would_exceed(extra) {
                 break;
             }
         }
@@ -303,45 +306,66 @@ impl Store {
         }) else {
             // Not even every entry would be enough (connections or the AOF hold the rest):
             // evict them all.
-            return self.evict_through(u64::MAX, target, stopped).await;
+            return self
+                .evict_through(u64::MAX, u64::MAX, target, stopped)
+                .await;
         };
-        let through = now.saturating_add(histogram_upper(index));
+        // Every entry in the buckets below `index` must go, and as many of the bucket at
+        // `index` as it takes.
+        let all_through = match index {
+            0 => 0,
+            _ => now.saturating_add(histogram_upper(index - 1)),
+        };
+        let some_through = now.saturating_add(histogram_upper(index));
         self.shared
             .pressure
             .evict_through
-            .store(through, Ordering::Relaxed);
-        self.evict_through(through, target, stopped).await;
+            .store(some_through, Ordering::Relaxed);
+        self.evict_through(all_through, some_through, target, stopped)
+            .await;
     }
 
-    /// Removes live entries whose deadline is at or before `deadline`, until memory is at
-    /// most `target` or the map has been covered once.
+    /// One walk over the map that removes every live entry whose deadline is at or before
+    /// `all_through`, and those at or before `some_through` while memory is above `target`.
     ///
-    /// The walk resumes where the last one stopped: one
-    /// that restarted at the first shard each time would evict deeper there, since each
-    /// round's threshold is a little higher than the last, and keep sessions in the last
-    /// shards that expire sooner than some it evicted.
-    async fn evict_through(&self, deadline: u64, target: u64, stopped: &CancellationToken) {
+    /// The walk covers the whole map even once memory is under `target`: stopping there
+    /// would keep, in the shards not yet visited, sessions that expire sooner than some it
+    /// evicted. It starts where the last one stopped, so that the entries of the threshold's
+    /// own bucket are not always taken from the first shards.
+    async fn evict_through(
+        &self,
+        all_through: u64,
+        some_through: u64,
+        target: u64,
+        stopped: &CancellationToken,
+    ) {
         let mut steps = 0;
         let mut evicted = 0;
         let mut covered = 0;
         let buckets = self.buckets();
-        while !stopped.is_cancelled() && self.shared.memory.used() > target {
+        while !stopped.is_cancelled() && covered < buckets {
+            let over = self.shared.memory.used() > target;
+            if !over && all_through == 0 {
+                break;
+            }
+            let through = if over { some_through } else { all_through };
             let now = self.shared.clock.now_ms();
             let step = match self.shared.pressure.evict_cursor.lock() {
-                Ok(mut cursor) => self.remove_step(&mut cursor, now, Some(deadline)),
-                Err(poisoned) => self.remove_step(&mut poisoned.into_inner(), now, Some(deadline)),
+                Ok(mut cursor) => self.remove_step(&mut cursor, now, Some(through)),
+                Err(poisoned) => self.remove_step(&mut poisoned.into_inner(), now, Some(through)),
             };
             evicted += step.evicted;
             covered += step.scanned;
-            if covered >= buckets {
-                break;
-            }
             steps += 1;
             if steps % STEPS_PER_YIELD == 0 {
                 tokio::task::yield_now().await;
             }
         }
-        tracing::debug!(evicted, deadline, "evicted the sessions expiring soonest");
+        tracing::debug!(
+            evicted,
+            some_through,
+            "evicted the sessions expiring soonest"
+        );
     }
 }
 
