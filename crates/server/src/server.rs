@@ -366,6 +366,7 @@ impl Listener {
                         protocol,
                         ctx: ctx.clone(),
                         slot,
+                        last_read: Instant::now(),
                         idle_timeout,
                         frame_timeout,
                         shutdown,
@@ -443,6 +444,9 @@ struct Handler<P: Protocol> {
     /// This connection's place in the connection table, given back when the handler is
     /// dropped.
     slot: Slot,
+    /// When the last read brought bytes: the start of the idle period, of a partial
+    /// request, and the time of the requests answered next.
+    last_read: Instant,
     idle_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
     shutdown: Shutdown,
@@ -468,8 +472,7 @@ impl<P: Protocol> Handler<P> {
         let frame = time::sleep(self.frame_timeout.unwrap_or(Duration::MAX));
         tokio::pin!(frame);
         let mut frame_started: Option<Instant> = None;
-        let clock = self.idle_timeout.is_some() || self.frame_timeout.is_some();
-        let mut last_read = Instant::now();
+        self.last_read = Instant::now();
         loop {
             let (answered, close) = self.answer_buffered().await?;
             self.connection.flush().await?;
@@ -483,10 +486,9 @@ impl<P: Protocol> Handler<P> {
             self.connection.shrink();
             let mid_request = self.connection.has_partial_frame() || self.protocol.mid_request();
             if answered {
-                self.slot.progressed(last_read);
-                frame_started = mid_request.then_some(last_read);
+                frame_started = mid_request.then_some(self.last_read);
             } else if mid_request {
-                frame_started = frame_started.or(Some(last_read));
+                frame_started = frame_started.or(Some(self.last_read));
             } else {
                 frame_started = None;
             }
@@ -498,9 +500,9 @@ impl<P: Protocol> Handler<P> {
                         }
                         return Ok(());
                     }
-                    if clock {
-                        last_read = Instant::now();
-                    }
+                    // One clock read per read syscall: the idle timeout, the frame deadline
+                    // and the connection table's choice of whom to displace all need it.
+                    self.last_read = Instant::now();
                 }
                 () = self.shutdown.recv() => {}
                 () = self.slot.displaced() => {
@@ -529,7 +531,7 @@ impl<P: Protocol> Handler<P> {
                 }
                 () = &mut idle => {
                     let Some(timeout) = self.idle_timeout else { continue };
-                    let deadline = last_read + timeout;
+                    let deadline = self.last_read + timeout;
                     if Instant::now() >= deadline {
                         debug!("closing idle connection");
                         return Ok(());
@@ -592,7 +594,13 @@ impl<P: Protocol> Handler<P> {
         self.protocol
             .prefetch(self.connection.read_buf(), &self.ctx);
         while let Some(answer) = self.protocol.next(self.connection.read_buf(), &self.ctx) {
-            answered = true;
+            if !answered {
+                // Before any response can reach the client: a client that has seen an answer
+                // and opens another connection must find this one counted as served, or a
+                // full table could displace it (server/slots.rs).
+                self.slot.progressed(self.last_read);
+                answered = true;
+            }
             if let Some(delay) = answer.delay {
                 // Only this connection waits; its earlier answers go out first.
                 self.release_held().await;
