@@ -89,16 +89,7 @@ fn write_section(call: &Call<'_>, section: &str, out: &mut String) {
             line("used_memory_human", &human_bytes(used));
             line("maxmemory", &limit);
             line("maxmemory_human", &human_bytes(limit));
-            // Redis's nearest names: noeviction refuses writes that need memory, and
-            // volatile-ttl evicts the keys with the shortest remaining TTL (sampled there,
-            // exact here).
-            line(
-                "maxmemory_policy",
-                &match memory.policy() {
-                    crate::memory::Policy::RefuseNew => "noeviction",
-                    crate::memory::Policy::EvictSoonestExpiring => "volatile-ttl",
-                },
-            );
+            line("maxmemory_policy", &redis_policy(memory.policy()));
             line("sessiond_memory_policy", &memory.policy().name());
             line("mem_allocator", &"mimalloc");
         }
@@ -222,6 +213,7 @@ pub(super) fn config(call: &mut Call<'_>) -> Result {
         return Err(super::wrong_arity("config|get"));
     }
     let aof = call.ctx.aof.as_ref();
+    let memory = call.ctx.store.memory();
     let params: [(&str, String); 7] = [
         ("save", String::new()),
         (
@@ -234,8 +226,8 @@ pub(super) fn config(call: &mut Call<'_>) -> Result {
         ),
         ("databases", "1".into()),
         ("maxclients", call.shared.max_clients.to_string()),
-        ("maxmemory", "0".into()),
-        ("maxmemory-policy", "noeviction".into()),
+        ("maxmemory", memory.limit().unwrap_or(0).to_string()),
+        ("maxmemory-policy", redis_policy(memory.policy()).into()),
     ];
     let patterns: Vec<Pattern> = call.args[2..]
         .iter()
@@ -247,4 +239,14 @@ pub(super) fn config(call: &mut Call<'_>) -> Result {
         .map(|(name, value)| (Value::bulk_static(name), Value::bulk_string(value)))
         .collect();
     Ok(Outcome::reply(Value::Map(pairs)))
+}
+
+/// Redis's nearest name for a memory policy, for `INFO` and `CONFIG GET`: `noeviction`
+/// refuses writes that need memory, and `volatile-ttl` evicts the keys with the shortest
+/// remaining TTL (sampled there, exact here).
+fn redis_policy(policy: crate::memory::Policy) -> &'static str {
+    match policy {
+        crate::memory::Policy::RefuseNew => "noeviction",
+        crate::memory::Policy::EvictSoonestExpiring => "volatile-ttl",
+    }
 }
