@@ -429,3 +429,44 @@ async fn replay_of_a_file_larger_than_the_cap_starts_and_reports_it() {
         .await;
     assert_eq!(reply.status(), Some(Status::OutOfMemory));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_sessions_stay_evicted_after_a_restart() {
+    let config = format!(
+        "[limits]\nmax_memory = \"{}MiB\"\nmemory_policy = \"evict-soonest-expiring\"\n",
+        CAP / MIB
+    );
+    let daemon = Daemon::start_with_config(&config);
+    let mut conn = daemon.connect().await;
+    let ttl = |i: u64| HOUR_MS + i * 1000;
+    let mut i = 0;
+    while i < 2 * CAP / VALUE_LEN as u64 {
+        create_batch(&mut conn, i, 1000, ttl).await;
+        i += 1000;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held_before = held(&mut conn, i, &ttl).await;
+    let evicted = stat(&conn.stats().await, "memory_evicted");
+    assert!(evicted > 0, "nothing evicted");
+    drop(conn);
+    let mut daemon = daemon;
+    daemon.terminate(Duration::from_secs(10));
+    // Without a cap after the restart: whatever comes back was in the file.
+    std::fs::write(
+        daemon.config_path(),
+        "[limits]\nmax_memory = \"unlimited\"\n",
+    )
+    .expect("rewrite config");
+    let daemon = daemon.restart();
+    let mut conn = daemon.connect().await;
+    let held_after = held(&mut conn, i, &ttl).await;
+    println!(
+        "{evicted} evicted; {} held before the restart, {} after",
+        held_before.len(),
+        held_after.len()
+    );
+    assert_eq!(
+        held_after, held_before,
+        "evicted sessions came back, or held ones were lost"
+    );
+}
