@@ -50,6 +50,20 @@ fn key(i: usize) -> Vec<u8> {
     format!("short-lived-{i}").into_bytes()
 }
 
+/// A daemon on a data directory of its own, holding [`SESSIONS`] sessions that expire after
+/// `ttl_ms`; the connection that wrote them stays open.
+async fn daemon_with_short_lived_sessions(
+    ttl_ms: u64,
+) -> (tempfile::TempDir, Daemon, sessiond_tests::Conn) {
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(CONFIG, data.path(), &[]);
+    let mut conn = daemon.connect().await;
+    for i in 0..SESSIONS {
+        conn.put(&key(i), b"v", ttl_ms).await;
+    }
+    (data, daemon, conn)
+}
+
 async fn count_present(daemon: &Daemon) -> usize {
     let mut conn = daemon.connect().await;
     let mut present = 0;
@@ -93,12 +107,7 @@ async fn sessions_that_expired_before_a_shutdown_stay_expired_with_the_clock_set
     let Some(env) = shifted_clock("-1h") else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start_in(CONFIG, data.path(), &[]);
-    let mut conn = daemon.connect().await;
-    for i in 0..SESSIONS {
-        conn.put(&key(i), b"v", 500).await;
-    }
+    let (data, mut daemon, mut conn) = daemon_with_short_lived_sessions(500).await;
     conn.put(b"long-lived", b"v", 3 * HOUR_MS).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(count_present(&daemon).await, 0);
@@ -124,12 +133,7 @@ async fn sessions_that_expired_before_a_crash_stay_expired_with_the_clock_set_ba
     let Some(env) = shifted_clock("-1h") else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start_in(CONFIG, data.path(), &[]);
-    let mut conn = daemon.connect().await;
-    for i in 0..SESSIONS {
-        conn.put(&key(i), b"v", 300).await;
-    }
+    let (data, mut daemon, mut conn) = daemon_with_short_lived_sessions(300).await;
     // Other clients keep writing for a while after those sessions expired.
     for round in 0..25 {
         conn.put(b"busy", format!("{round}").as_bytes(), HOUR_MS)
