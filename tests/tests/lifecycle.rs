@@ -234,6 +234,10 @@ async fn sigint_closes_idle_and_half_sent_connections_and_exits_0() {
     let mut idle = daemon.connect().await;
     idle.ping(b"").await;
     let mut partial = daemon.connect().await;
+    // Answered, so accepted: a connection still in the listen backlog when the signal comes
+    // is never accepted and is reset by the kernel, which is not what this test is about (it
+    // failed about 1 run in 20 that way).
+    partial.ping(b"").await;
     let mut bytes = Vec::new();
     set_request(b"k", b"value", HOUR_MS, SetMode::Upsert)
         .to_frame(1)
