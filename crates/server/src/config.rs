@@ -63,6 +63,41 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[auth]`: users, roles and the limits on authentication.
     pub auth: AuthConfig,
+    /// `[slowlog]`: the log of slow requests.
+    pub slowlog: SlowlogConfig,
+}
+
+/// `[slowlog]`: which requests the slow-request log ([`crate::slowlog`]) keeps.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlowlogConfig {
+    /// Requests that take at least this long are kept; `None` (`"off"`) keeps none.
+    #[serde(deserialize_with = "threshold")]
+    pub threshold: Option<Duration>,
+    /// How many entries are kept; the oldest is dropped for a new one.
+    pub max_len: usize,
+}
+
+impl Default for SlowlogConfig {
+    fn default() -> Self {
+        SlowlogConfig {
+            threshold: Some(crate::slowlog::DEFAULT_THRESHOLD),
+            max_len: crate::slowlog::DEFAULT_MAX_LEN,
+        }
+    }
+}
+
+/// `slowlog.threshold`: a duration (`"10ms"`, `"0s"` for every request) or `"off"`.
+fn threshold<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?}: {e} (write a duration such as \"10ms\", or \"off\")"
+        ))
+    })
 }
 
 /// A secret from the configuration file (a password). Its `Debug` prints `<redacted>`, so
@@ -505,6 +540,13 @@ impl Config {
         if let Err(e) = crate::logging::parse_filter(&self.log.level) {
             return invalid("log.level", e.to_string());
         }
+        let max_len = crate::slowlog::MAX_MAX_LEN;
+        if !(1..=max_len).contains(&self.slowlog.max_len) {
+            return invalid(
+                "slowlog.max_len",
+                format!("must be between 1 and {max_len} (set slowlog.threshold = \"off\" to keep none)"),
+            );
+        }
         self.validate_auth()?;
         self.validate_tls()
     }
@@ -881,6 +923,24 @@ mod tests {
             crate::memory::Policy::EvictSoonestExpiring
         );
         assert!(parse("[limits]\nmemory_policy = \"allkeys-lru\"\n").is_err());
+    }
+
+    #[test]
+    fn slowlog_threshold_is_a_duration_or_off() {
+        let config = parse("").unwrap();
+        assert_eq!(config.slowlog.threshold, Some(Duration::from_millis(10)));
+        assert_eq!(config.slowlog.max_len, 128);
+        let config = parse("[slowlog]\nthreshold = \"off\"\n").unwrap();
+        assert_eq!(config.slowlog.threshold, None);
+        let config = parse("[slowlog]\nthreshold = \"0s\"\nmax_len = 5\n").unwrap();
+        assert_eq!(config.slowlog.threshold, Some(Duration::ZERO));
+        assert_eq!(config.slowlog.max_len, 5);
+        let err = parse("[slowlog]\nthreshold = \"sometimes\"\n").unwrap_err();
+        assert!(err.contains("threshold"), "{err}");
+        for bad in ["0", "100001", "-1"] {
+            let err = parse(&format!("[slowlog]\nmax_len = {bad}\n")).unwrap_err();
+            assert!(err.contains("max_len"), "{bad}: {err}");
+        }
     }
 
     #[test]

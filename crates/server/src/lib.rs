@@ -19,7 +19,7 @@
 //!   binary protocol, [`resp`] for Redis clients.
 //! - `cmd`: one file per native command, applying a parsed request to the store.
 //! - [`resp`]: the optional Redis-protocol (RESP2/RESP3) listener over the same store.
-//! - [`stats`]: counters for `STATS`.
+//! - [`stats`]: counters for `STATS`; [`slowlog`]: the ring of the last slow requests.
 //! - [`memory`]: the accounting of what the server's memory holds (entries, table, AOF and
 //!   connection buffers) and the `limits.max_memory` cap it is held to.
 //! - [`auth`]: the configured users and the verification of their passwords; [`access`]:
@@ -48,6 +48,7 @@ mod native;
 pub mod resp;
 pub mod server;
 mod shutdown;
+pub mod slowlog;
 pub mod stats;
 pub mod store;
 pub mod tls;

@@ -13,6 +13,7 @@ use sessiond::aof::{Aof, AofSettings, FsyncPolicy};
 use sessiond::auth::{hash_password, Authenticator};
 use sessiond::clock::Clock;
 use sessiond::server::{self, Context, Settings, TlsListeners};
+use sessiond::slowlog::SlowLog;
 use sessiond::stats::Stats;
 use sessiond::tls::Tls;
 use sessiond::{logging, Config, Store};
@@ -325,6 +326,10 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
         limits: config.limits(),
         aof: aof.clone(),
         auth,
+        slowlog: Arc::new(SlowLog::new(
+            config.slowlog.threshold,
+            config.slowlog.max_len,
+        )),
     });
     let settings = Settings {
         max_connections: config.server.max_connections,

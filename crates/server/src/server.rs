@@ -43,6 +43,7 @@ use crate::memory::Part;
 use crate::native::Native;
 use crate::resp::{self, Resp};
 use crate::shutdown::Shutdown;
+use crate::slowlog::SlowLog;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::tls::Tls;
@@ -64,6 +65,8 @@ pub struct Context {
     pub aof: Option<Aof>,
     /// The users connections authenticate as (none: authentication is off).
     pub auth: Arc<Authenticator>,
+    /// The last requests slower than `slowlog.threshold`, for `SLOWLOG`.
+    pub slowlog: Arc<SlowLog>,
 }
 
 impl Context {
