@@ -115,7 +115,7 @@ fn status(reply: &ResponseFrame) -> Status {
 /// The expected answers, written from the specification (PROTOCOL.md 5.8, docs/RESP.md).
 struct Row {
     user: Option<&'static str>,
-    native: [bool; 7],
+    native: [bool; 11],
     resp: [bool; 13],
 }
 
@@ -138,8 +138,10 @@ const RESP_CMDS: [&[&str]; 13] = [
 const TABLE: [Row; 4] = [
     Row {
         user: None,
-        //       HELLO PING   GET    SET    TOUCH  DEL    STATS
-        native: [true, true, false, false, false, false, false],
+        //       HELLO PING   GET    SET    TOUCH  DEL    STATS  SET_SESSION LIST_SESSIONS END_ALL ROTATE
+        native: [
+            true, true, false, false, false, false, false, false, false, false, false,
+        ],
         //     PING  GET    SET    EXPIRE TTL    DEL    INFO   SCAN   DBSIZE CONFIG FLUSH  SELECT CLIENT
         resp: [
             true, false, false, false, false, false, false, false, false, false, false, false,
@@ -148,21 +150,25 @@ const TABLE: [Row; 4] = [
     },
     Row {
         user: Some("app"),
-        native: [true, true, true, true, true, true, false],
+        native: [
+            true, true, true, true, true, true, false, true, true, true, true,
+        ],
         resp: [
             true, true, true, true, true, true, false, false, false, false, false, true, true,
         ],
     },
     Row {
         user: Some("monitor"),
-        native: [true, true, false, false, false, false, true],
+        native: [
+            true, true, false, false, false, false, true, false, false, false, false,
+        ],
         resp: [
             true, false, false, false, false, false, true, false, false, false, false, true, true,
         ],
     },
     Row {
         user: Some("admin"),
-        native: [true, true, true, true, true, true, true],
+        native: [true; 11],
         resp: [true; 13],
     },
 ];
@@ -195,6 +201,29 @@ fn native_request(op: Opcode) -> Request {
         }),
         Opcode::Stats => Request::Stats(Stats),
         Opcode::Auth => unreachable!("AUTH is tested on its own"),
+        Opcode::SetSession => Request::SetSession(sessiond_proto::command::SetSession {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ttl_ms: HOUR_MS,
+            mode: sessiond_proto::command::SetMode::Upsert,
+            owner: Some(Bytes::from_static(b"u")),
+            lifetime_ms: None,
+            owner_limit: None,
+        }),
+        Opcode::ListSessions => Request::ListSessions(sessiond_proto::command::ListSessions {
+            owner: Bytes::from_static(b"u"),
+            max_sessions: 0,
+        }),
+        Opcode::EndAll => Request::EndAll(sessiond_proto::command::EndAll {
+            owner: Bytes::from_static(b"u"),
+            except: None,
+        }),
+        Opcode::Rotate => Request::Rotate(sessiond_proto::command::Rotate {
+            old_key: Bytes::from_static(b"k"),
+            new_key: Bytes::from_static(b"k2"),
+            if_version: None,
+            bind: None,
+        }),
     }
 }
 

@@ -24,11 +24,19 @@ pub enum Opcode {
     Stats = 0x06,
     /// Authenticate the connection as a configured user.
     Auth = 0x07,
+    /// `SET` with session options: an owner, an absolute lifetime, a per-owner limit.
+    SetSession = 0x10,
+    /// The live sessions of an owner.
+    ListSessions = 0x11,
+    /// End every session of an owner, or all but one.
+    EndAll = 0x12,
+    /// Move a session to a new key in one step, optionally binding an owner.
+    Rotate = 0x13,
 }
 
 impl Opcode {
     /// Every defined opcode, in numeric order.
-    pub const ALL: [Opcode; 8] = [
+    pub const ALL: [Opcode; 12] = [
         Opcode::Hello,
         Opcode::Ping,
         Opcode::Get,
@@ -37,11 +45,15 @@ impl Opcode {
         Opcode::Del,
         Opcode::Stats,
         Opcode::Auth,
+        Opcode::SetSession,
+        Opcode::ListSessions,
+        Opcode::EndAll,
+        Opcode::Rotate,
     ];
 
     /// The opcode for a wire byte, or `None` if the byte is not a defined opcode.
     pub fn from_u8(byte: u8) -> Option<Opcode> {
-        Opcode::ALL.get(usize::from(byte)).copied()
+        Opcode::ALL.iter().copied().find(|op| *op as u8 == byte)
     }
 
     /// The upper-case name used in the specification and in logs.
@@ -55,6 +67,10 @@ impl Opcode {
             Opcode::Del => "DEL",
             Opcode::Stats => "STATS",
             Opcode::Auth => "AUTH",
+            Opcode::SetSession => "SET_SESSION",
+            Opcode::ListSessions => "LIST_SESSIONS",
+            Opcode::EndAll => "END_ALL",
+            Opcode::Rotate => "ROTATE",
         }
     }
 }
@@ -75,6 +91,7 @@ mod tests {
             assert_eq!(Opcode::from_u8(op as u8), Some(op));
         }
         assert_eq!(Opcode::from_u8(0x08), None);
+        assert_eq!(Opcode::from_u8(0x14), None);
         assert_eq!(Opcode::from_u8(0xff), None);
     }
 }

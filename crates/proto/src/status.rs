@@ -17,6 +17,9 @@ pub enum Status {
     Exists = 0x0002,
     /// An if-version `SET` or `DEL` found a different version; the extras carry the current one.
     VersionMismatch = 0x0003,
+    /// A `SET_SESSION` or `ROTATE` would take the owner past its limit on live sessions and
+    /// the policy is refuse; nothing was changed.
+    OwnerLimit = 0x0004,
     /// The frame was well formed but its arguments were not (bad extras, flags, TTL, key).
     InvalidArgument = 0x0081,
     /// The opcode is not one this server knows.
@@ -53,11 +56,12 @@ pub enum Status {
 
 impl Status {
     /// Every defined status, in numeric order.
-    pub const ALL: [Status; 17] = [
+    pub const ALL: [Status; 18] = [
         Status::Ok,
         Status::NotFound,
         Status::Exists,
         Status::VersionMismatch,
+        Status::OwnerLimit,
         Status::InvalidArgument,
         Status::UnknownOpcode,
         Status::UnsupportedVersion,
@@ -101,6 +105,7 @@ impl Status {
             Status::NotFound => "NOT_FOUND",
             Status::Exists => "EXISTS",
             Status::VersionMismatch => "VERSION_MISMATCH",
+            Status::OwnerLimit => "OWNER_LIMIT",
             Status::InvalidArgument => "INVALID_ARGUMENT",
             Status::UnknownOpcode => "UNKNOWN_OPCODE",
             Status::UnsupportedVersion => "UNSUPPORTED_VERSION",
@@ -139,7 +144,7 @@ mod tests {
         for s in Status::ALL {
             assert_eq!(Status::from_u16(s as u16), Some(s));
         }
-        assert_eq!(Status::from_u16(0x0004), None);
+        assert_eq!(Status::from_u16(0x0005), None);
     }
 
     #[test]
@@ -149,6 +154,7 @@ mod tests {
             Status::NotFound,
             Status::Exists,
             Status::VersionMismatch,
+            Status::OwnerLimit,
         ] {
             assert!(!s.is_error());
             assert!(!s.is_fatal());

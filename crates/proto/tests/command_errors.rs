@@ -7,8 +7,8 @@
 
 use bytes::Bytes;
 use sessiond_proto::command::{
-    DelOutcome, GetReply, HelloReply, PingReply, ReplyError, SetMode, SetOutcome, StatsReply,
-    TouchReply,
+    DelOutcome, EndAllReply, GetReply, HelloReply, PingReply, ReplyError, Rotate, SessionList,
+    SetMode, SetOutcome, SetSession, StatsReply, TouchReply,
 };
 use sessiond_proto::{CommandError, Limits, Opcode, Request, RequestFrame, ResponseFrame, Status};
 
@@ -260,8 +260,8 @@ fn error_statuses_become_server_errors() {
 #[test]
 fn unknown_and_impossible_statuses_are_malformed() {
     assert_malformed(
-        PingReply::from_frame(&response(Opcode::Ping, 0x0004, b"", b"")),
-        "unknown status 0x0004",
+        PingReply::from_frame(&response(Opcode::Ping, 0x0005, b"", b"")),
+        "unknown status 0x0005",
     );
     assert_malformed(
         GetReply::from_frame(&response(Opcode::Get, 0x0002, b"", b"")),
@@ -314,5 +314,51 @@ fn wrong_extras_are_malformed() {
     assert_malformed(
         StatsReply::from_frame(&response(Opcode::Stats, 0, b"", b"a \xff\n")),
         "UTF-8",
+    );
+}
+
+#[test]
+fn malformed_session_replies() {
+    // A list whose count the value cannot hold, a truncated record, trailing bytes.
+    assert_malformed(
+        SessionList::from_frame(&response(Opcode::ListSessions, 0, &u64s(&[5, 5]), b"")),
+        "count 5",
+    );
+    assert_malformed(
+        SessionList::from_frame(&response(Opcode::ListSessions, 0, &u64s(&[1, 2]), &[0; 84])),
+        "count 2",
+    );
+    let mut record = vec![0, 9];
+    record.extend_from_slice(&[0; 40]);
+    record.extend_from_slice(b"short");
+    assert_malformed(
+        SessionList::from_frame(&response(Opcode::ListSessions, 0, &u64s(&[1, 1]), &record)),
+        "truncated",
+    );
+    record[1] = 5;
+    record.push(0);
+    assert_malformed(
+        SessionList::from_frame(&response(Opcode::ListSessions, 0, &u64s(&[1, 1]), &record)),
+        "after the last record",
+    );
+    assert_malformed(
+        SessionList::from_frame(&response(Opcode::ListSessions, 1, &[], b"")),
+        "NOT_FOUND",
+    );
+    assert_malformed(
+        EndAllReply::from_frame(&response(Opcode::EndAll, 0x0004, &[], b"")),
+        "OWNER_LIMIT",
+    );
+    assert_malformed(
+        Rotate::reply(&response(Opcode::Rotate, 0, &u64s(&[1]), b"")),
+        "extras must be 16",
+    );
+    // An error status is the server's error, with its message.
+    assert_eq!(
+        SetSession::reply(&response(Opcode::SetSession, 0x0093, &[], b"full")),
+        Err(ReplyError::Server {
+            status: Status::OutOfMemory,
+            message: "full".into()
+        })
     );
 }

@@ -11,12 +11,16 @@
 //! | `Handshake`  | HELLO, AUTH, PING, QUIT (also before AUTH)         | yes | yes     | yes   |
 //! | `Connection` | SELECT 0, CLIENT, ECHO, COMMAND                    | yes | yes     | yes   |
 //! | `Session`    | GET, SET, TOUCH, DEL, EXPIRE, TTL, GETEX, MGET     | yes | no      | yes   |
+//! | `Owner`      | LIST_SESSIONS, END_ALL (SESSIOND.SESSIONS, .ENDALL) | yes | no      | yes   |
 //! | `Stats`      | STATS, INFO (without its keyspace section)         | no  | yes     | yes   |
 //! | `Keyspace`   | SCAN, DBSIZE, INFO keyspace, CONFIG, FLUSHDB/ALL   | no  | no      | yes   |
 //!
 //! The `app` role is deliberately stricter than a Redis user with `+@read +@write`: it
 //! cannot enumerate keys, so that a leaked application password does not leak every session
-//! id (a session id is a bearer credential).
+//! id (a session id is a bearer credential). `Owner` is the one exception, and a narrow one:
+//! it lists the session ids of one owner the caller names, which is what a "your devices"
+//! page needs to end one device. A leaked application password therefore reveals the ids of
+//! owners whose ids the attacker knows or guesses; it still cannot walk the keyspace.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub enum Category {
     Connection,
     /// Reading or writing sessions by key.
     Session,
+    /// Listing and ending the sessions of an owner: reveals the session ids of that owner.
+    Owner,
     /// Server counters.
     Stats,
     /// Enumerating or wiping the keyspace, and server configuration.
@@ -49,9 +55,9 @@ pub fn allows(role: Role, category: Category) -> bool {
     match (role, category) {
         (_, Handshake | Connection) => true,
         (Role::Admin, _) => true,
-        (Role::App, Session) => true,
+        (Role::App, Session | Owner) => true,
         (Role::Monitor, Stats) => true,
-        (Role::App, Stats | Keyspace) | (Role::Monitor, Session | Keyspace) => false,
+        (Role::App, Stats | Keyspace) | (Role::Monitor, Session | Owner | Keyspace) => false,
     }
 }
 
@@ -191,10 +197,11 @@ mod tests {
     use super::*;
     use crate::config::{Config, Secret, UserConfig};
 
-    const ALL: [Category; 5] = [
+    const ALL: [Category; 6] = [
         Category::Handshake,
         Category::Connection,
         Category::Session,
+        Category::Owner,
         Category::Stats,
         Category::Keyspace,
     ];
@@ -202,9 +209,9 @@ mod tests {
     #[test]
     fn the_table() {
         let row = |role| ALL.map(|c| allows(role, c));
-        assert_eq!(row(Role::App), [true, true, true, false, false]);
-        assert_eq!(row(Role::Monitor), [true, true, false, true, false]);
-        assert_eq!(row(Role::Admin), [true, true, true, true, true]);
+        assert_eq!(row(Role::App), [true, true, true, true, false, false]);
+        assert_eq!(row(Role::Monitor), [true, true, false, false, true, false]);
+        assert_eq!(row(Role::Admin), [true; 6]);
     }
 
     fn authenticator() -> Authenticator {

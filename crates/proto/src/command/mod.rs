@@ -7,19 +7,29 @@
 
 mod auth;
 mod del;
+mod end_all;
 mod get;
 mod hello;
+mod list_sessions;
+mod owner;
 mod ping;
+mod rotate;
 mod set;
+mod set_session;
 mod stats;
 mod touch;
 
 pub use auth::{Auth, AuthReply};
 pub use del::{Del, DelOutcome, FLAG_IF_VERSION};
+pub use end_all::{EndAll, EndAllReply};
 pub use get::{Entry, Get, GetReply, FLAG_TOUCH};
 pub use hello::{Hello, HelloReply, HELLO_FLAG_AUTH_REQUIRED};
+pub use list_sessions::{ListSessions, SessionInfo, SessionList};
+pub use owner::{LimitPolicy, OwnerLimit, SessionWriteOutcome, FLAG_END_LRU, MAX_OWNER_LEN};
 pub use ping::{Ping, PingReply};
+pub use rotate::{Bind, Rotate, RotateOutcome, ROTATE_FLAG_BIND, ROTATE_FLAG_IF_VERSION};
 pub use set::{Set, SetMode, SetOutcome};
+pub use set_session::{SetSession, SetSessionOutcome};
 pub use stats::{Stats, StatsReply};
 pub use touch::{Touch, TouchReply};
 
@@ -89,6 +99,14 @@ pub enum Request {
     Stats(Stats),
     /// `AUTH`
     Auth(Auth),
+    /// `SET_SESSION`
+    SetSession(SetSession),
+    /// `LIST_SESSIONS`
+    ListSessions(ListSessions),
+    /// `END_ALL`
+    EndAll(EndAll),
+    /// `ROTATE`
+    Rotate(Rotate),
 }
 
 impl Request {
@@ -106,6 +124,10 @@ impl Request {
             Opcode::Del => Request::Del(Del::parse(frame)?),
             Opcode::Stats => Request::Stats(Stats::parse(frame)?),
             Opcode::Auth => Request::Auth(Auth::parse(frame)?),
+            Opcode::SetSession => Request::SetSession(SetSession::parse(frame, limits)?),
+            Opcode::ListSessions => Request::ListSessions(ListSessions::parse(frame)?),
+            Opcode::EndAll => Request::EndAll(EndAll::parse(frame)?),
+            Opcode::Rotate => Request::Rotate(Rotate::parse(frame, limits)?),
         })
     }
 
@@ -120,6 +142,10 @@ impl Request {
             Request::Del(_) => Opcode::Del,
             Request::Stats(_) => Opcode::Stats,
             Request::Auth(_) => Opcode::Auth,
+            Request::SetSession(_) => Opcode::SetSession,
+            Request::ListSessions(_) => Opcode::ListSessions,
+            Request::EndAll(_) => Opcode::EndAll,
+            Request::Rotate(_) => Opcode::Rotate,
         }
     }
 
@@ -134,6 +160,10 @@ impl Request {
             Request::Del(r) => r.to_frame(opaque),
             Request::Stats(r) => r.to_frame(opaque),
             Request::Auth(r) => r.to_frame(opaque),
+            Request::SetSession(r) => r.to_frame(opaque),
+            Request::ListSessions(r) => r.to_frame(opaque),
+            Request::EndAll(r) => r.to_frame(opaque),
+            Request::Rotate(r) => r.to_frame(opaque),
         }
     }
 }

@@ -45,13 +45,39 @@ pub enum SetMode {
 }
 
 impl SetMode {
-    fn flags(self) -> u8 {
+    /// The mode bits (0-1) of the flags.
+    pub(super) fn flags(self) -> u8 {
         match self {
             SetMode::Upsert => 0,
             SetMode::CreateOnly => 1,
             SetMode::UpdateOnly => 2,
             SetMode::IfVersion(_) => 3,
         }
+    }
+
+    /// The `expected_version` field: the version for if-version, otherwise 0.
+    pub(super) fn expected_version(self) -> u64 {
+        match self {
+            SetMode::IfVersion(v) => v,
+            _ => 0,
+        }
+    }
+
+    /// The mode in bits 0-1 of `flags` (the caller has rejected undefined bits), checking
+    /// that `expected` is 0 unless the mode is if-version. Shared by `SET` and `SET_SESSION`.
+    pub(super) fn from_wire(name: &str, flags: u8, expected: u64) -> Result<SetMode, CommandError> {
+        let mode = match flags & 0x03 {
+            0 => SetMode::Upsert,
+            1 => SetMode::CreateOnly,
+            2 => SetMode::UpdateOnly,
+            _ => SetMode::IfVersion(expected),
+        };
+        if expected != 0 && !matches!(mode, SetMode::IfVersion(_)) {
+            return Err(CommandError::InvalidArgument(format!(
+                "{name}: expected_version must be 0 unless the mode is if-version"
+            )));
+        }
+        Ok(mode)
     }
 }
 
@@ -68,34 +94,19 @@ impl Set {
     pub fn parse(frame: RequestFrame, limits: &Limits) -> Result<Set, CommandError> {
         SHAPE.check(&frame)?;
         let [ttl_ms, expected] = read_u64s::<2>(&frame.extras);
-        let mode = match frame.flags {
-            0 => SetMode::Upsert,
-            1 => SetMode::CreateOnly,
-            2 => SetMode::UpdateOnly,
-            _ => SetMode::IfVersion(expected),
-        };
-        if expected != 0 && !matches!(mode, SetMode::IfVersion(_)) {
-            return Err(CommandError::InvalidArgument(
-                "SET: expected_version must be 0 unless the mode is if-version".into(),
-            ));
-        }
         Ok(Set {
+            mode: SetMode::from_wire("SET", frame.flags, expected)?,
             key: frame.key,
             value: frame.value,
             ttl_ms: check_ttl("SET", ttl_ms, limits)?,
-            mode,
         })
     }
 
     /// The frame for this request.
     pub fn to_frame(&self, opaque: u32) -> RequestFrame {
-        let expected = match self.mode {
-            SetMode::IfVersion(v) => v,
-            _ => 0,
-        };
         RequestFrame {
             flags: self.mode.flags(),
-            extras: u64_extras(&[self.ttl_ms, expected]),
+            extras: u64_extras(&[self.ttl_ms, self.mode.expected_version()]),
             key: self.key.clone(),
             value: self.value.clone(),
             ..RequestFrame::new(Opcode::Set, opaque)

@@ -54,6 +54,8 @@ pub(crate) fn category(opcode: u8) -> Option<Category> {
     Some(match Opcode::from_u8(opcode)? {
         Opcode::Hello | Opcode::Auth | Opcode::Ping => Category::Handshake,
         Opcode::Get | Opcode::Set | Opcode::Touch | Opcode::Del => Category::Session,
+        Opcode::SetSession | Opcode::Rotate => Category::Session,
+        Opcode::ListSessions | Opcode::EndAll => Category::Owner,
         Opcode::Stats => Category::Stats,
     })
 }
@@ -116,6 +118,7 @@ pub(crate) fn execute(frame: RequestFrame, ctx: &Context, access: &mut Access) -
     // read would answer OK to a client that believes its session was extended.
     let is_write = match &request {
         Request::Set(_) | Request::Touch(_) => true,
+        Request::SetSession(_) | Request::Rotate(_) => true,
         Request::Get(get) => get.touch_ttl_ms.is_some(),
         // A DEL is a logout: it runs even then, and answers the error itself (`del::apply`).
         Request::Del(_) => false,
@@ -133,5 +136,14 @@ pub(crate) fn execute(frame: RequestFrame, ctx: &Context, access: &mut Access) -
         Request::Del(cmd) => del::apply(cmd, opaque, ctx),
         Request::Stats(cmd) => Outcome::reply(stats::apply(cmd, opaque, ctx)),
         Request::Auth(cmd) => auth::apply(cmd, opaque, ctx, access),
+        Request::SetSession(_)
+        | Request::ListSessions(_)
+        | Request::EndAll(_)
+        | Request::Rotate(_) => Outcome::reply(ResponseFrame::error(
+            opcode,
+            opaque,
+            Status::UnknownOpcode,
+            format!("unknown opcode 0x{opcode:02x}"),
+        )),
     }
 }
