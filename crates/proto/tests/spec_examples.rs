@@ -9,8 +9,10 @@
 use bytes::{Bytes, BytesMut};
 use sessiond_proto::codec::{FrameError, Inbound};
 use sessiond_proto::command::{
-    Auth, AuthReply, Del, DelOutcome, Entry, Get, GetReply, Hello, HelloReply, Ping, PingReply,
-    ReplyError, Set, SetMode, SetOutcome, Stats, StatsReply, Touch, TouchReply,
+    Auth, AuthReply, Bind, Del, DelOutcome, EndAll, EndAllReply, Entry, Get, GetReply, Hello,
+    HelloReply, LimitPolicy, ListSessions, OwnerLimit, Ping, PingReply, ReplyError, Rotate,
+    SessionInfo, SessionList, SessionWriteOutcome, Set, SetMode, SetOutcome, SetSession, Stats,
+    StatsReply, Touch, TouchReply,
 };
 use sessiond_proto::{
     unsolicited, ClientCodec, CommandError, Limits, Opcode, Request, RequestFrame, ResponseFrame,
@@ -708,6 +710,157 @@ b6 01 06 00                                      # magic, version 1, opcode STAT
 6e 20 53 54 41 54 53                             # ... "n STATS"
 "##;
 
+const SET_SESSION_REQUEST: &str = r##"
+b5 01 10 01              # magic, version 1, opcode SET_SESSION, flags 0x01 (create-only)
+00 00 00 40              # opaque 64
+00 04 20 00              # key length 4, extras length 32, reserved
+00 00 00 02              # value length 2
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 00 00 00 00 00 00  # expected_version 0
+00 00 00 00 02 93 2e 00  # lifetime_ms 43200000
+00 00 00 00              # owner_limit 0
+00 00 00 00              # owner_len 0, reserved
+73 3a 35 30              # key "s:50"
+7b 7d                    # value '{}'
+"##;
+
+const SET_SESSION_RESPONSE: &str = r##"
+b6 01 10 10              # magic, version 1, opcode SET_SESSION, extras length 16
+00 00 00 40              # opaque 64
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 09  # version 9
+00 00 00 00 00 00 00 00  # ended 0
+"##;
+
+const ROTATE_LOGIN_REQUEST: &str = r##"
+b5 01 13 07              # magic, version 1, opcode ROTATE, flags 0x07 (IF_VERSION, BIND, END_LRU)
+00 00 00 41              # opaque 65
+00 04 10 00              # key length 4, extras length 16, reserved
+00 00 00 06              # value length 6
+00 00 00 00 00 00 00 09  # expected_version 9
+00 00 00 01              # owner_limit 1
+00 04 00 00              # new_key_len 4, reserved
+73 3a 35 30              # key (old) "s:50"
+73 3a 35 31              # new key "s:51"
+75 37                    # owner "u7"
+"##;
+
+const ROTATE_LOGIN_RESPONSE: &str = r##"
+b6 01 13 10              # magic, version 1, opcode ROTATE, extras length 16
+00 00 00 41              # opaque 65
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 0a  # version 10
+00 00 00 00 00 00 00 00  # ended 0
+"##;
+
+const SET_SESSION_LIMIT_REQUEST: &str = r##"
+b5 01 10 01              # magic, version 1, opcode SET_SESSION, flags 0x01 (create-only)
+00 00 00 42              # opaque 66
+00 04 20 00              # key length 4, extras length 32, reserved
+00 00 00 09              # value length 9
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 00 00 00 00 00 00  # expected_version 0
+00 00 00 00 02 93 2e 00  # lifetime_ms 43200000
+00 00 00 01              # owner_limit 1
+00 02 00 00              # owner_len 2, reserved
+73 3a 35 32              # key "s:52"
+75 37                    # owner "u7"
+7b 22 75 22 3a 37 7d     # value '{"u":7}'
+"##;
+
+const SET_SESSION_LIMIT_RESPONSE: &str = r##"
+b6 01 10 00  # magic, version 1, opcode SET_SESSION, extras length 0
+00 00 00 42  # opaque 66
+00 04 00 00  # status OWNER_LIMIT (0x0004), reserved
+00 00 00 00  # value length 0
+"##;
+
+const SET_SESSION_END_LRU_REQUEST: &str = r##"
+b5 01 10 05              # magic, version 1, opcode SET_SESSION, flags 0x05 (create-only, END_LRU)
+00 00 00 43              # opaque 67
+00 04 20 00              # key length 4, extras length 32, reserved
+00 00 00 09              # value length 9
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 00 00 00 00 00 00  # expected_version 0
+00 00 00 00 02 93 2e 00  # lifetime_ms 43200000
+00 00 00 01              # owner_limit 1
+00 02 00 00              # owner_len 2, reserved
+73 3a 35 32              # key "s:52"
+75 37                    # owner "u7"
+7b 22 75 22 3a 37 7d     # value '{"u":7}'
+"##;
+
+const SET_SESSION_END_LRU_RESPONSE: &str = r##"
+b6 01 10 10              # magic, version 1, opcode SET_SESSION, extras length 16
+00 00 00 43              # opaque 67
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 0b  # version 11
+00 00 00 00 00 00 00 01  # ended 1
+"##;
+
+const LIST_SESSIONS_REQUEST: &str = r##"
+b5 01 11 00  # magic, version 1, opcode LIST_SESSIONS, flags 0x00
+00 00 00 44  # opaque 68
+00 02 04 00  # key length 2, extras length 4, reserved
+00 00 00 00  # value length 0
+00 00 00 00  # max_sessions 0
+75 37        # key (owner) "u7"
+"##;
+
+const LIST_SESSIONS_RESPONSE: &str = r##"
+b6 01 11 10              # magic, version 1, opcode LIST_SESSIONS, extras length 16
+00 00 00 44              # opaque 68
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 2e              # value length 46
+00 00 00 00 00 00 00 01  # total 1
+00 00 00 00 00 00 00 01  # count 1
+00 04                    # key_len 4
+00 00 00 00 00 00 00 0b  # version 11
+00 00 01 9b 76 da a8 00  # created_ms 1767225600000
+00 00 01 9b 76 da a8 00  # last_access_ms 1767225600000
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 01 9b 79 6d d6 00  # deadline_ms 1767268800000
+73 3a 35 32              # key "s:52"
+"##;
+
+const END_ALL_REQUEST: &str = r##"
+b5 01 12 00  # magic, version 1, opcode END_ALL, flags 0x00
+00 00 00 45  # opaque 69
+00 02 00 00  # key length 2, extras length 0, reserved
+00 00 00 00  # value length 0
+75 37        # key (owner) "u7"
+"##;
+
+const END_ALL_RESPONSE: &str = r##"
+b6 01 12 08              # magic, version 1, opcode END_ALL, extras length 8
+00 00 00 45              # opaque 69
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 01  # ended 1
+"##;
+
+const ROTATE_ENDED_REQUEST: &str = r##"
+b5 01 13 00              # magic, version 1, opcode ROTATE, flags 0x00
+00 00 00 46              # opaque 70
+00 04 10 00              # key length 4, extras length 16, reserved
+00 00 00 04              # value length 4
+00 00 00 00 00 00 00 00  # expected_version 0
+00 00 00 00              # owner_limit 0
+00 04 00 00              # new_key_len 4, reserved
+73 3a 35 31              # key (old) "s:51"
+73 3a 35 33              # new key "s:53"
+"##;
+
+const ROTATE_ENDED_RESPONSE: &str = r##"
+b6 01 13 00  # magic, version 1, opcode ROTATE, extras length 0
+00 00 00 46  # opaque 70
+00 01 00 00  # status NOT_FOUND (0x0001), reserved
+00 00 00 00  # value length 0
+"##;
+
 /// Every example above, by name, for the coverage check against the specification.
 const EXAMPLES: &[(&str, &str)] = &[
     ("HELLO_REQUEST", HELLO_REQUEST),
@@ -768,6 +921,20 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("AUTH_RESPONSE", AUTH_RESPONSE),
     ("NO_PERMISSION_REQUEST", NO_PERMISSION_REQUEST),
     ("NO_PERMISSION_RESPONSE", NO_PERMISSION_RESPONSE),
+    ("SET_SESSION_REQUEST", SET_SESSION_REQUEST),
+    ("SET_SESSION_RESPONSE", SET_SESSION_RESPONSE),
+    ("ROTATE_LOGIN_REQUEST", ROTATE_LOGIN_REQUEST),
+    ("ROTATE_LOGIN_RESPONSE", ROTATE_LOGIN_RESPONSE),
+    ("SET_SESSION_LIMIT_REQUEST", SET_SESSION_LIMIT_REQUEST),
+    ("SET_SESSION_LIMIT_RESPONSE", SET_SESSION_LIMIT_RESPONSE),
+    ("SET_SESSION_END_LRU_REQUEST", SET_SESSION_END_LRU_REQUEST),
+    ("SET_SESSION_END_LRU_RESPONSE", SET_SESSION_END_LRU_RESPONSE),
+    ("LIST_SESSIONS_REQUEST", LIST_SESSIONS_REQUEST),
+    ("LIST_SESSIONS_RESPONSE", LIST_SESSIONS_RESPONSE),
+    ("END_ALL_REQUEST", END_ALL_REQUEST),
+    ("END_ALL_RESPONSE", END_ALL_RESPONSE),
+    ("ROTATE_ENDED_REQUEST", ROTATE_ENDED_REQUEST),
+    ("ROTATE_ENDED_RESPONSE", ROTATE_ENDED_RESPONSE),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1413,4 +1580,185 @@ fn unsupported_header_version() {
         ResponseFrame::error(opcode, opaque, Status::UnsupportedVersion, err.to_string());
     let response = check_response(BAD_VERSION_RESPONSE, &response);
     assert!(response.status().unwrap().is_fatal());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.10 to 5.13: the session commands
+// ---------------------------------------------------------------------------------------------
+
+const TWELVE_HOURS: u64 = 12 * ONE_HOUR;
+const OWNER: &[u8] = b"u7";
+
+fn set_session(
+    key: &[u8],
+    value: &[u8],
+    owner: Option<&[u8]>,
+    limit: Option<OwnerLimit>,
+) -> Request {
+    Request::SetSession(SetSession {
+        key: b(key),
+        value: b(value),
+        ttl_ms: THIRTY_MINUTES,
+        mode: SetMode::CreateOnly,
+        owner: owner.map(b),
+        lifetime_ms: Some(TWELVE_HOURS),
+        owner_limit: limit,
+    })
+}
+
+fn limit_of_one(policy: LimitPolicy) -> Option<OwnerLimit> {
+    Some(OwnerLimit { max: 1, policy })
+}
+
+fn check_write_outcome(block: &str, opcode: Opcode, opaque: u32, outcome: SessionWriteOutcome) {
+    let frame = check_response(block, &outcome.to_frame(opcode, opaque));
+    assert_eq!(SessionWriteOutcome::from_frame(&frame, opcode), Ok(outcome));
+}
+
+#[test]
+fn set_session_anonymous_with_a_lifetime() {
+    check_request(
+        SET_SESSION_REQUEST,
+        64,
+        set_session(b"s:50", b"{}", None, None),
+    );
+    check_write_outcome(
+        SET_SESSION_RESPONSE,
+        Opcode::SetSession,
+        64,
+        SessionWriteOutcome::Stored {
+            version: 9,
+            ended: 0,
+        },
+    );
+}
+
+#[test]
+fn set_session_refused_by_the_owner_limit() {
+    check_request(
+        SET_SESSION_LIMIT_REQUEST,
+        66,
+        set_session(
+            b"s:52",
+            VALUE,
+            Some(OWNER),
+            limit_of_one(LimitPolicy::Refuse),
+        ),
+    );
+    check_write_outcome(
+        SET_SESSION_LIMIT_RESPONSE,
+        Opcode::SetSession,
+        66,
+        SessionWriteOutcome::OwnerLimit,
+    );
+}
+
+#[test]
+fn set_session_ending_the_least_recently_used() {
+    check_request(
+        SET_SESSION_END_LRU_REQUEST,
+        67,
+        set_session(
+            b"s:52",
+            VALUE,
+            Some(OWNER),
+            limit_of_one(LimitPolicy::EndLeastRecentlyUsed),
+        ),
+    );
+    check_write_outcome(
+        SET_SESSION_END_LRU_RESPONSE,
+        Opcode::SetSession,
+        67,
+        SessionWriteOutcome::Stored {
+            version: 11,
+            ended: 1,
+        },
+    );
+}
+
+#[test]
+fn list_sessions() {
+    check_request(
+        LIST_SESSIONS_REQUEST,
+        68,
+        Request::ListSessions(ListSessions {
+            owner: b(OWNER),
+            max_sessions: 0,
+        }),
+    );
+    let created_ms = 1_767_225_600_000;
+    let list = SessionList {
+        total: 1,
+        sessions: vec![SessionInfo {
+            key: b(b"s:52"),
+            version: 11,
+            created_ms,
+            last_access_ms: created_ms,
+            ttl_ms: THIRTY_MINUTES,
+            deadline_ms: Some(created_ms + TWELVE_HOURS),
+        }],
+    };
+    let frame = check_response(LIST_SESSIONS_RESPONSE, &list.to_frame(68));
+    assert_eq!(SessionList::from_frame(&frame), Ok(list));
+}
+
+#[test]
+fn end_all() {
+    check_request(
+        END_ALL_REQUEST,
+        69,
+        Request::EndAll(EndAll {
+            owner: b(OWNER),
+            except: None,
+        }),
+    );
+    let reply = EndAllReply { ended: 1 };
+    let frame = check_response(END_ALL_RESPONSE, &reply.to_frame(69));
+    assert_eq!(EndAllReply::from_frame(&frame), Ok(reply));
+}
+
+#[test]
+fn rotate_at_login() {
+    check_request(
+        ROTATE_LOGIN_REQUEST,
+        65,
+        Request::Rotate(Rotate {
+            old_key: b(b"s:50"),
+            new_key: b(b"s:51"),
+            if_version: Some(9),
+            bind: Some(Bind {
+                owner: b(OWNER),
+                limit: limit_of_one(LimitPolicy::EndLeastRecentlyUsed),
+            }),
+        }),
+    );
+    check_write_outcome(
+        ROTATE_LOGIN_RESPONSE,
+        Opcode::Rotate,
+        65,
+        SessionWriteOutcome::Stored {
+            version: 10,
+            ended: 0,
+        },
+    );
+}
+
+#[test]
+fn rotate_an_ended_session() {
+    check_request(
+        ROTATE_ENDED_REQUEST,
+        70,
+        Request::Rotate(Rotate {
+            old_key: b(b"s:51"),
+            new_key: b(b"s:53"),
+            if_version: None,
+            bind: None,
+        }),
+    );
+    check_write_outcome(
+        ROTATE_ENDED_RESPONSE,
+        Opcode::Rotate,
+        70,
+        SessionWriteOutcome::NotFound,
+    );
 }
