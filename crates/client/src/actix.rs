@@ -56,20 +56,63 @@
 //! is being replaced wholesale). `Session::renew()` deletes the old key unconditionally,
 //! as actix-session does with every store, then saves under a new id.
 //!
+//! # Owners: login, devices, log out everywhere
+//!
+//! A handler binds the session to its user with [`login`]: it records the owner in the
+//! session state (under [`OWNER_KEY`]) and renews the session, so that at the end of the
+//! request actix-session deletes the old key and the store creates the session under a
+//! new id, bound to the owner, create-only and under the owner's session limit
+//! ([`SessiondStore::with_owner_limit`]), in one write. The store then lists an owner's
+//! sessions ([`SessiondStore::sessions_of`]) and ends them ([`SessiondStore::end_all`]);
+//! [`current_id`] names the session a request is on, to mark it in the list or keep it.
+//!
+//! ```no_run
+//! use actix_session::Session;
+//! use actix_web::{web, HttpResponse};
+//! use sessiond_client::actix::{current_id, login, SessiondStore};
+//! use sessiond_client::OWNER_KEY;
+//!
+//! async fn log_in(session: Session) -> HttpResponse {
+//!     // ... after checking the user's password:
+//!     match login(&session, "user:42") {
+//!         Ok(()) => HttpResponse::Ok().body("welcome"),
+//!         Err(_) => HttpResponse::InternalServerError().finish(),
+//!     }
+//! }
+//!
+//! async fn log_out_other_devices(store: web::Data<SessiondStore>, session: Session) -> HttpResponse {
+//!     let Ok(Some(owner)) = session.get::<String>(OWNER_KEY) else {
+//!         return HttpResponse::Unauthorized().finish();
+//!     };
+//!     match store.end_all(&owner, current_id(&session).as_ref()).await {
+//!         Ok(ended) => HttpResponse::Ok().body(format!("ended {ended} other sessions")),
+//!         Err(_) => HttpResponse::ServiceUnavailable().finish(),
+//!     }
+//! }
+//! ```
+//!
+//! [`SessiondStore::with_absolute_lifetime`] gives every new session an absolute deadline
+//! that the server enforces however the session is touched.
+//!
 //! [`Sessions`]: crate::Sessions
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use actix_session::{Session, SessionInsertError};
 use actix_web::cookie::time::Duration as CookieDuration;
 use serde_json::Value;
 
 use crate::session::{codec, Backend};
-use crate::{Client, SessionError, SessionId};
+use crate::{Client, Device, OwnerLimit, SessionError, SessionId, OWNER_KEY};
 
 /// The session-state entry that carries the version from `load` to `update`.
 pub const VERSION_KEY: &str = "__sessiond_version";
+
+/// The session-state entry that tells a handler which session it is on ([`current_id`]).
+/// Like [`VERSION_KEY`], added at load and never stored.
+pub const ID_KEY: &str = "__sessiond_id";
 
 /// An actix-session store backed by sessiond. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -91,17 +134,63 @@ impl SessiondStore {
         self
     }
 
+    /// Gives every new session an absolute lifetime, as
+    /// [`SessionConfig::absolute_lifetime`](crate::SessionConfig::absolute_lifetime) does.
+    pub fn with_absolute_lifetime(mut self, lifetime: Duration) -> SessiondStore {
+        self.backend.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Limits the sessions per owner at a [`login`], as
+    /// [`SessionConfig::owner_limit`](crate::SessionConfig::owner_limit) does.
+    pub fn with_owner_limit(mut self, limit: OwnerLimit) -> SessiondStore {
+        self.backend.owner_limit = Some(limit);
+        self
+    }
+
     /// The key a session key (cookie value) is stored under.
     pub fn key(&self, session_key: &str) -> String {
         self.backend.key(&session_key)
     }
+
+    /// The live sessions of `owner` under this store's prefix, most recently used first.
+    /// Show them by [`Device::fingerprint`], never by id.
+    pub async fn sessions_of(&self, owner: &str) -> Result<Vec<Device>, SessionError> {
+        self.backend.sessions_of(owner, SessionId::parse).await
+    }
+
+    /// Ends every session of `owner` but `except` (the current one: [`current_id`]),
+    /// atomically; how many ended.
+    pub async fn end_all(
+        &self,
+        owner: &str,
+        except: Option<&SessionId>,
+    ) -> Result<u64, SessionError> {
+        self.backend.end_all(owner, except).await
+    }
+}
+
+/// Logs `session` in as `owner`: records the owner in its state and renews it, so that at
+/// the end of the request the store creates it under a new id bound to the owner (see the
+/// module docs). An owner past its limit under the refuse policy fails that save, which
+/// actix-session answers with 500.
+pub fn login(session: &Session, owner: &str) -> Result<(), SessionInsertError> {
+    session.insert(OWNER_KEY, owner)?;
+    session.renew();
+    Ok(())
+}
+
+/// The id of the stored session `session` was loaded from; `None` for a new one.
+pub fn current_id(session: &Session) -> Option<SessionId> {
+    let id = session.get::<String>(ID_KEY).ok()??;
+    SessionId::parse(&id)
 }
 
 /// actix-session's state (JSON text per name) as the stored map, without the marker.
 fn encode_state(state: &HashMap<String, String>) -> Result<Vec<u8>, SessionError> {
     let data: BTreeMap<&str, Value> = state
         .iter()
-        .filter(|(name, _)| name.as_str() != VERSION_KEY)
+        .filter(|(name, _)| name.as_str() != VERSION_KEY && name.as_str() != ID_KEY)
         .map(|(name, json)| {
             // actix-session stores every value as JSON text; anything else is kept as a
             // string rather than dropped.
@@ -149,6 +238,7 @@ impl SessionStore for SessiondStore {
         let mut state =
             decode_state(&loaded.data).map_err(|e| LoadError::Deserialization(e.into()))?;
         state.insert(VERSION_KEY.into(), loaded.version.to_string());
+        state.insert(ID_KEY.into(), Value::String(id.as_str().into()).to_string());
         Ok(Some(state))
     }
 
@@ -158,9 +248,17 @@ impl SessionStore for SessiondStore {
         ttl_: &CookieDuration,
     ) -> Result<SessionKey, SaveError> {
         let bytes = encode_state(&session_state).map_err(|e| SaveError::Serialization(e.into()))?;
+        let owner = session_state
+            .get(OWNER_KEY)
+            .and_then(|json| serde_json::from_str::<String>(json).ok());
         let (id, _) = self
             .backend
-            .create(SessionId::generate_for_session, &bytes, ttl(ttl_))
+            .create(
+                SessionId::generate_for_session,
+                &bytes,
+                ttl(ttl_),
+                owner.as_deref(),
+            )
             .await
             .map_err(|e| SaveError::Other(e.into()))?;
         SessionKey::try_from(id.as_str().to_string()).map_err(|e| SaveError::Other(e.into()))
@@ -220,9 +318,11 @@ mod tests {
         state.insert("n".to_string(), "3".to_string());
         state.insert("cart".to_string(), r#"{"items":[1,2]}"#.to_string());
         state.insert(VERSION_KEY.to_string(), "42".to_string());
+        state.insert(ID_KEY.to_string(), "\"an id\"".to_string());
         let bytes = encode_state(&state).unwrap();
         let back = decode_state(&bytes).unwrap();
         state.remove(VERSION_KEY);
+        state.remove(ID_KEY);
         assert_eq!(back, state);
     }
 

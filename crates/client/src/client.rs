@@ -182,7 +182,10 @@ impl Client {
         self.pool.pick().limits().await
     }
 
-    async fn call(&self, request: Request) -> Result<sessiond_proto::ResponseFrame, Error> {
+    pub(crate) async fn call(
+        &self,
+        request: Request,
+    ) -> Result<sessiond_proto::ResponseFrame, Error> {
         self.pool.pick().call(&request).await
     }
 
@@ -264,18 +267,10 @@ impl Client {
         ttl: Duration,
         mode: SetMode,
     ) -> Result<u64, Error> {
-        let value = value.as_ref();
-        if value.len() > Limits::HARD_MAX_VALUE_LEN as usize {
-            return Err(Error::InvalidArgument(format!(
-                "a value of {} bytes exceeds the protocol's limit of {} bytes",
-                value.len(),
-                Limits::HARD_MAX_VALUE_LEN
-            )));
-        }
         let reply = self
             .call(Request::Set(Set {
                 key: checked_key(key.as_ref())?,
-                value: Bytes::copy_from_slice(value),
+                value: checked_value(value.as_ref(), 0)?,
                 ttl_ms: ttl_ms(ttl)?,
                 mode,
             }))
@@ -343,7 +338,7 @@ impl Client {
 
 /// The key as frame bytes. Only what the frame cannot carry is refused here; the server
 /// judges the rest (an empty key, a key over its own limit) and says why.
-fn checked_key(key: &[u8]) -> Result<Bytes, Error> {
+pub(crate) fn checked_key(key: &[u8]) -> Result<Bytes, Error> {
     if key.len() > Limits::HARD_MAX_KEY_LEN as usize {
         return Err(Error::InvalidArgument(format!(
             "a key of {} bytes exceeds the protocol's limit of {} bytes",
@@ -354,8 +349,23 @@ fn checked_key(key: &[u8]) -> Result<Bytes, Error> {
     Ok(Bytes::copy_from_slice(key))
 }
 
+/// The value as frame bytes, with `beside` more bytes the frame's value carries with it
+/// (`SET_SESSION` puts the owner there). Like [`checked_key`], only what the frame cannot
+/// carry is refused here.
+pub(crate) fn checked_value(value: &[u8], beside: usize) -> Result<Bytes, Error> {
+    let limit = Limits::HARD_MAX_VALUE_LEN as usize;
+    if value.len().saturating_add(beside) > limit {
+        return Err(Error::InvalidArgument(format!(
+            "a value of {} bytes exceeds the protocol's limit of {} bytes",
+            value.len(),
+            limit - beside.min(limit)
+        )));
+    }
+    Ok(Bytes::copy_from_slice(value))
+}
+
 /// A TTL in whole milliseconds, rounded up so that a sub-millisecond TTL is not sent as 0.
-fn ttl_ms(ttl: Duration) -> Result<u64, Error> {
+pub(crate) fn ttl_ms(ttl: Duration) -> Result<u64, Error> {
     let ms = ttl.as_nanos().div_ceil(1_000_000);
     if ms == 0 {
         return Err(Error::InvalidArgument("a TTL must be at least 1 ms".into()));

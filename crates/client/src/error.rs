@@ -1,7 +1,7 @@
 //! The client's error type.
 //!
 //! One enum for every request, because the outcomes overlap: any request can time out or
-//! lose its connection, and the conditional ones can also be declined. The first three
+//! lose its connection, and the conditional ones can also be declined. The first four
 //! variants are the server declining a conditional request; they are ordinary outcomes of a
 //! correct program, and [`Error::is_declined`] tells them apart from failures.
 
@@ -29,6 +29,11 @@ pub enum Error {
         /// The version the entry has now.
         current: u64,
     },
+    /// The session's owner already has as many live sessions as its limit allows (the
+    /// server's `limits.max_sessions_per_owner` or the request's own), and the policy is to
+    /// refuse: nothing was written. `SET_SESSION` and `ROTATE` only.
+    #[error("owner limit: the owner already has as many sessions as allowed")]
+    OwnerLimitReached,
     /// No reply arrived within the request timeout. The request may or may not have been
     /// applied (it may still be, later): retry writes only in a conditional mode.
     #[error("no reply within {after:?}")]
@@ -85,11 +90,15 @@ pub enum Error {
 
 impl Error {
     /// Whether the server declined a conditional request ([`Error::NotFound`],
-    /// [`Error::Exists`], [`Error::VersionMismatch`]): an answer, not a failure.
+    /// [`Error::Exists`], [`Error::VersionMismatch`], [`Error::OwnerLimitReached`]): an
+    /// answer, not a failure.
     pub fn is_declined(&self) -> bool {
         matches!(
             self,
-            Error::NotFound | Error::Exists | Error::VersionMismatch { .. }
+            Error::NotFound
+                | Error::Exists
+                | Error::VersionMismatch { .. }
+                | Error::OwnerLimitReached
         )
     }
 

@@ -10,6 +10,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use sha2::{Digest, Sha256};
 
 /// A session id. `Debug` shows only its first characters, so that logging a session does
 /// not leak the secret.
@@ -64,6 +65,22 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A short name for the session that is safe to show: 16 hex digits of the SHA-256 of
+    /// the id. A "your devices" page lists the sessions of a user by this, never by id:
+    /// an id is a bearer secret, and showing the ids of every device on one page would
+    /// hand whoever sees the page all of them. The fingerprint cannot be turned back into
+    /// the id, and 64 bits tell a user's sessions apart.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+}
+
+/// 16 hex digits of the SHA-256 of an id's text: [`SessionId::fingerprint`], also for the
+/// ids of the framework stores.
+pub(crate) fn fingerprint(id: &str) -> String {
+    let digest = Sha256::digest(id.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Display for SessionId {
@@ -110,6 +127,18 @@ mod tests {
         // 43 characters whose last one carries bits beyond 256.
         assert_eq!(SessionId::parse(&format!("{}B", "A".repeat(42))), None);
         assert!(SessionId::parse(&"A".repeat(43)).is_some());
+    }
+
+    #[test]
+    fn fingerprints_are_stable_short_and_not_the_id() {
+        let id = SessionId::parse(&"A".repeat(43)).unwrap();
+        let fingerprint = id.fingerprint();
+        assert_eq!(fingerprint.len(), 16);
+        assert!(fingerprint.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(fingerprint, id.fingerprint());
+        assert!(!id.as_str().contains(&fingerprint));
+        let other = SessionId::generate().unwrap();
+        assert_ne!(other.fingerprint(), fingerprint);
     }
 
     #[test]

@@ -4,14 +4,17 @@
 //! layers, each usable on its own:
 //!
 //! 1. [`Client`]: the protocol's commands (`get`, `get_and_touch`, `set` in its four modes,
-//!    `touch`, `del`, `ping`, `stats`) with typed results and [`Error`]s. All framing is the
+//!    `touch`, `del`, `ping`, `stats`, and the session commands `set_session`,
+//!    `sessions_of`, `end_all`, `rotate`) with typed results and [`Error`]s. All framing is the
 //!    `sessiond-proto` crate's. Many tasks share one multiplexed connection (requests are
 //!    pipelined and matched to responses by their opaque id), optionally a small pool of
 //!    them; connections are reopened after the server restarts, with a backoff; every
 //!    request has a timeout. Nothing panics on anything the server sends.
 //! 2. [`Sessions`]: server-side web sessions, what Flask-Session gives a Flask app: 256-bit
 //!    ids, a key prefix, cookie settings, optional signing, MessagePack data, and saves that
-//!    detect concurrent updates instead of overwriting them. Independent of any web
+//!    detect concurrent updates instead of overwriting them; logins that bind the session to
+//!    its user and move it to a new id in one step, the user's list of devices, "log out
+//!    everywhere", and an absolute lifetime the server enforces. Independent of any web
 //!    framework.
 //! 3. Stores for the session middleware of web frameworks, each behind a cargo feature so
 //!    that the plain client stays small:
@@ -20,7 +23,8 @@
 //!    - `actix-session`: `actix::SessiondStore`, an `actix_session::storage::SessionStore`
 //!      for actix-session 0.11 (actix-web 4).
 //!
-//! The parts, one concept per module: [`Client`] (`client.rs`) is the typed commands,
+//! The parts, one concept per module: [`Client`] (`client.rs`) is the typed commands
+//! (`session_commands.rs` those about owners, absolute lifetimes and rotation),
 //! `pool.rs` the connections it spreads requests over, `mux.rs` one multiplexed connection
 //! and its reconnection, `handshake.rs` how each connection is opened (`HELLO`, then
 //! `AUTH` with the client's [`Credentials`]), [`transport`] the TCP or TLS byte stream under
@@ -62,6 +66,7 @@ mod id;
 mod mux;
 mod pool;
 pub mod session;
+mod session_commands;
 mod signer;
 mod tls;
 pub mod transport;
@@ -75,10 +80,16 @@ pub use client::{Client, ClientBuilder};
 pub use credentials::Credentials;
 pub use error::Error;
 pub use id::{RandomError, SessionId};
-pub use session::{SameSite, Session, SessionConfig, SessionError, Sessions, SetCookie};
+pub use session::{
+    Device, SameSite, Session, SessionConfig, SessionError, Sessions, SetCookie, OWNER_KEY,
+};
+pub use session_commands::{SessionOptions, SessionWrite};
 pub use signer::{KeyTooShort, Signer};
 pub use tls::TlsOptions;
 
 /// Types from the protocol crate that appear in this crate's API.
-pub use sessiond_proto::command::{Entry, SetMode, StatsReply};
+pub use sessiond_proto::command::{
+    Entry, LimitPolicy, OwnerLimit, SessionInfo, SessionList, SetMode, StatsReply,
+};
+pub use sessiond_proto::command::{SlowlogEntry, SlowlogLen};
 pub use sessiond_proto::{Limits, Status};

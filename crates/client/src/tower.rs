@@ -86,6 +86,43 @@
 //! - A save of a session that was deleted or expired after it was loaded fails too (it is
 //!   not re-created): a late request cannot undo a logout.
 //!
+//! # Owners: login, devices, log out everywhere
+//!
+//! A handler binds the session to its user with [`login`]: it records the owner in the
+//! session (under [`OWNER_KEY`]) and cycles its id, so that at the end of the request the
+//! store creates the session under a new id, bound to the owner, create-only and under the
+//! owner's session limit ([`SessiondStore::with_owner_limit`]), in one write. The old id is
+//! deleted by tower-sessions' `cycle_id` before that. The store then lists an owner's
+//! sessions ([`SessiondStore::sessions_of`]) and ends them ([`SessiondStore::end_all`]):
+//!
+//! ```no_run
+//! use axum::extract::State;
+//! use sessiond_client::tower::{login, SessiondStore};
+//! use sessiond_client::OWNER_KEY;
+//! use tower_sessions::Session;
+//!
+//! async fn log_in(session: Session) -> Result<&'static str, tower_sessions::session::Error> {
+//!     // ... after checking the user's password:
+//!     login(&session, "user:42").await?;
+//!     Ok("welcome")
+//! }
+//!
+//! async fn log_out_everywhere(State(store): State<SessiondStore>, session: Session) -> String {
+//!     let Ok(Some(owner)) = session.get::<String>(OWNER_KEY).await else {
+//!         return "not logged in".into();
+//!     };
+//!     match store.end_all(&owner, None).await {
+//!         Ok(ended) => format!("ended {ended} sessions"),
+//!         Err(e) => format!("failed: {e}"),
+//!     }
+//! }
+//! ```
+//!
+//! [`SessiondStore::with_absolute_lifetime`] gives every new session an absolute deadline
+//! that the server enforces however the session is touched (tower-sessions' cookie expiry
+//! does not know about it: past the deadline the cookie names no session, and the visitor
+//! starts a new one).
+//!
 //! [`Sessions`]: crate::Sessions
 
 use std::collections::HashMap;
@@ -98,9 +135,10 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, SessionStore};
+use tower_sessions_core::Session;
 
 use crate::session::{codec, Backend};
-use crate::{Client, SessionError};
+use crate::{Client, Device, OwnerLimit, SessionError, OWNER_KEY};
 
 /// The record data entry that carries the version from `load` to `save`.
 pub const VERSION_KEY: &str = "__sessiond_version";
@@ -140,9 +178,35 @@ impl SessiondStore {
         self
     }
 
+    /// Gives every new session an absolute lifetime, as
+    /// [`SessionConfig::absolute_lifetime`](crate::SessionConfig::absolute_lifetime) does.
+    pub fn with_absolute_lifetime(mut self, lifetime: Duration) -> SessiondStore {
+        self.backend.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Limits the sessions per owner at a [`login`], as
+    /// [`SessionConfig::owner_limit`](crate::SessionConfig::owner_limit) does.
+    pub fn with_owner_limit(mut self, limit: OwnerLimit) -> SessiondStore {
+        self.backend.owner_limit = Some(limit);
+        self
+    }
+
     /// The key session `id` is stored under.
     pub fn key(&self, id: &Id) -> String {
         self.backend.key(id)
+    }
+
+    /// The live sessions of `owner` under this store's prefix, most recently used first.
+    /// Show them by [`Device::fingerprint`], never by id.
+    pub async fn sessions_of(&self, owner: &str) -> Result<Vec<Device<Id>>, SessionError> {
+        self.backend.sessions_of(owner, |id| id.parse().ok()).await
+    }
+
+    /// Ends every session of `owner` but `except` (the current one, `session.id()`),
+    /// atomically; how many ended.
+    pub async fn end_all(&self, owner: &str, except: Option<Id>) -> Result<u64, SessionError> {
+        self.backend.end_all(owner, except.as_ref()).await
     }
 
     /// Puts the version marker into `data` and remembers its token.
@@ -198,6 +262,18 @@ impl Versions {
     }
 }
 
+/// Logs `session` in as `owner`: records the owner in it and gives it a new id, so that at
+/// the end of the request the store creates it under the new id bound to the owner (see
+/// the module docs). Fails if the session cannot be read from the store; an owner past its
+/// limit under the refuse policy fails the save, which tower-sessions answers with 500.
+pub async fn login(
+    session: &Session,
+    owner: &str,
+) -> Result<(), tower_sessions_core::session::Error> {
+    session.insert(OWNER_KEY, owner).await?;
+    session.cycle_id().await
+}
+
 /// Whether a tower-sessions error is a sessiond version conflict: another request saved
 /// the session after this one loaded it, and nothing was written.
 pub fn is_conflict(error: &tower_sessions_core::session::Error) -> bool {
@@ -240,6 +316,7 @@ impl SessionStore for SessiondStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let (data, _) = split_marker(record);
         let bytes = codec::encode(&data).map_err(store_error)?;
+        let owner = data.get(OWNER_KEY).and_then(Value::as_str);
         let mut proposed = Some(record.id);
         let (id, version) = self
             .backend
@@ -247,6 +324,7 @@ impl SessionStore for SessiondStore {
                 || Ok(proposed.take().unwrap_or_default()),
                 &bytes,
                 ttl_until(record.expiry_date),
+                owner,
             )
             .await
             .map_err(store_error)?;

@@ -9,18 +9,25 @@
 //!   cannot bring a deleted session back ([`SessionError::Gone`]).
 //! - Every TTL is capped to the server's `max_ttl` from `HELLO`, so a long lifetime is
 //!   shortened rather than refused.
+//! - A session is bound to its owner, and given its absolute deadline, **when it is
+//!   created** (`SET_SESSION` create-only) or **moved** (`ROTATE`): the binding and the
+//!   deadline then stay with it on the server, so saves are plain if-version `SET`s. A
+//!   create without an owner or deadline is a plain `SET`, as before.
+//! - A move to a new id is one `ROTATE`: the old id is gone in the same step, and an id
+//!   that happens to be taken is retried with a fresh one, as for a create.
 //!
 //! Ids are anything displayable (ours, tower-sessions' `Id`, actix-session keys); the key is
 //! the prefix followed by the id's text.
 
 use std::fmt::Display;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use sessiond_proto::command::SetMode;
+use sessiond_proto::command::{OwnerLimit, SetMode};
 
-use super::SessionError;
-use crate::{Client, Error};
+use super::{Device, SessionError};
+use crate::{Client, Error, SessionOptions};
 
 /// How many fresh ids a create tries before giving up. With 128 or 256 random bits, even a
 /// second attempt means the random generator is broken or the store is under attack.
@@ -34,20 +41,43 @@ pub(crate) struct Loaded {
     /// The version, for the if-version save.
     pub version: u64,
     /// Remaining lifetime.
-    #[cfg_attr(not(feature = "tower-sessions"), allow(dead_code))]
     pub ttl: Duration,
 }
 
-/// The store operations, with a key prefix.
+/// The store operations, with a key prefix and what new sessions get.
 #[derive(Debug, Clone)]
 pub(crate) struct Backend {
     pub client: Client,
     pub prefix: String,
+    /// The absolute lifetime every new session gets.
+    pub absolute_lifetime: Option<Duration>,
+    /// The limit binding an owner applies, instead of the server's default.
+    pub owner_limit: Option<OwnerLimit>,
 }
 
 impl Backend {
     pub(crate) fn new(client: Client, prefix: String) -> Backend {
-        Backend { client, prefix }
+        Backend {
+            client,
+            prefix,
+            absolute_lifetime: None,
+            owner_limit: None,
+        }
+    }
+
+    /// The options of a write that creates a session (for `owner`, if any) or binds one.
+    fn options(&self, owner: Option<&str>, creating: bool) -> SessionOptions {
+        let mut options = SessionOptions::new();
+        if let Some(owner) = owner {
+            options = options.owner(owner);
+            if let Some(limit) = self.owner_limit {
+                options = options.owner_limit(limit);
+            }
+        }
+        match self.absolute_lifetime {
+            Some(lifetime) if creating => options.absolute_lifetime(lifetime),
+            _ => options,
+        }
     }
 
     pub(crate) fn key(&self, id: &impl Display) -> String {
@@ -83,28 +113,90 @@ impl Backend {
         }))
     }
 
-    /// Stores `data` create-only under the first id from `new_id` that is not taken.
-    /// Returns the id and the version.
+    /// Stores `data` create-only under the first id from `new_id` that is not taken, bound
+    /// to `owner` if given, with the absolute lifetime if one is configured. Returns the id
+    /// and the version.
     pub(crate) async fn create<I: Display>(
         &self,
-        mut new_id: impl FnMut() -> Result<I, SessionError>,
+        new_id: impl FnMut() -> Result<I, SessionError>,
         data: &[u8],
         ttl: Duration,
+        owner: Option<&str>,
     ) -> Result<(I, u64), SessionError> {
         let ttl = self.ttl(ttl).await?;
-        for _ in 0..CREATE_ATTEMPTS {
-            let id = new_id()?;
-            match self
-                .client
-                .set(self.key(&id), data, ttl, SetMode::CreateOnly)
-                .await
-            {
-                Ok(version) => return Ok((id, version)),
-                Err(Error::Exists) => continue,
-                Err(e) => return Err(e.into()),
+        let options = self.options(owner, true);
+        let options = &options;
+        fresh_id(self, new_id, |key| async move {
+            let mode = SetMode::CreateOnly;
+            if options.is_empty() {
+                // A plain SET: a client that uses no session options sends the frames
+                // every server version understands.
+                self.client.set(key, data, ttl, mode).await
+            } else {
+                let written = self.client.set_session(key, data, ttl, mode, options).await;
+                written.map(|w| w.version)
             }
-        }
-        Err(SessionError::IdCollision(CREATE_ATTEMPTS))
+        })
+        .await
+    }
+
+    /// Moves session `old` (if it still has version `expected`) to the first id from
+    /// `new_id` that is not taken, binding it to `owner` if given. Returns the new id and
+    /// version. The old id is dead once this succeeds.
+    pub(crate) async fn rotate<I: Display>(
+        &self,
+        old: &impl Display,
+        expected: u64,
+        new_id: impl FnMut() -> Result<I, SessionError>,
+        owner: Option<&str>,
+    ) -> Result<(I, u64), SessionError> {
+        let (old, bind) = (&self.key(old), &self.options(owner, false));
+        fresh_id(self, new_id, |key| async move {
+            let written = self.client.rotate(old, key, Some(expected), bind).await;
+            written.map(|w| w.version)
+        })
+        .await
+    }
+
+    /// The live sessions of `owner` that belong here: those under this prefix whose id
+    /// `parse` accepts (an owner may have sessions of other applications too).
+    pub(crate) async fn sessions_of<I>(
+        &self,
+        owner: &str,
+        parse: impl Fn(&str) -> Option<I>,
+    ) -> Result<Vec<Device<I>>, SessionError> {
+        let list = self.client.sessions_of(owner).await?;
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        Ok(list
+            .sessions
+            .into_iter()
+            .filter_map(|info| {
+                let key = std::str::from_utf8(&info.key).ok()?;
+                let id = parse(key.strip_prefix(self.prefix.as_str())?)?;
+                Some(Device {
+                    id,
+                    version: info.version,
+                    created: at(info.created_ms),
+                    last_access: at(info.last_access_ms),
+                    expires_in: Duration::from_millis(info.ttl_ms),
+                    absolute_deadline: info.deadline_ms.map(at),
+                })
+            })
+            .collect())
+    }
+
+    /// Ends every session of `owner` but `except`; how many ended.
+    pub(crate) async fn end_all(
+        &self,
+        owner: &str,
+        except: Option<&impl Display>,
+    ) -> Result<u64, SessionError> {
+        let except = except.map(|id| self.key(id));
+        let ended = self
+            .client
+            .end_all(owner, except.as_deref().map(str::as_bytes))
+            .await?;
+        Ok(ended)
     }
 
     /// Overwrites session `id` if it still has version `expected` (or, with no known
@@ -160,11 +252,33 @@ impl Backend {
     }
 }
 
+/// Runs `write` on the key of each id from `new_id` until one is not taken (`EXISTS`), at
+/// most [`CREATE_ATTEMPTS`] times, and returns that id with the version `write` returned.
+async fn fresh_id<I: Display, F>(
+    backend: &Backend,
+    mut new_id: impl FnMut() -> Result<I, SessionError>,
+    mut write: impl FnMut(String) -> F,
+) -> Result<(I, u64), SessionError>
+where
+    F: Future<Output = Result<u64, Error>>,
+{
+    for _ in 0..CREATE_ATTEMPTS {
+        let id = new_id()?;
+        match write(backend.key(&id)).await {
+            Ok(version) => return Ok((id, version)),
+            Err(Error::Exists) => continue,
+            Err(e) => return Err(declined(e)),
+        }
+    }
+    Err(SessionError::IdCollision(CREATE_ATTEMPTS))
+}
+
 /// The session meaning of a declined conditional write.
 fn declined(e: Error) -> SessionError {
     match e {
         Error::VersionMismatch { current } => SessionError::Conflict { current },
         Error::NotFound => SessionError::Gone,
+        Error::OwnerLimitReached => SessionError::OwnerLimitReached,
         other => SessionError::Client(other),
     }
 }

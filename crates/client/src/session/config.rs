@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use sessiond_proto::command::OwnerLimit;
+
 use super::cookie::{is_attribute_value, is_token, CookieAttributes, SameSite};
 use super::SessionError;
 use crate::signer::{KeyTooShort, Signer};
@@ -17,6 +19,7 @@ use crate::signer::{KeyTooShort, Signer};
 /// | [`permanent`](Self::permanent) | `SESSION_PERMANENT` | `true` |
 /// | [`lifetime`](Self::lifetime) | `PERMANENT_SESSION_LIFETIME` | 31 days |
 /// | [`refresh_each_request`](Self::refresh_each_request) | `SESSION_REFRESH_EACH_REQUEST` | `true` |
+/// | [`absolute_lifetime`](Self::absolute_lifetime) | (none) | off |
 /// | [`signing_key`](Self::signing_key) | `SESSION_USE_SIGNER` + `SECRET_KEY` | off |
 /// | [`http_only`](Self::http_only) | `SESSION_COOKIE_HTTPONLY` | `true` |
 /// | [`secure`](Self::secure) | `SESSION_COOKIE_SECURE` | `false` |
@@ -33,6 +36,8 @@ pub struct SessionConfig {
     pub(crate) permanent: bool,
     pub(crate) lifetime: Duration,
     pub(crate) refresh_each_request: bool,
+    pub(crate) absolute_lifetime: Option<Duration>,
+    pub(crate) owner_limit: Option<OwnerLimit>,
     pub(crate) signer: Option<Signer>,
     pub(crate) cookie: CookieAttributes,
 }
@@ -45,6 +50,8 @@ impl Default for SessionConfig {
             permanent: true,
             lifetime: Duration::from_secs(31 * 24 * 60 * 60),
             refresh_each_request: true,
+            absolute_lifetime: None,
+            owner_limit: None,
             signer: None,
             cookie: CookieAttributes {
                 path: "/".into(),
@@ -93,6 +100,29 @@ impl SessionConfig {
     /// only saving a modified session extends it.
     pub fn refresh_each_request(mut self, refresh: bool) -> Self {
         self.refresh_each_request = refresh;
+        self
+    }
+
+    /// The longest a session may live, however often it is used: the server ends it this
+    /// long after it was created even if every request slides its idle expiry (OWASP ASVS
+    /// V7's absolute timeout). Set when a session is created, and enforced by sessiond
+    /// itself, so no application instance can extend it; moving a session to a new id
+    /// ([`Sessions::regenerate`](super::Sessions::regenerate),
+    /// [`Sessions::login`](super::Sessions::login)) keeps its deadline. The cookie's
+    /// `Max-Age` never reaches past it either. Off by default (the server may still apply
+    /// its own `limits.max_session_lifetime`).
+    pub fn absolute_lifetime(mut self, lifetime: Duration) -> Self {
+        self.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// The most sessions one user may have at once, and what a login past it does
+    /// ([`Sessions::login`](super::Sessions::login)): refuse
+    /// ([`SessionError::OwnerLimitReached`]) or end the user's least recently used
+    /// sessions. Enforced atomically by the server, so racing logins cannot pass it. Unset,
+    /// the server's `limits.max_sessions_per_owner` applies (by default, none).
+    pub fn owner_limit(mut self, limit: OwnerLimit) -> Self {
+        self.owner_limit = Some(limit);
         self
     }
 
@@ -154,6 +184,19 @@ impl SessionConfig {
         if self.lifetime < Duration::from_secs(1) {
             return Err(SessionError::Config(
                 "the session lifetime must be at least 1 s".into(),
+            ));
+        }
+        if self.owner_limit.is_some_and(|l| l.max == 0) {
+            return Err(SessionError::Config(
+                "the owner limit must allow at least 1 session".into(),
+            ));
+        }
+        if self
+            .absolute_lifetime
+            .is_some_and(|a| a < Duration::from_secs(1))
+        {
+            return Err(SessionError::Config(
+                "the absolute session lifetime must be at least 1 s".into(),
             ));
         }
         Ok(())

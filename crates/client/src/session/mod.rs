@@ -54,10 +54,11 @@ mod backend;
 pub(crate) mod codec;
 mod config;
 mod cookie;
+mod owner;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -66,6 +67,7 @@ use serde_json::Value;
 pub(crate) use backend::Backend;
 pub use config::SessionConfig;
 pub use cookie::{SameSite, SetCookie};
+pub use owner::{Device, OWNER_KEY};
 
 use crate::id::{RandomError, SessionId};
 use crate::{Client, Error};
@@ -91,6 +93,10 @@ pub enum SessionError {
     /// The session was deleted (logout) or expired after it was loaded. Nothing was written.
     #[error("the session was deleted or expired after it was loaded")]
     Gone,
+    /// A login would take the user past their limit of live sessions, and the policy is to
+    /// refuse ([`Sessions::login`]). Nothing was written.
+    #[error("the user already has as many sessions as allowed")]
+    OwnerLimitReached,
     /// The store could not be reached or answered with an error.
     #[error(transparent)]
     Client(#[from] Error),
@@ -121,6 +127,10 @@ pub struct Session {
     /// The request carried a session cookie that named no live session.
     stale_cookie: bool,
     destroyed: bool,
+    /// When the stored session ends at the latest, where known (it was created here with an
+    /// absolute lifetime, or a load found its expiry held back by one), so that the cookie
+    /// does not outlive it.
+    deadline: Option<SystemTime>,
 }
 
 impl Session {
@@ -212,8 +222,11 @@ impl Sessions {
     /// Sessions stored through `client` as `config` says.
     pub fn new(client: Client, config: SessionConfig) -> Result<Sessions, SessionError> {
         config.validate()?;
+        let mut backend = Backend::new(client, config.key_prefix.clone());
+        backend.absolute_lifetime = config.absolute_lifetime;
+        backend.owner_limit = config.owner_limit;
         Ok(Sessions {
-            backend: Backend::new(client, config.key_prefix.clone()),
+            backend,
             config: Arc::new(config),
         })
     }
@@ -251,13 +264,18 @@ impl Sessions {
 
     /// The session with id `id`, if it is stored (not expired, not deleted).
     pub async fn load_id(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
-        let touch = self
-            .config
-            .refresh_each_request
-            .then_some(self.config.lifetime);
+        let touch = match self.config.refresh_each_request {
+            true => Some(self.backend.ttl(self.config.lifetime).await?),
+            false => None,
+        };
         let Some(loaded) = self.backend.load(id, touch).await? else {
             return Ok(None);
         };
+        // A touch that left less than it asked for was held back by the session's absolute
+        // deadline (the slack covers the milliseconds between the touch and its reply).
+        let deadline = touch
+            .filter(|asked| loaded.ttl + Duration::from_secs(1) < *asked)
+            .map(|_| SystemTime::now() + loaded.ttl);
         // Data that cannot be decoded is treated like a missing session: the visitor gets a
         // fresh one (replacing the cookie) rather than an error on every request.
         let Ok(data) = codec::decode::<BTreeMap<String, Value>>(&loaded.data) else {
@@ -267,6 +285,7 @@ impl Sessions {
             id: Some(id.clone()),
             version: Some(loaded.version),
             data,
+            deadline,
             ..Session::default()
         }))
     }
@@ -289,12 +308,12 @@ impl Sessions {
             if session.data.is_empty() {
                 return Ok(session.stale_cookie.then(|| self.removal_cookie()));
             }
-            return self.create(session).await.map(Some);
+            return self.create(session, None).await.map(Some);
         };
         if !session.modified {
             let refresh = self.config.permanent && self.config.refresh_each_request;
             return Ok(if refresh {
-                Some(self.cookie(&id).await?)
+                Some(self.cookie(&id, session.deadline).await?)
             } else {
                 None
             });
@@ -314,13 +333,15 @@ impl Sessions {
             .await?;
         session.version = Some(version);
         session.modified = false;
-        Ok(Some(self.cookie(&id).await?))
+        Ok(Some(self.cookie(&id, session.deadline).await?))
     }
 
-    /// Moves the session to a new id (create the new one with the current data, delete the
-    /// old one) and returns the new cookie: call it when the visitor logs in or changes
-    /// privilege, so that an id planted in their browser beforehand (session fixation) is
-    /// worthless. The old id is dead afterwards.
+    /// Moves the session to a new id and returns the new cookie: call it when the visitor's
+    /// privilege changes, so that an id planted in their browser beforehand (session
+    /// fixation) is worthless. (At a login, [`Sessions::login`] does this and binds the
+    /// owner.) The move is one `ROTATE` on the server: the old id is dead in the same step,
+    /// and the session keeps its owner, creation time and absolute deadline. This request's
+    /// changes are then written to the new id.
     ///
     /// If another request saved the session since it was loaded, nothing changes and the
     /// result is [`SessionError::Conflict`]; if it was deleted, [`SessionError::Gone`]. A
@@ -336,23 +357,11 @@ impl Sessions {
             if session.data.is_empty() {
                 return Ok(None);
             }
-            return self.create(session).await.map(Some);
+            return self.create(session, None).await.map(Some);
         };
-        let data = codec::encode(&session.data)?;
-        let (new, version) = self
-            .backend
-            .create(SessionId::generate_for_session, &data, self.config.lifetime)
-            .await?;
-        // The old id is deleted only if it still holds what was loaded: otherwise another
-        // request's save would be lost with it. Then the new copy is withdrawn instead.
-        if let Err(e) = self.backend.delete(&old, Some(old_version)).await {
-            let _ = self.backend.delete(&new, None).await;
-            return Err(e);
-        }
-        session.id = Some(new.clone());
-        session.version = Some(version);
-        session.modified = false;
-        Ok(Some(self.cookie(&new).await?))
+        self.move_to_new_id(session, &old, old_version, None)
+            .await
+            .map(Some)
     }
 
     /// Deletes the session (logout) and returns the cookie that removes it from the
@@ -406,16 +415,32 @@ impl Sessions {
         }
     }
 
-    async fn create(&self, session: &mut Session) -> Result<SetCookie, SessionError> {
+    /// Stores a new session under a fresh id, bound to `owner` if given.
+    async fn create(
+        &self,
+        session: &mut Session,
+        owner: Option<&str>,
+    ) -> Result<SetCookie, SessionError> {
         let data = codec::encode(&session.data)?;
         let (id, version) = self
             .backend
-            .create(SessionId::generate_for_session, &data, self.config.lifetime)
+            .create(
+                SessionId::generate_for_session,
+                &data,
+                self.config.lifetime,
+                owner,
+            )
             .await?;
         session.id = Some(id.clone());
         session.version = Some(version);
         session.modified = false;
-        self.cookie(&id).await
+        // The server counts the absolute lifetime from its own write, a moment later than
+        // this: the cookie's end is a little early, never late.
+        session.deadline = self
+            .config
+            .absolute_lifetime
+            .map(|lifetime| SystemTime::now() + lifetime);
+        self.cookie(&id, session.deadline).await
     }
 
     fn id_from_cookie(&self, value: &str) -> Option<SessionId> {
@@ -426,14 +451,21 @@ impl Sessions {
         SessionId::parse(id)
     }
 
-    async fn cookie(&self, id: &SessionId) -> Result<SetCookie, SessionError> {
+    async fn cookie(
+        &self,
+        id: &SessionId,
+        deadline: Option<SystemTime>,
+    ) -> Result<SetCookie, SessionError> {
         let value = match &self.config.signer {
             Some(signer) => signer.sign(id.as_str()),
             None => id.as_str().to_string(),
         };
-        // The cookie must not outlive the stored session, whose TTL the server may cap.
+        // The cookie must not outlive the stored session, whose TTL the server may cap and
+        // whose absolute deadline may come sooner.
         let max_age = if self.config.permanent {
-            Some(self.backend.ttl(self.config.lifetime).await?)
+            let ttl = self.backend.ttl(self.config.lifetime).await?;
+            let left = deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
+            Some(left.map_or(ttl, |left| ttl.min(left)))
         } else {
             None
         };
