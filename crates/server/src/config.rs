@@ -65,6 +65,21 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[slowlog]`: the log of slow requests.
     pub slowlog: SlowlogConfig,
+    /// `[metrics]`: the Prometheus metrics and health endpoints.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the HTTP listener of `/metrics`, `/health/live` and `/health/ready`
+/// (`crate::metrics`, `docs/METRICS.md`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Its address; absent means no metrics listener (and no per-request recording).
+    pub listen: Option<SocketAddr>,
+    /// Whether it speaks TLS, with the `[tls]` certificate.
+    pub tls: bool,
+    /// A file holding the bearer token `/metrics` requires (one line); absent means none.
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[slowlog]`: which requests the slow-request log ([`crate::slowlog`]) keeps.
@@ -315,6 +330,25 @@ pub struct LimitsConfig {
     pub max_memory: MaxMemory,
     /// What happens when `max_memory` is reached.
     pub memory_policy: crate::memory::Policy,
+    /// The absolute lifetime of every session created (its deadline no touch moves past),
+    /// unless the write gives one; absent: none.
+    #[serde(with = "humantime_serde")]
+    pub max_session_lifetime: Option<Duration>,
+    /// The most live sessions one owner may have; absent: no limit.
+    pub max_sessions_per_owner: Option<u32>,
+    /// What binding one more session to an owner at `max_sessions_per_owner` does.
+    pub owner_limit_policy: OwnerLimitPolicy,
+}
+
+/// `limits.owner_limit_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnerLimitPolicy {
+    /// The login is refused (`OWNER_LIMIT`).
+    #[default]
+    Refuse,
+    /// The owner's least recently used sessions are ended to make room.
+    EndLeastRecentlyUsed,
 }
 
 /// `limits.max_memory`: a size (`"2GiB"`, `"512MB"`, or a number of bytes), `"auto"`, or
@@ -416,6 +450,9 @@ impl Default for LimitsConfig {
             max_ttl: Duration::from_millis(limits.max_ttl_ms),
             max_memory: MaxMemory::Auto,
             memory_policy: crate::memory::Policy::RefuseNew,
+            max_session_lifetime: None,
+            max_sessions_per_owner: None,
+            owner_limit_policy: OwnerLimitPolicy::Refuse,
         }
     }
 }
@@ -514,6 +551,18 @@ impl Config {
                 "must be between 1ms and 10 years (3650d)".into(),
             );
         }
+        if let Some(lifetime) = self.limits.max_session_lifetime {
+            let ms = lifetime.as_millis();
+            if ms == 0 || ms > u128::from(Limits::HARD_MAX_TTL_MS) {
+                return invalid(
+                    "limits.max_session_lifetime",
+                    "must be between 1ms and 10 years (3650d)".into(),
+                );
+            }
+        }
+        if self.limits.max_sessions_per_owner == Some(0) {
+            return invalid("limits.max_sessions_per_owner", "must be at least 1".into());
+        }
         if self.expiry.sweep_interval.is_zero() {
             return invalid("expiry.sweep_interval", "must be greater than 0".into());
         }
@@ -548,7 +597,14 @@ impl Config {
             );
         }
         self.validate_auth()?;
-        self.validate_tls()
+        self.validate_tls()?;
+        if self.metrics.tls && self.tls_certificate().is_none() {
+            return invalid(
+                "metrics.tls",
+                "needs tls.cert_file and tls.key_file".to_string(),
+            );
+        }
+        Ok(())
     }
 
     /// Every user has a name, one role and exactly one source of its password, and a hash
@@ -636,13 +692,21 @@ impl Config {
     /// while authentication is off. Empty when authentication is on or every listener binds
     /// a loopback address.
     pub fn exposed_without_auth(&self) -> Vec<(&'static str, SocketAddr)> {
-        if self.auth_enabled() {
-            return Vec::new();
+        let mut exposed: Vec<_> = if self.auth_enabled() {
+            Vec::new()
+        } else {
+            self.listen_addrs()
+                .into_iter()
+                .filter(|(_, addr)| !addr.ip().is_loopback())
+                .collect()
+        };
+        // The metrics listener has no users: its protection is its token.
+        if let (Some(addr), None) = (self.metrics.listen, &self.metrics.token_file) {
+            if !addr.ip().is_loopback() {
+                exposed.push(("metrics.listen", addr));
+            }
         }
-        self.listen_addrs()
-            .into_iter()
-            .filter(|(_, addr)| !addr.ip().is_loopback())
-            .collect()
+        exposed
     }
 
     /// `[tls]` is complete when a listener needs it. (`[tls]` without a TLS listener is
@@ -687,12 +751,19 @@ impl Config {
             || tls.key_file.is_some()
             || tls.client_ca_file.is_some()
             || tls.require_client_cert;
-        configured && self.server.tls_listen.is_none() && self.resp.tls_listen.is_none()
+        configured && !self.tls_listening()
+    }
+
+    /// Whether some listener speaks TLS.
+    fn tls_listening(&self) -> bool {
+        self.server.tls_listen.is_some()
+            || self.resp.tls_listen.is_some()
+            || (self.metrics.tls && self.metrics.listen.is_some())
     }
 
     /// The certificate files of the TLS listeners, if any listener uses TLS.
     pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
-        if self.server.tls_listen.is_none() && self.resp.tls_listen.is_none() {
+        if !self.tls_listening() {
             return None;
         }
         self.tls_certificate()
@@ -717,6 +788,25 @@ impl Config {
             default_ttl_ms: self.resp.default_ttl.min(self.limits.max_ttl).as_millis() as u64,
             allow_flush: self.resp.allow_flush,
             max_reply_bytes: usize::try_from(self.resp.max_reply_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The session defaults `[limits]` sets for the store.
+    pub fn session_defaults(&self) -> crate::store::SessionDefaults {
+        let limits = &self.limits;
+        crate::store::SessionDefaults {
+            max_lifetime_ms: limits.max_session_lifetime.map(|d| d.as_millis() as u64),
+            owner_limit: limits
+                .max_sessions_per_owner
+                .map(|max| crate::store::OwnerLimit {
+                    max,
+                    policy: match limits.owner_limit_policy {
+                        OwnerLimitPolicy::Refuse => crate::store::LimitPolicy::Refuse,
+                        OwnerLimitPolicy::EndLeastRecentlyUsed => {
+                            crate::store::LimitPolicy::EndLeastRecentlyUsed
+                        }
+                    },
+                }),
         }
     }
 
@@ -891,6 +981,23 @@ mod tests {
 
     #[test]
     fn memory_sizes_are_human_and_zero_is_refused() {
+        let sessions = parse(
+            "[limits]\nmax_session_lifetime = \"12h\"\nmax_sessions_per_owner = 3\n\
+             owner_limit_policy = \"end-least-recently-used\"\n",
+        )
+        .unwrap()
+        .session_defaults();
+        assert_eq!(sessions.max_lifetime_ms, Some(12 * 3_600_000));
+        assert_eq!(
+            sessions.owner_limit,
+            Some(crate::store::OwnerLimit {
+                max: 3,
+                policy: crate::store::LimitPolicy::EndLeastRecentlyUsed
+            })
+        );
+        assert_eq!(parse("").unwrap().session_defaults(), Default::default());
+        let err = parse("[limits]\nmax_sessions_per_owner = 0\n").unwrap_err();
+        assert!(err.contains("limits.max_sessions_per_owner"), "{err}");
         let size = |text: &str| parse(&format!("[limits]\nmax_memory = {text}\n"));
         assert_eq!(
             size("\"2GiB\"").unwrap().limits.max_memory,

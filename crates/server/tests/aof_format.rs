@@ -571,7 +571,7 @@ async fn rewriting_the_complete_file_gives_the_rewritten_file() {
 
 #[test]
 fn the_body_length_limits_of_section_4_9() {
-    assert_eq!(MAX_BODY_LEN, 16_842_774);
+    assert_eq!(MAX_BODY_LEN, 16_908_593);
     // A frame with a correct frame check and no body.
     let frame = |body_len: u32| {
         let len = body_len.to_be_bytes();

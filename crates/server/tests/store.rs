@@ -240,6 +240,11 @@ impl MutationSink for Recorder {
             Mutation::Set { key, version, .. } => (key.to_vec(), "set", version),
             Mutation::Touch { key, expires_at_ms } => (key.to_vec(), "touch", expires_at_ms),
             Mutation::Del { key } => (key.to_vec(), "del", 0),
+            Mutation::SessionSet(session) => (session.key.to_vec(), "session", session.version),
+            Mutation::SessionTouch {
+                key, expires_at_ms, ..
+            } => (key.to_vec(), "session touch", expires_at_ms),
+            Mutation::Rotate { new, .. } => (new.key.to_vec(), "rotate", new.version),
         };
         self.log.lock().unwrap().push(entry);
     }

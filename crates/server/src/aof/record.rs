@@ -10,6 +10,12 @@
 //!         0x03 DEL    key_len u16 | key
 //!         0x04 LAST_VERSION  version u64
 //!         0x05 CLOCK  now_ms u64
+//!         0x06 SESSION_SET    version u64 | expires_at_ms u64 | created_ms u64
+//!                             | last_access_ms u64 | absolute_deadline_ms u64 (0: none)
+//!                             | owner_len u16 | owner | key_len u16 | key
+//!                             | value_len u32 | value
+//!         0x07 SESSION_TOUCH  expires_at_ms u64 | last_access_ms u64 | key_len u16 | key
+//!         0x08 ROTATE         old_key_len u16 | old_key | the fields of SESSION_SET
 //! ```
 //!
 //! Why a salt: values are chosen by clients, so a value may hold the bytes of a well-formed
@@ -33,22 +39,73 @@ pub use super::header::{
     decode_file_header, encode_file_header, file_header_len, Format, Salt, FILE_HEADER_LEN,
     FILE_MAGIC, FORMAT_VERSION, FORMAT_VERSION_1, HEADER_PREFIX_LEN, V1_FILE_HEADER_LEN,
 };
-use crate::store::Mutation;
+use crate::store::{Mutation, SessionMeta, SessionState, MAX_OWNER_LEN};
 
 /// Length of a record's frame (body length, frame check, body checksum) before the body.
 pub const RECORD_HEADER_LEN: usize = 12;
 /// Length of a version 1 record's frame (body length, body checksum).
 pub const V1_RECORD_HEADER_LEN: usize = 8;
-/// The longest body a valid record can have: a SET with the longest key and value the
-/// protocol allows. A larger declared length is damage, not a record.
-pub const MAX_BODY_LEN: u32 =
-    1 + 8 + 8 + 2 + Limits::HARD_MAX_KEY_LEN + 4 + Limits::HARD_MAX_VALUE_LEN;
+/// The longest body a valid record can have: a ROTATE with the longest keys, owner and
+/// value the protocol allows. A larger declared length is damage, not a record.
+pub const MAX_BODY_LEN: u32 = 1
+    + 2
+    + Limits::HARD_MAX_KEY_LEN
+    + SESSION_FIXED_LEN as u32
+    + MAX_OWNER_LEN as u32
+    + Limits::HARD_MAX_KEY_LEN
+    + Limits::HARD_MAX_VALUE_LEN;
+
+/// Bytes of a SESSION_SET body after its kind, beside the owner, key and value: five `u64`
+/// fields and the three lengths.
+const SESSION_FIXED_LEN: usize = 5 * 8 + 2 + 2 + 4;
 
 const KIND_SET: u8 = 0x01;
 const KIND_TOUCH: u8 = 0x02;
 const KIND_DEL: u8 = 0x03;
 const KIND_LAST_VERSION: u8 = 0x04;
 const KIND_CLOCK: u8 = 0x05;
+const KIND_SESSION_SET: u8 = 0x06;
+const KIND_SESSION_TOUCH: u8 = 0x07;
+const KIND_ROTATE: u8 = 0x08;
+
+/// A session as SESSION_SET and ROTATE records carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The key.
+    pub key: Bytes,
+    /// The value.
+    pub value: Bytes,
+    /// Absolute deadline, Unix milliseconds.
+    pub expires_at_ms: u64,
+    /// The session's version.
+    pub version: u64,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: u64,
+    /// Last write or touch, Unix milliseconds.
+    pub last_access_ms: u64,
+    /// The deadline no touch passes, Unix milliseconds (0 in the file: none).
+    pub absolute_deadline_ms: Option<u64>,
+    /// The owner (empty in the file: none).
+    pub owner: Option<Bytes>,
+}
+
+impl SessionRecord {
+    /// The session as the store restores it.
+    pub fn state(&self) -> SessionState<'_> {
+        SessionState {
+            key: &self.key,
+            value: &self.value,
+            expires_at_ms: self.expires_at_ms,
+            version: self.version,
+            meta: SessionMeta {
+                owner: self.owner.as_deref(),
+                created_ms: self.created_ms,
+                last_access_ms: self.last_access_ms,
+                absolute_deadline_ms: self.absolute_deadline_ms,
+            },
+        }
+    }
+}
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +132,24 @@ pub enum Record {
     Del {
         /// The key.
         key: Bytes,
+    },
+    /// The key holds this session: a SET with owner, timestamps and absolute deadline.
+    SessionSet(SessionRecord),
+    /// A session's deadline moved at an access.
+    SessionTouch {
+        /// The key.
+        key: Bytes,
+        /// Absolute deadline, Unix milliseconds.
+        expires_at_ms: u64,
+        /// The time of the access, Unix milliseconds.
+        last_access_ms: u64,
+    },
+    /// The session at `old_key` moved to `new.key`: the old key is gone, in the same record.
+    Rotate {
+        /// The key the session had.
+        old_key: Bytes,
+        /// The session at its new key.
+        new: SessionRecord,
     },
     /// Every version up to `version` may have been handed out, whether or not a SET in the
     /// file still carries it. A rewrite writes one after its snapshot: it drops the SETs of
@@ -113,6 +188,23 @@ impl Record {
                 dst,
             ),
             Record::Del { key } => encode_mutation(&Mutation::Del { key }, salt, dst),
+            Record::SessionSet(session) => encode_session(None, &session.state(), salt, dst),
+            Record::SessionTouch {
+                key,
+                expires_at_ms,
+                last_access_ms,
+            } => encode_mutation(
+                &Mutation::SessionTouch {
+                    key,
+                    expires_at_ms: *expires_at_ms,
+                    last_access_ms: *last_access_ms,
+                },
+                salt,
+                dst,
+            ),
+            Record::Rotate { old_key, new } => {
+                encode_session(Some(old_key), &new.state(), salt, dst)
+            }
             Record::LastVersion { version } => encode_last_version(*version, salt, dst),
             Record::Clock { now_ms } => encode_clock(*now_ms, salt, dst),
         }
@@ -141,7 +233,59 @@ pub fn encode_mutation(mutation: &Mutation<'_>, salt: Salt, dst: &mut impl BufMu
             put_key(&mut body, key);
             frame(&body, salt, dst);
         }
+        Mutation::SessionSet(session) => encode_session(None, &session, salt, dst),
+        Mutation::SessionTouch {
+            key,
+            expires_at_ms,
+            last_access_ms,
+        } => {
+            let mut body = Vec::with_capacity(1 + 8 + 8 + 2 + key.len());
+            body.put_u8(KIND_SESSION_TOUCH);
+            body.put_u64(expires_at_ms);
+            body.put_u64(last_access_ms);
+            put_key(&mut body, key);
+            frame(&body, salt, dst);
+        }
+        Mutation::Rotate { old_key, new } => encode_session(Some(old_key), &new, salt, dst),
     }
+}
+
+/// Appends a SESSION_SET record (`old_key` absent) or a ROTATE record to `dst` (also what a
+/// rewrite writes for each live session with an owner or an absolute deadline).
+pub fn encode_session(
+    old_key: Option<&[u8]>,
+    session: &SessionState<'_>,
+    salt: Salt,
+    dst: &mut impl BufMut,
+) {
+    let meta = &session.meta;
+    let owner = meta.owner.unwrap_or_default();
+    let old_len = old_key.map_or(0, |key| 2 + key.len());
+    // Everything before the value, so that the value is copied once (into `dst`) and the
+    // checksum is computed over the two parts.
+    let mut head =
+        Vec::with_capacity(1 + old_len + SESSION_FIXED_LEN + owner.len() + session.key.len());
+    match old_key {
+        Some(old_key) => {
+            head.put_u8(KIND_ROTATE);
+            put_key(&mut head, old_key);
+        }
+        None => head.put_u8(KIND_SESSION_SET),
+    }
+    head.put_u64(session.version);
+    head.put_u64(session.expires_at_ms);
+    head.put_u64(meta.created_ms);
+    head.put_u64(meta.last_access_ms);
+    head.put_u64(meta.absolute_deadline_ms.unwrap_or(0));
+    put_key(&mut head, owner);
+    put_key(&mut head, session.key);
+    head.put_u32(session.value.len() as u32);
+    let body_len = (head.len() + session.value.len()) as u32;
+    dst.put_u32(body_len);
+    dst.put_u32(salt.frame_check(body_len));
+    dst.put_u32(salt.body_crc(&[&head, session.value]));
+    dst.put_slice(&head);
+    dst.put_slice(session.value);
 }
 
 /// Appends a SET record to `dst` (also what a rewrite writes for each live entry).
@@ -332,7 +476,64 @@ fn decode_body(buf: &Bytes, body: Range<usize>, format: Format) -> Result<Record
         rest.advance(len);
         Ok(buf.slice(start..start + len))
     };
+    // A session's fields after the kind (and, in a ROTATE, the old key): fills the rest of
+    // the body exactly.
+    let take_session = |rest: &mut &[u8]| -> Result<SessionRecord, String> {
+        need(rest, 40, "version, deadlines and times")?;
+        let version = rest.get_u64();
+        let expires_at_ms = rest.get_u64();
+        let created_ms = rest.get_u64();
+        let last_access_ms = rest.get_u64();
+        let absolute = rest.get_u64();
+        let owner = take_key(rest)?;
+        if owner.len() > MAX_OWNER_LEN {
+            return Err(format!(
+                "owner length {} is over the {MAX_OWNER_LEN}-byte limit",
+                owner.len()
+            ));
+        }
+        let key = take_key(rest)?;
+        need(rest, 4, "value length")?;
+        let len = rest.get_u32() as usize;
+        if rest.len() != len {
+            return Err(format!(
+                "value length {len} does not match the {} bytes left in the record",
+                rest.len()
+            ));
+        }
+        let start = body.end - rest.len();
+        *rest = &[];
+        Ok(SessionRecord {
+            key,
+            value: buf.slice(start..start + len),
+            expires_at_ms,
+            version,
+            created_ms,
+            last_access_ms,
+            absolute_deadline_ms: (absolute > 0).then_some(absolute),
+            owner: (!owner.is_empty()).then_some(owner),
+        })
+    };
     let record = match kind {
+        // Version 1 did not define the session records either.
+        KIND_SESSION_SET if format != Format::V1 => Record::SessionSet(take_session(&mut rest)?),
+        KIND_SESSION_TOUCH if format != Format::V1 => {
+            need(rest, 16, "deadline and access time")?;
+            let expires_at_ms = rest.get_u64();
+            let last_access_ms = rest.get_u64();
+            Record::SessionTouch {
+                key: take_key(&mut rest)?,
+                expires_at_ms,
+                last_access_ms,
+            }
+        }
+        KIND_ROTATE if format != Format::V1 => {
+            let old_key = take_key(&mut rest)?;
+            Record::Rotate {
+                old_key,
+                new: take_session(&mut rest)?,
+            }
+        }
         KIND_SET => {
             need(rest, 16, "version and deadline")?;
             let version = rest.get_u64();

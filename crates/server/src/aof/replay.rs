@@ -172,6 +172,13 @@ fn apply(store: &Store, record: Record) {
         } => store.restore_set(&key, &value, expires_at_ms, version),
         Record::Touch { key, expires_at_ms } => store.restore_touch(&key, expires_at_ms),
         Record::Del { key } => store.restore_del(&key),
+        Record::SessionSet(session) => store.restore_session(&session.state()),
+        Record::SessionTouch {
+            key,
+            expires_at_ms,
+            last_access_ms,
+        } => store.restore_session_touch(&key, expires_at_ms, last_access_ms),
+        Record::Rotate { old_key, new } => store.restore_rotate(&old_key, &new.state()),
         Record::LastVersion { version } => store.restore_last_version(version),
         Record::Clock { now_ms } => store.restore_clock(now_ms),
     }

@@ -2,7 +2,8 @@
 //!
 //! A rewrite happens in two parts, so that requests never wait for it:
 //!
-//! 1. [`write_snapshot`], on its own thread: every live entry as a SET record, then a
+//! 1. [`write_snapshot`], on its own thread: every live entry as a SET record (a
+//!    SESSION_SET for a session with an owner or an absolute deadline), then a
 //!    LAST_VERSION record with the versions reserved so far (read after every entry was
 //!    visited, so it covers them all) and a CLOCK record, into `appendonly.aof.rewrite`.
 //!    Meanwhile the writer keeps appending to the old file, and every new record is also
@@ -30,7 +31,9 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::record::{encode_clock, encode_file_header, encode_last_version, encode_set, Salt};
+use super::record::{
+    encode_clock, encode_file_header, encode_last_version, encode_session, encode_set, Salt,
+};
 use super::{sync_dir, FILE_NAME, REWRITE_FILE_NAME};
 use crate::store::Store;
 
@@ -130,8 +133,22 @@ pub fn write_snapshot(
     let mut records = Vec::new();
     for shard in 0..store.shard_count() {
         records.clear();
-        store.visit_live_in_shard(shard, |key, value, expires_at_ms, version| {
-            encode_set(key, value, expires_at_ms, version, salt, &mut records);
+        store.visit_live_sessions_in_shard(shard, |entry, is_session| {
+            if is_session {
+                // Owner, timestamps and absolute deadline travel with the session, so the
+                // owner index is rebuilt exactly on replay.
+                encode_session(None, entry, salt, &mut records);
+            } else {
+                let (key, value) = (entry.key, entry.value);
+                encode_set(
+                    key,
+                    value,
+                    entry.expires_at_ms,
+                    entry.version,
+                    salt,
+                    &mut records,
+                );
+            }
         });
         out.write_all(&records)?;
         len += records.len() as u64;

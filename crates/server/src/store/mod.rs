@@ -15,17 +15,24 @@
 //! shard lock is held, which keeps the versions of one key increasing in the order the writes
 //! were applied and handed to the [`MutationSink`]. With persistence, [`versions`] also keeps
 //! it from handing out a number twice across crashes.
+//!
+//! Session semantics (owners, absolute lifetime, rotation, per-owner limits) live in
+//! [`session`], with the owner index in `owner`; every write here keeps their fields
+//! (clamping deadlines to the absolute one, recording the last access) and tells the index
+//! when a session bound to an owner leaves the map.
 
 pub mod mutation;
+mod owner;
 mod prefetch;
 mod pressure;
 mod raw;
 pub mod scan;
+pub mod session;
 pub mod sweep;
 mod versions;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
@@ -33,10 +40,15 @@ use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetMode, SetOutcome, 
 
 use crate::clock::Clock;
 use crate::memory::{allocated_size, Accounting, Part};
-pub use mutation::{Mutation, MutationSink};
+pub use mutation::{Mutation, MutationSink, SessionMeta, SessionState};
+use owner::OwnerIndex;
 pub use pressure::OutOfMemory;
 use pressure::Pressure;
-use raw::{Slot, SlotMut};
+use raw::{Meta, Slot, SlotMut};
+pub use session::{
+    LimitPolicy, OwnerLimit, RotateOutcome, SessionDefaults, SessionError, SessionInfo,
+    SessionOptions, SessionSetOutcome, MAX_OWNER_LEN,
+};
 use versions::Versions;
 
 /// Number of shards. Many small shards keep lock contention low on many cores and, more
@@ -100,6 +112,13 @@ struct Shared {
     memory: Arc<Accounting>,
     /// Admission and eviction at the memory cap.
     pressure: Pressure,
+    /// Owner -> keys of its sessions ([`owner`]).
+    owners: OwnerIndex,
+    /// `limits.max_session_lifetime` in ms, 0 for none: read on every create, so an atomic
+    /// rather than behind the lock of `session_defaults`.
+    default_lifetime_ms: AtomicU64,
+    /// The configured defaults of the session options.
+    session_defaults: RwLock<SessionDefaults>,
 }
 
 impl Store {
@@ -120,6 +139,9 @@ impl Store {
                 expired_reclaimed: AtomicU64::new(0),
                 memory: Arc::new(Accounting::unlimited()),
                 pressure: Pressure::default(),
+                owners: OwnerIndex::new(),
+                default_lifetime_ms: AtomicU64::new(0),
+                session_defaults: RwLock::new(SessionDefaults::default()),
             }),
         }
     }
@@ -175,7 +197,8 @@ impl Store {
     /// Writes `value` under `key` with the deadline `expiry` gives, subject to `mode`. Not
     /// held to the memory limit.
     pub fn set_with(&self, key: &[u8], value: &[u8], expiry: Expiry, mode: SetMode) -> SetOutcome {
-        self.unlimited(self.write(key, value, expiry, mode, None, false))
+        let write = self.plain_write(value, expiry, mode, false);
+        self.unlimited(self.write(key, write, None))
     }
 
     /// Writes `value` under `key` with the deadline `expiry` gives, subject to `mode` and
@@ -191,7 +214,27 @@ impl Store {
         mode: SetMode,
         previous: Option<&mut Option<Entry>>,
     ) -> Result<SetOutcome, OutOfMemory> {
-        self.write(key, value, expiry, mode, previous, true)
+        let write = self.plain_write(value, expiry, mode, true);
+        self.write(key, write, previous)
+    }
+
+    /// A write that binds no owner and sets no absolute deadline of its own.
+    fn plain_write<'a>(
+        &self,
+        value: &'a [u8],
+        expiry: Expiry,
+        mode: SetMode,
+        limited: bool,
+    ) -> Write<'a> {
+        Write {
+            value,
+            expiry,
+            mode,
+            now: self.shared.clock.now_ms(),
+            limited,
+            admitted: false,
+            session: SessionWrite::default(),
+        }
     }
 
     /// The outcome of a write made with `limited` false, which is never refused.
@@ -209,57 +252,90 @@ impl Store {
         mode: SetMode,
     ) -> (SetOutcome, Option<Entry>) {
         let mut previous = None;
-        let outcome = self.write(key, value, expiry, mode, Some(&mut previous), false);
+        let write = self.plain_write(value, expiry, mode, false);
+        let outcome = self.write(key, write, Some(&mut previous));
         (self.unlimited(outcome), previous)
     }
 
+    /// Applies `write` to `key`; then, if the write took the key from an owner (a create
+    /// over an expired session, or a binding to another owner), drops it from that owner's
+    /// index, after the shard lock is released ([`owner`] says why after).
     fn write(
         &self,
         key: &[u8],
-        value: &[u8],
-        expiry: Expiry,
-        mode: SetMode,
+        write: Write<'_>,
         previous: Option<&mut Option<Entry>>,
-        limited: bool,
     ) -> Result<SetOutcome, OutOfMemory> {
-        let now = self.shared.clock.now_ms();
-        let write = Write {
-            value,
-            expiry,
-            mode,
-            now,
-            limited,
-        };
+        let mut unbound = None;
+        let outcome = self.write_locked(key, write, previous, &mut unbound);
+        if let Some(owner) = unbound {
+            self.unindex(&owner, key);
+        }
+        outcome
+    }
+
+    fn write_locked(
+        &self,
+        key: &[u8],
+        write: Write<'_>,
+        previous: Option<&mut Option<Entry>>,
+        unbound: &mut Option<Box<[u8]>>,
+    ) -> Result<SetOutcome, OutOfMemory> {
         // Updates are the common case for sessions: find the entry without allocating a key.
         if let Some(mut found) = self.shared.map.get_mut(key) {
             let slot = SlotMut::from_ref_mut(&mut found);
-            return self.overwrite(slot, write, previous);
+            return self.overwrite(slot, write, previous, unbound);
         }
-        if matches!(mode, SetMode::UpdateOnly | SetMode::IfVersion(_)) {
+        if matches!(write.mode, SetMode::UpdateOnly | SetMode::IfVersion(_)) {
             return Ok(SetOutcome::NotFound);
         }
-        if limited {
+        let meta = self.created_meta(write.session, write.now);
+        if write.limited && !write.admitted {
             // Before the shard lock: making room may sweep other shards.
-            self.admit(entry_bytes(key.len(), value.len()))?;
+            let ext = if meta.is_needed() {
+                raw::EXT_FIXED_LEN + meta.owner.map_or(0, <[u8]>::len)
+            } else {
+                0
+            };
+            self.admit(entry_bytes(key.len() + ext, write.value.len()))?;
         }
         // The new slot is built before the shard lock is taken: its version and deadline are
         // set under the lock, once the key is known to be absent.
-        match self.shared.map.entry(Slot::new(key, value, 0, 0)) {
+        match self
+            .shared
+            .map
+            .entry(Slot::with_meta(key, write.value, 0, 0, Some(&meta)))
+        {
             // Another writer created the key between the lookup and here.
             MapEntry::Occupied(mut occupied) => {
                 let slot = SlotMut::from_occupied(&mut occupied);
-                self.overwrite(slot, write, previous)
+                self.overwrite(slot, write, previous, unbound)
             }
             MapEntry::Vacant(vacant) => {
                 let mut inserted = vacant.insert(());
                 let mut slot = SlotMut::from_ref_mut(&mut inserted);
                 let version = self.next_version();
-                slot.set_expires_at_ms(expiry.deadline(now, None));
+                let deadline = write.expiry.deadline(write.now, None);
+                slot.set_expires_at_ms(clamp(deadline, meta.absolute_deadline_ms));
                 slot.set_version(version);
                 self.record_set(slot.slot());
-                self.gained(key.len(), value.len());
+                self.gained(slot.slot());
                 Ok(SetOutcome::Stored { version })
             }
+        }
+    }
+
+    /// The session fields of a session created now by `session`: the configured lifetime
+    /// applies when the write gives no absolute deadline.
+    fn created_meta<'a>(&self, session: SessionWrite<'a>, now: u64) -> Meta<'a> {
+        let default_lifetime = self.shared.default_lifetime_ms.load(Ordering::Relaxed);
+        Meta {
+            owner: session.owner,
+            created_ms: now,
+            last_access_ms: now,
+            absolute_deadline_ms: session
+                .absolute_deadline_ms
+                .or((default_lifetime > 0).then(|| now.saturating_add(default_lifetime))),
         }
     }
 
@@ -269,6 +345,7 @@ impl Store {
         mut slot: SlotMut<'_>,
         write: Write<'_>,
         previous: Option<&mut Option<Entry>>,
+        unbound: &mut Option<Box<[u8]>>,
     ) -> Result<SetOutcome, OutOfMemory> {
         let Write {
             value,
@@ -276,6 +353,8 @@ impl Store {
             mode,
             now,
             limited,
+            session,
+            ..
         } = write;
         let current = slot.slot();
         let live = current.is_live(now);
@@ -308,13 +387,84 @@ impl Store {
                 .fetch_add(1, Ordering::Relaxed);
         }
         let deadline = expiry.deadline(now, live.then_some(current.expires_at_ms()));
-        self.value_replaced(current.value().len(), value.len());
+        let absolute = self.rewrite_meta(&mut slot, live, session, now, unbound);
+        self.value_replaced(slot.slot().value().len(), value.len());
         slot.replace_value(value);
-        slot.set_expires_at_ms(deadline);
+        slot.set_expires_at_ms(clamp(deadline, absolute));
         let version = self.next_version();
         slot.set_version(version);
         self.record_set(slot.slot());
         Ok(SetOutcome::Stored { version })
+    }
+
+    /// Brings the session fields of a slot being overwritten up to date: an update keeps
+    /// its owner (unless `session` binds another), creation time and the earlier of the
+    /// absolute deadlines, and records the access; a write over an expired entry is a create
+    /// and starts afresh. Sets `unbound` to the owner the key leaves, if any. Returns the
+    /// absolute deadline the slot now has.
+    fn rewrite_meta(
+        &self,
+        slot: &mut SlotMut<'_>,
+        live: bool,
+        session: SessionWrite<'_>,
+        now: u64,
+        unbound: &mut Option<Box<[u8]>>,
+    ) -> Option<u64> {
+        let current = slot.slot().meta();
+        let wanted = match current.filter(|_| live) {
+            Some(current) => Meta {
+                owner: session.owner.or(current.owner),
+                created_ms: current.created_ms,
+                last_access_ms: now,
+                absolute_deadline_ms: match (
+                    current.absolute_deadline_ms,
+                    session.absolute_deadline_ms,
+                ) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+            },
+            // A plain entry given session fields: its creation time is not known, the time
+            // it became a session is the best there is. The configured lifetime applies to
+            // creates only, so an update leaves a plain entry plain.
+            None if live => Meta {
+                owner: session.owner,
+                created_ms: now,
+                last_access_ms: now,
+                absolute_deadline_ms: session.absolute_deadline_ms,
+            },
+            // A write over an expired entry is a create.
+            None => self.created_meta(session, now),
+        };
+        let unchanged = match current {
+            Some(current) => {
+                wanted.is_needed()
+                    && current.owner == wanted.owner
+                    && current.absolute_deadline_ms == wanted.absolute_deadline_ms
+                    && current.created_ms == wanted.created_ms
+            }
+            None => !wanted.is_needed(),
+        };
+        let absolute = wanted.absolute_deadline_ms;
+        if unchanged {
+            slot.set_last_access_ms(now);
+            return absolute;
+        }
+        if let Some(old) = current.and_then(|meta| meta.owner) {
+            if wanted.owner != Some(old) {
+                *unbound = Some(Box::from(old));
+            }
+        }
+        // The new owner may be borrowed from the block being replaced: copy it first.
+        let owner = wanted.owner.map(<[u8]>::to_vec);
+        let wanted = Meta {
+            owner: owner.as_deref(),
+            ..wanted
+        };
+        let before = slot.slot().block_len();
+        slot.set_meta(Some(&wanted));
+        self.block_resized(before, slot.slot().block_len());
+        absolute
     }
 
     /// Moves `key`'s deadline to `at_ms` (Unix milliseconds). A deadline that has already
@@ -352,6 +502,7 @@ impl Store {
             return GetReply::Miss;
         };
         self.lost(&slot);
+        self.unindex_slot(&slot);
         if slot.is_live(now) {
             GetReply::Hit(slot.entry(now))
         } else {
@@ -367,14 +518,21 @@ impl Store {
     pub fn clear(&self) -> usize {
         let now = self.shared.clock.now_ms();
         let mut removed = 0;
+        let mut owned = Vec::new();
         self.shared.map.retain(|slot, _| {
             if slot.is_live(now) {
                 self.record(Mutation::Del { key: slot.key() });
                 removed += 1;
             }
+            if let Some(owner) = slot.owner() {
+                owned.push((Box::<[u8]>::from(owner), Box::<[u8]>::from(slot.key())));
+            }
             self.lost(slot);
             false
         });
+        for (owner, key) in owned {
+            self.unindex(&owner, &key);
+        }
         removed
     }
 
@@ -424,6 +582,7 @@ impl Store {
         });
         if let Some((slot, ())) = removed {
             self.lost(&slot);
+            self.unindex_slot(&slot);
             if outcome == DelOutcome::NotFound {
                 self.shared
                     .expired_reclaimed
@@ -437,23 +596,42 @@ impl Store {
     /// reported to the sink, and the version counter is moved past `version` so that new
     /// writes never reuse it.
     pub fn restore_set(&self, key: &[u8], value: &[u8], expires_at_ms: u64, version: u64) {
-        self.shared.versions.restore(version);
-        self.gained(key.len(), value.len());
+        self.restore_entry(Slot::new(key, value, expires_at_ms, version));
+    }
+
+    /// Replays a persisted session (SESSION_SET): the key holds exactly this, with its
+    /// owner (indexed) and timestamps. Not reported to the sink.
+    pub fn restore_session(&self, session: &SessionState<'_>) {
+        let slot = Slot::with_meta(
+            session.key,
+            session.value,
+            session.expires_at_ms,
+            session.version,
+            Some(&session.meta),
+        );
+        let Some(owner) = session.meta.owner else {
+            return self.restore_entry(slot);
+        };
+        // As for a live binding: into the index first, then into the map.
+        self.shared.owners.lock(owner).add(session.key);
+        self.restore_entry(slot);
+    }
+
+    /// Puts `slot` in the map in place of whatever its key held.
+    fn restore_entry(&self, slot: Slot) {
+        self.shared.versions.restore(slot.version());
+        self.gained(&slot);
         // The new slot must replace the old one whole (`insert` would keep the old slot and
         // drop the new one): `replace_entry` swaps in the slot the entry was made with.
-        match self
-            .shared
-            .map
-            .entry(Slot::new(key, value, expires_at_ms, version))
-        {
-            MapEntry::Occupied(occupied) => {
-                let (old, ()) = occupied.replace_entry(());
-                self.lost(&old);
-            }
+        let old = match self.shared.map.entry(slot) {
+            MapEntry::Occupied(occupied) => occupied.replace_entry(()).0,
             MapEntry::Vacant(vacant) => {
                 vacant.insert(());
+                return;
             }
-        }
+        };
+        self.lost(&old);
+        self.unindex_slot(&old);
     }
 
     /// Replays a persisted TOUCH. Not reported to the sink.
@@ -463,10 +641,27 @@ impl Store {
         }
     }
 
+    /// Replays a persisted SESSION_TOUCH. Not reported to the sink.
+    pub fn restore_session_touch(&self, key: &[u8], expires_at_ms: u64, last_access_ms: u64) {
+        if let Some(mut found) = self.shared.map.get_mut(key) {
+            let mut slot = SlotMut::from_ref_mut(&mut found);
+            slot.set_expires_at_ms(expires_at_ms);
+            slot.set_last_access_ms(last_access_ms);
+        }
+    }
+
+    /// Replays a persisted ROTATE: the old key is gone and the session is at its new key.
+    /// Not reported to the sink.
+    pub fn restore_rotate(&self, old_key: &[u8], new: &SessionState<'_>) {
+        self.restore_del(old_key);
+        self.restore_session(new);
+    }
+
     /// Replays a persisted DEL. Not reported to the sink.
     pub fn restore_del(&self, key: &[u8]) {
         if let Some((slot, ())) = self.shared.map.remove(key) {
             self.lost(&slot);
+            self.unindex_slot(&slot);
         }
     }
 
@@ -538,15 +733,35 @@ impl Store {
     /// that shard's read lock (so `f` must not block; a snapshot encodes into memory here and
     /// writes after the call returns).
     pub fn visit_live_in_shard(&self, shard: usize, mut f: impl FnMut(&[u8], &[u8], u64, u64)) {
+        self.visit_live_sessions_in_shard(shard, |entry, _| {
+            f(entry.key, entry.value, entry.expires_at_ms, entry.version);
+        });
+    }
+
+    /// Like [`Store::visit_live_in_shard`], with each entry's session fields and whether it
+    /// has any (a plain entry's are all zero): what a snapshot writes.
+    pub fn visit_live_sessions_in_shard(
+        &self,
+        shard: usize,
+        mut f: impl FnMut(&SessionState<'_>, bool),
+    ) {
         let now = self.shared.clock.now_ms();
         self.visit_buckets(shard, 0, usize::MAX, |slot| {
             if slot.is_live(now) {
-                f(
-                    slot.key(),
-                    slot.value(),
-                    slot.expires_at_ms(),
-                    slot.version(),
-                );
+                let meta = slot.meta();
+                let state = SessionState {
+                    key: slot.key(),
+                    value: slot.value(),
+                    expires_at_ms: slot.expires_at_ms(),
+                    version: slot.version(),
+                    meta: meta.unwrap_or(Meta {
+                        owner: None,
+                        created_ms: 0,
+                        last_access_ms: 0,
+                        absolute_deadline_ms: None,
+                    }),
+                };
+                f(&state, meta.is_some());
             }
         });
     }
@@ -606,28 +821,49 @@ impl Store {
     fn remove_if_expired(&self, key: &[u8], now: u64) {
         if let Some((slot, ())) = self.shared.map.remove_if(key, |s, _| !s.is_live(now)) {
             self.lost(&slot);
+            self.unindex_slot(&slot);
             self.shared
                 .expired_reclaimed
                 .fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Moves a live entry's deadline and records the TOUCH.
+    /// Moves a live entry's deadline (never past its absolute deadline) and records the
+    /// TOUCH; for a session, also its last access.
     fn move_deadline(&self, slot: &mut SlotMut<'_>, expires_at_ms: u64) {
-        slot.set_expires_at_ms(expires_at_ms);
-        self.record(Mutation::Touch {
+        let Some(meta) = slot.slot().meta() else {
+            slot.set_expires_at_ms(expires_at_ms);
+            return self.record(Mutation::Touch {
+                key: slot.slot().key(),
+                expires_at_ms: slot.slot().expires_at_ms(),
+            });
+        };
+        let now = self.shared.clock.now_ms();
+        slot.set_expires_at_ms(clamp(expires_at_ms, meta.absolute_deadline_ms));
+        slot.set_last_access_ms(now);
+        self.record(Mutation::SessionTouch {
             key: slot.slot().key(),
             expires_at_ms: slot.slot().expires_at_ms(),
+            last_access_ms: now,
         });
     }
 
     fn record_set(&self, slot: &Slot) {
-        self.record(Mutation::Set {
+        let Some(meta) = slot.meta() else {
+            return self.record(Mutation::Set {
+                key: slot.key(),
+                value: slot.value(),
+                expires_at_ms: slot.expires_at_ms(),
+                version: slot.version(),
+            });
+        };
+        self.record(Mutation::SessionSet(SessionState {
             key: slot.key(),
             value: slot.value(),
             expires_at_ms: slot.expires_at_ms(),
             version: slot.version(),
-        });
+            meta,
+        }));
     }
 
     fn record(&self, mutation: Mutation<'_>) {
@@ -637,13 +873,19 @@ impl Store {
     }
 
     /// Counts a new entry, in the payload and in the memory accounting.
-    fn gained(&self, key_len: usize, value_len: usize) {
+    fn gained(&self, slot: &Slot) {
+        let (key_len, value_len) = (slot.key().len(), slot.value().len());
         self.shared
             .payload_bytes
             .fetch_add((key_len + value_len) as i64, Ordering::Relaxed);
-        self.shared
-            .memory
-            .add(Part::Entries, entry_bytes(key_len, value_len));
+        self.shared.memory.add(Part::Entries, slot_bytes(slot));
+    }
+
+    /// Counts an entry's block rebuilt at another size (its session fields changed).
+    fn block_resized(&self, old_len: usize, new_len: usize) {
+        let memory = &self.shared.memory;
+        memory.add(Part::Entries, allocated_size(new_len));
+        memory.sub(Part::Entries, allocated_size(old_len));
     }
 
     /// Counts an entry's value replaced by one of another length.
@@ -685,6 +927,30 @@ struct Write<'a> {
     mode: SetMode,
     now: u64,
     limited: bool,
+    /// The memory limit already admitted the write (before a lock that admission could not
+    /// be run under).
+    admitted: bool,
+    session: SessionWrite<'a>,
+}
+
+/// The session fields a write sets, beyond what every SET does.
+#[derive(Debug, Default, Clone, Copy)]
+struct SessionWrite<'a> {
+    /// Bind the session to this owner.
+    owner: Option<&'a [u8]>,
+    /// Give it this absolute deadline (an update keeps the earlier of this and its own).
+    absolute_deadline_ms: Option<u64>,
+}
+
+/// `deadline`, but never after `absolute`.
+fn clamp(deadline: u64, absolute: Option<u64>) -> u64 {
+    absolute.map_or(deadline, |absolute| deadline.min(absolute))
+}
+
+/// What a slot takes from the allocator: its block and its value, each rounded to the
+/// allocator's size class.
+fn slot_bytes(slot: &Slot) -> usize {
+    allocated_size(slot.block_len()) + allocated_size(slot.value().len())
 }
 
 /// What an entry of these lengths takes from the allocator: its block (header and key) and
@@ -705,9 +971,8 @@ struct Freed {
 
 impl Freed {
     fn add(&mut self, slot: &Slot) {
-        let (key_len, value_len) = (slot.key().len(), slot.value().len());
-        self.payload += key_len + value_len;
-        self.memory += entry_bytes(key_len, value_len);
+        self.payload += slot.key().len() + slot.value().len();
+        self.memory += slot_bytes(slot);
     }
 }
 

@@ -1,5 +1,23 @@
 //! The seam through which a persistence layer sees every write.
 
+pub use super::raw::Meta as SessionMeta;
+
+/// A whole session as a record restores it: what a SET carries, plus the session extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionState<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+    /// Absolute expiry, Unix milliseconds (never after the absolute deadline).
+    pub expires_at_ms: u64,
+    /// The session's version.
+    pub version: u64,
+    /// Owner, timestamps and absolute deadline. Without an owner or an absolute deadline
+    /// the session is restored as a plain entry.
+    pub meta: SessionMeta<'a>,
+}
+
 /// One change to the store, as a persistence layer must replay it.
 ///
 /// Deadlines are absolute Unix milliseconds so that replay after downtime drops exactly the
@@ -24,6 +42,26 @@ pub enum Mutation<'a> {
         key: &'a [u8],
         /// Absolute expiry, Unix milliseconds.
         expires_at_ms: u64,
+    },
+    /// The key now holds this session (an entry with an owner or an absolute deadline):
+    /// like [`Mutation::Set`], with the session extension.
+    SessionSet(SessionState<'a>),
+    /// A session's deadline moved at an access; value and version are unchanged.
+    SessionTouch {
+        /// The key.
+        key: &'a [u8],
+        /// Absolute expiry, Unix milliseconds.
+        expires_at_ms: u64,
+        /// The time of the access, Unix milliseconds.
+        last_access_ms: u64,
+    },
+    /// `old_key` was removed and the session moved to `new.key`, in one step: one record,
+    /// so that no crash can leave both keys, or neither.
+    Rotate {
+        /// The key the session had.
+        old_key: &'a [u8],
+        /// The session at its new key, with its new version.
+        new: SessionState<'a>,
     },
     /// The key was removed.
     Del {

@@ -109,6 +109,9 @@ impl Store {
         let shards = self.shared.map.shards();
         let mut freed = Freed::default();
         let mut step = Step::default();
+        // Sessions bound to an owner that this step removes: their keys leave the owner
+        // index once the shard lock is released (lock order: owner before shard).
+        let mut unbound = Vec::new();
         let mut table = shards[cursor.shard].write();
         let buckets = table.buckets();
         let end = (cursor.bucket + BUCKETS_PER_LOCK).min(buckets);
@@ -121,10 +124,14 @@ impl Store {
             } else {
                 return true;
             }
+            if let Some(owner) = slot.owner() {
+                unbound.push((Box::from(owner), Box::from(slot.key())));
+            }
             freed.add(slot);
             false
         });
         drop(table);
+        self.unindex_all(unbound);
         step.scanned = (end - cursor.bucket) as u64;
         self.release(freed);
         if end >= buckets {

@@ -34,8 +34,8 @@
 mod slot;
 mod table;
 
-pub use slot::{Slot, SlotMut, HEADER_LEN};
+pub use slot::{Meta, Slot, SlotMut, EXT_FIXED_LEN, HEADER_LEN};
 pub use table::{
-    for_each_candidate, for_each_slot, prefetch_line, prefetch_probe_start, retain_slots,
-    ShardTable,
+    find_slot, for_each_candidate, for_each_slot, insert_slot, prefetch_line, prefetch_probe_start,
+    retain_slots, take_slot, ShardTable,
 };

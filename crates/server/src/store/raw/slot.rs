@@ -17,6 +17,26 @@
 //!     28     n  key bytes
 //! ```
 //!
+//! # Session extension
+//!
+//! A session bound to an owner, or given an absolute deadline, carries more: its creation
+//! time, its last access, the absolute deadline and the owner. Most sessions carry none of
+//! it, so it costs them nothing: the top bit of the value length (values are at most 16 MiB,
+//! so the bit is spare) says whether the block continues after the key with
+//!
+//! ```text
+//! offset        size  field
+//! 28 + key           8  created, Unix ms
+//! 28 + key + 8       8  last access (write or touch), Unix ms
+//! 28 + key + 16      8  absolute deadline, Unix ms (0: none)
+//! 28 + key + 24      2  owner length (0: no owner)
+//! 28 + key + 26      n  owner bytes
+//! ```
+//!
+//! The extension follows the key at whatever alignment that gives, so its fields are read
+//! and written unaligned. Changing it (binding an owner to an existing session) builds a new
+//! block and swaps the slot's pointer to it, under the same write lock as every other write.
+//!
 //! Keys are at most 65,535 bytes (the protocol's `u16` key length), so the key length fits
 //! beside a 48-bit deadline, which reaches the year 10889 (deadlines beyond are stored as
 //! that). Packing them saves the 4 bytes that let a 51-byte key (`session:` and a 43-byte id)
@@ -36,6 +56,7 @@
 
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
+use std::cell::UnsafeCell;
 use std::hash::{Hash, Hasher};
 use std::ptr::{self, NonNull};
 
@@ -66,11 +87,45 @@ struct Header {
 pub const HEADER_LEN: usize = std::mem::size_of::<Header>();
 const BLOCK_ALIGN: usize = 8;
 
+/// The bit of `value_len` that says the block carries the session extension.
+const EXT_FLAG: u32 = 1 << 31;
+/// Bytes of the extension before the owner: created, last access, absolute deadline, owner
+/// length.
+pub const EXT_FIXED_LEN: usize = 8 + 8 + 8 + 2;
+
+/// What the session extension holds (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta<'a> {
+    /// The owner the session is bound to, if any (never empty).
+    pub owner: Option<&'a [u8]>,
+    /// When the session was created, Unix ms.
+    pub created_ms: u64,
+    /// When it was last written or touched, Unix ms.
+    pub last_access_ms: u64,
+    /// The deadline sliding expiry never passes, Unix ms.
+    pub absolute_deadline_ms: Option<u64>,
+}
+
+impl Meta<'_> {
+    /// Whether a slot needs the extension to hold this (an owner or an absolute deadline).
+    pub fn is_needed(&self) -> bool {
+        self.owner.is_some() || self.absolute_deadline_ms.is_some()
+    }
+
+    fn encoded_len(&self) -> usize {
+        EXT_FIXED_LEN + self.owner.map_or(0, <[u8]>::len)
+    }
+}
+
 /// One entry: key, value, deadline and version. Owns its block and the value's allocation,
 /// and frees both when dropped. Hashes and compares as its key, so the map can be searched
 /// with a `&[u8]`.
+///
+/// The pointer sits in an `UnsafeCell` because binding an owner swaps in a bigger block
+/// through a shared reference (the table hands out only those); [`SlotMut`] is the proof
+/// that nobody else reads the slot meanwhile.
 pub struct Slot {
-    block: NonNull<Header>,
+    block: UnsafeCell<NonNull<Header>>,
 }
 
 // SAFETY: a `Slot` owns its allocations, as a `Box` does, so moving it to another thread is
@@ -85,57 +140,123 @@ impl Slot {
     ///
     /// # Panics
     ///
-    /// If `key` is longer than 65,535 bytes or `value` than 4 GiB; the protocol limits make
+    /// If `key` is longer than 65,535 bytes or `value` than 2 GiB; the protocol limits make
     /// both impossible (`Limits::HARD_MAX_KEY_LEN`, `Limits::HARD_MAX_VALUE_LEN`).
     pub fn new(key: &[u8], value: &[u8], expires_at_ms: u64, version: u64) -> Slot {
+        Slot::with_meta(key, value, expires_at_ms, version, None)
+    }
+
+    /// A new entry holding copies of `key` and `value` and, if `meta` needs it
+    /// ([`Meta::is_needed`]), the session extension.
+    ///
+    /// # Panics
+    ///
+    /// As [`Slot::new`], and if the owner is longer than 65,535 bytes (the store limits it to
+    /// far less).
+    pub fn with_meta(
+        key: &[u8],
+        value: &[u8],
+        expires_at_ms: u64,
+        version: u64,
+        meta: Option<&Meta<'_>>,
+    ) -> Slot {
         let key_len = u16::try_from(key.len())
             .unwrap_or_else(|_| panic!("key of {} bytes exceeds the 65,535-byte limit", key.len()));
         let (value_ptr, value_len) = allocate_value(value);
-        let layout = block_layout(usize::from(key_len));
-        // SAFETY: the layout has a non-zero size (it includes the header).
-        let raw = unsafe { alloc::alloc(layout) };
-        let Some(block) = NonNull::new(raw.cast::<Header>()) else {
-            alloc::handle_alloc_error(layout)
-        };
-        // SAFETY: `block` is a fresh allocation of HEADER_LEN + key_len bytes, aligned for
-        // Header; the header is written whole, then the key right after it.
-        unsafe {
-            block.as_ptr().write(Header {
+        let meta = meta.filter(|meta| meta.is_needed());
+        let block = new_block(
+            key,
+            meta,
+            Header {
                 deadline_and_key_len: pack(expires_at_ms, key_len),
                 version,
                 value: value_ptr,
-                value_len,
-            });
-            ptr::copy_nonoverlapping(key.as_ptr(), raw.add(HEADER_LEN), key.len());
+                value_len: value_len | if meta.is_some() { EXT_FLAG } else { 0 },
+            },
+        );
+        Slot {
+            block: UnsafeCell::new(block),
         }
-        Slot { block }
+    }
+
+    fn block(&self) -> NonNull<Header> {
+        // SAFETY: the pointer is replaced only through `SlotMut`, which excludes every shared
+        // reader of the slot (see its docs), so reading it here races with no write.
+        unsafe { *self.block.get() }
     }
 
     fn header(&self) -> &Header {
-        // SAFETY: the block is initialized and lives as long as `self`; nobody writes it while
-        // a shared reference to the slot is usable (see `SlotMut`).
-        unsafe { self.block.as_ref() }
+        // SAFETY: the block is initialized and lives as long as `self` (or until a `SlotMut`
+        // replaces it, which cannot happen while this shared borrow is usable); nobody writes
+        // it while a shared reference to the slot is usable (see `SlotMut`).
+        unsafe { self.block().as_ref() }
     }
 
     /// Where the block starts, for prefetching.
     pub fn block_addr(&self) -> *const u8 {
-        self.block.as_ptr().cast_const().cast()
+        self.block().as_ptr().cast_const().cast()
+    }
+
+    /// Bytes of the block: header, key and, for a session that has one, the extension.
+    pub fn block_len(&self) -> usize {
+        HEADER_LEN + self.key().len() + self.meta().map_or(0, |meta| meta.encoded_len())
     }
 
     /// The key.
     pub fn key(&self) -> &[u8] {
         let len = (self.header().deadline_and_key_len >> DEADLINE_BITS) as usize;
-        // SAFETY: `new` wrote `len` key bytes right after the header; they never change.
-        unsafe { std::slice::from_raw_parts(self.block.as_ptr().cast::<u8>().add(HEADER_LEN), len) }
+        // SAFETY: `new_block` wrote `len` key bytes right after the header; they never change.
+        unsafe {
+            std::slice::from_raw_parts(self.block().as_ptr().cast::<u8>().add(HEADER_LEN), len)
+        }
     }
 
     /// The value.
     pub fn value(&self) -> &[u8] {
         let header = self.header();
-        let (value, len) = (header.value, header.value_len);
+        let (value, len) = (header.value, header.value_len & !EXT_FLAG);
         // SAFETY: `value` points at `len` initialized bytes owned by this slot (a dangling,
         // aligned pointer when `len` is 0, which `from_raw_parts` allows).
         unsafe { std::slice::from_raw_parts(value, len as usize) }
+    }
+
+    /// The session extension, if the slot has one.
+    pub fn meta(&self) -> Option<Meta<'_>> {
+        if self.header().value_len & EXT_FLAG == 0 {
+            return None;
+        }
+        let ext = self.ext_ptr();
+        // SAFETY: the flag says `new_block` wrote the extension right after the key: the
+        // fixed fields, then `owner_len` owner bytes, all inside the block. Reads are
+        // unaligned since the extension follows the key at any offset.
+        unsafe {
+            let created_ms = ext.cast::<u64>().read_unaligned();
+            let last_access_ms = ext.add(8).cast::<u64>().read_unaligned();
+            let absolute = ext.add(16).cast::<u64>().read_unaligned();
+            let owner_len = usize::from(ext.add(24).cast::<u16>().read_unaligned());
+            let owner = std::slice::from_raw_parts(ext.add(EXT_FIXED_LEN), owner_len);
+            Some(Meta {
+                owner: (owner_len > 0).then_some(owner),
+                created_ms,
+                last_access_ms,
+                absolute_deadline_ms: (absolute > 0).then_some(absolute),
+            })
+        }
+    }
+
+    /// The owner the session is bound to, if any.
+    pub fn owner(&self) -> Option<&[u8]> {
+        self.meta().and_then(|meta| meta.owner)
+    }
+
+    /// Where the extension starts (right after the key); meaningful only if the slot has one.
+    fn ext_ptr(&self) -> *mut u8 {
+        // Safe pointer arithmetic: the offset stays inside the block when it has an extension
+        // (and `wrapping_add` makes no claim when it does not).
+        self.block()
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(HEADER_LEN + self.key().len())
     }
 
     /// Absolute deadline, Unix milliseconds.
@@ -166,13 +287,13 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let header = self.header();
-        let (value, value_len) = (header.value, header.value_len);
-        let key_len = (header.deadline_and_key_len >> DEADLINE_BITS) as usize;
-        // SAFETY: both allocations were made by `new`/`replace_value` with these sizes and
-        // are freed exactly once, here.
+        let (value, value_len) = (header.value, header.value_len & !EXT_FLAG);
+        let block_len = self.block_len();
+        // SAFETY: both allocations were made by `new_block`/`replace_value` with these sizes
+        // and are freed exactly once, here.
         unsafe {
             free_value(value, value_len);
-            alloc::dealloc(self.block.as_ptr().cast(), block_layout(key_len));
+            alloc::dealloc(self.block().as_ptr().cast(), block_layout(block_len));
         }
     }
 }
@@ -235,7 +356,49 @@ impl<'a> SlotMut<'a> {
     }
 
     fn header_ptr(&mut self) -> *mut Header {
-        self.slot.block.as_ptr()
+        self.slot.block().as_ptr()
+    }
+
+    /// Records an access (a write or a touch) at `now_ms` in the session extension; nothing
+    /// for a slot without one.
+    pub fn set_last_access_ms(&mut self, now_ms: u64) {
+        if self.slot.meta().is_none() {
+            return;
+        }
+        let ext = self.slot.ext_ptr();
+        // SAFETY: exclusive access (see the type's docs); the slot has an extension, whose
+        // second field is 8 bytes inside the block, written unaligned.
+        unsafe { ext.add(8).cast::<u64>().write_unaligned(now_ms) }
+    }
+
+    /// Replaces the session extension (`None`, or a `meta` that does not need one, removes
+    /// it): builds a block of the new size with the same header and key, points the slot at
+    /// it and frees the old one.
+    pub fn set_meta(&mut self, meta: Option<&Meta<'_>>) {
+        let meta = meta.filter(|meta| meta.is_needed());
+        let old = self.slot.block();
+        let old_len = self.slot.block_len();
+        let mut header = {
+            let current = self.slot.header();
+            Header {
+                deadline_and_key_len: current.deadline_and_key_len,
+                version: current.version,
+                value: current.value,
+                value_len: current.value_len & !EXT_FLAG,
+            }
+        };
+        if meta.is_some() {
+            header.value_len |= EXT_FLAG;
+        }
+        let block = new_block(self.slot.key(), meta, header);
+        // SAFETY: exclusive access (see the type's docs), so no reference into the old block
+        // is alive: `meta` and the key were copied into the new block above. The value's
+        // allocation moved to the new header; the old block is freed once, with the layout
+        // it was allocated with.
+        unsafe {
+            *self.slot.block.get() = block;
+            alloc::dealloc(old.as_ptr().cast(), block_layout(old_len));
+        }
     }
 
     /// Moves the deadline (saturating at [`MAX_DEADLINE_MS`]).
@@ -258,18 +421,20 @@ impl<'a> SlotMut<'a> {
     /// spares the allocator a free and an allocation on the most common update.
     pub fn replace_value(&mut self, value: &[u8]) {
         let header = self.header_ptr();
-        // SAFETY: exclusive access; the old value is `value_len` bytes at `value`, owned by
-        // this slot. It is either overwritten in place (same length) or freed after the
-        // header points at the new allocation, so the slot never refers to freed memory.
+        // SAFETY: exclusive access; the old value is `value_len` bytes at `value` (less the
+        // extension flag), owned by this slot. It is either overwritten in place (same
+        // length) or freed after the header points at the new allocation, so the slot never
+        // refers to freed memory. The flag is kept as it was.
         unsafe {
-            let (old, old_len) = ((*header).value, (*header).value_len);
+            let (old, flagged) = ((*header).value, (*header).value_len);
+            let (old_len, flag) = (flagged & !EXT_FLAG, flagged & EXT_FLAG);
             if old_len as usize == value.len() {
                 ptr::copy_nonoverlapping(value.as_ptr(), old, value.len());
                 return;
             }
             let (new, new_len) = allocate_value(value);
             (*header).value = new;
-            (*header).value_len = new_len;
+            (*header).value_len = new_len | flag;
             free_value(old, old_len);
         }
     }
@@ -279,16 +444,55 @@ fn pack(expires_at_ms: u64, key_len: u16) -> u64 {
     (u64::from(key_len) << DEADLINE_BITS) | expires_at_ms.min(MAX_DEADLINE_MS)
 }
 
-fn block_layout(key_len: usize) -> Layout {
-    // Cannot fail: the size is at most HEADER_LEN + 65,535 and the alignment a power of two.
-    Layout::from_size_align(HEADER_LEN + key_len, BLOCK_ALIGN)
-        .unwrap_or_else(|_| panic!("block layout for a {key_len}-byte key"))
+fn block_layout(block_len: usize) -> Layout {
+    // Cannot fail: the size is at most HEADER_LEN + 65,535 + the extension (with an owner of
+    // at most 65,535 bytes) and the alignment a power of two.
+    Layout::from_size_align(block_len, BLOCK_ALIGN)
+        .unwrap_or_else(|_| panic!("block layout for a {block_len}-byte block"))
+}
+
+/// Allocates a block holding `header`, then `key`, then (if given) the extension for `meta`.
+fn new_block(key: &[u8], meta: Option<&Meta<'_>>, header: Header) -> NonNull<Header> {
+    let ext_len = meta.map_or(0, Meta::encoded_len);
+    let layout = block_layout(HEADER_LEN + key.len() + ext_len);
+    // SAFETY: the layout has a non-zero size (it includes the header).
+    let raw = unsafe { alloc::alloc(layout) };
+    let Some(block) = NonNull::new(raw.cast::<Header>()) else {
+        alloc::handle_alloc_error(layout)
+    };
+    // SAFETY: `block` is a fresh allocation of HEADER_LEN + key + ext_len bytes, aligned for
+    // Header; the header is written whole, then the key right after it, then the extension's
+    // fields (unaligned) and owner, which end exactly at the end of the allocation.
+    unsafe {
+        block.as_ptr().write(header);
+        let key_at = raw.add(HEADER_LEN);
+        ptr::copy_nonoverlapping(key.as_ptr(), key_at, key.len());
+        if let Some(meta) = meta {
+            let ext = key_at.add(key.len());
+            let owner = meta.owner.unwrap_or_default();
+            let owner_len = u16::try_from(owner.len())
+                .unwrap_or_else(|_| panic!("owner of {} bytes exceeds 65,535 bytes", owner.len()));
+            ext.cast::<u64>().write_unaligned(meta.created_ms);
+            ext.add(8)
+                .cast::<u64>()
+                .write_unaligned(meta.last_access_ms);
+            ext.add(16)
+                .cast::<u64>()
+                .write_unaligned(meta.absolute_deadline_ms.unwrap_or(0));
+            ext.add(24).cast::<u16>().write_unaligned(owner_len);
+            ptr::copy_nonoverlapping(owner.as_ptr(), ext.add(EXT_FIXED_LEN), owner.len());
+        }
+    }
+    block
 }
 
 /// Copies `value` into an exact-size allocation (none for an empty value).
 fn allocate_value(value: &[u8]) -> (*mut u8, u32) {
+    // Below 2 GiB: the top bit of the stored length is the extension flag.
     let len = u32::try_from(value.len())
-        .unwrap_or_else(|_| panic!("value of {} bytes exceeds the 4 GiB limit", value.len()));
+        .ok()
+        .filter(|len| len & EXT_FLAG == 0)
+        .unwrap_or_else(|| panic!("value of {} bytes exceeds the 2 GiB limit", value.len()));
     let boxed: Box<[u8]> = Box::from(value);
     (Box::into_raw(boxed).cast::<u8>(), len)
 }
@@ -345,6 +549,59 @@ mod tests {
         assert_eq!(hasher.hash_one(&slot), hasher.hash_one(&b"key"[..]));
         assert_eq!(slot, Slot::new(b"key", b"other", 2, 2));
         assert_ne!(slot, Slot::new(b"kez", b"v", 1, 1));
+    }
+
+    #[test]
+    fn the_session_extension_holds_what_it_was_given_and_survives_writes() {
+        let meta = Meta {
+            owner: Some(b"user:42"),
+            created_ms: 1_000,
+            last_access_ms: 2_000,
+            absolute_deadline_ms: Some(9_000),
+        };
+        let slot = Slot::with_meta(b"sid", b"value", 5_000, 7, Some(&meta));
+        assert_eq!(slot.meta(), Some(meta));
+        assert_eq!(slot.owner(), Some(&b"user:42"[..]));
+        assert_eq!(slot.block_len(), HEADER_LEN + 3 + EXT_FIXED_LEN + 7);
+        assert_eq!(slot.value(), b"value");
+        let map: dashmap::DashMap<Slot, ()> = dashmap::DashMap::new();
+        map.insert(slot, ());
+        let mut guard = map.get_mut(&b"sid"[..]).expect("present");
+        let mut slot = SlotMut::from_ref_mut(&mut guard);
+        slot.replace_value(b"a longer value");
+        slot.set_last_access_ms(3_000);
+        assert_eq!(slot.slot().meta().map(|m| m.last_access_ms), Some(3_000));
+        assert_eq!(slot.slot().value(), b"a longer value");
+        let rebound = Meta {
+            owner: Some(b"another owner"),
+            absolute_deadline_ms: None,
+            ..meta
+        };
+        slot.set_meta(Some(&rebound));
+        assert_eq!(
+            slot.slot().meta().map(|m| m.owner),
+            Some(Some(&b"another owner"[..]))
+        );
+        assert_eq!(slot.slot().key(), b"sid");
+        assert_eq!(slot.slot().value(), b"a longer value");
+        assert_eq!(slot.slot().version(), 7);
+        slot.set_meta(None);
+        assert_eq!(slot.slot().meta(), None);
+        assert_eq!(slot.slot().block_len(), HEADER_LEN + 3);
+        assert_eq!(slot.slot().value(), b"a longer value");
+        // Without an owner or an absolute deadline a slot keeps no extension.
+        let plain = Slot::with_meta(
+            b"k",
+            b"v",
+            1,
+            1,
+            Some(&Meta {
+                owner: None,
+                absolute_deadline_ms: None,
+                ..meta
+            }),
+        );
+        assert_eq!(plain.meta(), None);
     }
 
     #[test]

@@ -84,6 +84,36 @@ pub fn retain_slots(
     erased
 }
 
+/// The slot of `key` (whose hash is `hash`) in `table`, if present.
+#[inline]
+pub fn find_slot<'t>(table: &'t ShardTable, hash: u64, key: &[u8]) -> Option<&'t Slot> {
+    let bucket = table.find(hash, |(slot, _)| slot.key() == key)?;
+    // SAFETY: `find` returns only full buckets of this table, so the element is initialized;
+    // the returned reference borrows the table, which the caller's `&ShardTable` keeps from
+    // changing (see the module docs).
+    Some(unsafe { &bucket.as_ref().0 })
+}
+
+/// Removes the slot of `key` from `table` and returns it, if present.
+#[inline]
+pub fn take_slot(table: &mut ShardTable, hash: u64, key: &[u8]) -> Option<Slot> {
+    let bucket = table.find(hash, |(slot, _)| slot.key() == key)?;
+    // SAFETY: `bucket` is a full bucket of this very table, just found, and the caller's
+    // `&mut ShardTable` means no reference into the table is alive, so removing it (which
+    // moves the element out) is allowed.
+    let ((slot, _), _) = unsafe { table.remove(bucket) };
+    Some(slot)
+}
+
+/// Inserts `slot` (whose key's hash is `hash`; the key must be absent) into `table`.
+/// `rehash` gives the hash of a slot, for a table that must grow.
+#[inline]
+pub fn insert_slot(table: &mut ShardTable, hash: u64, slot: Slot, rehash: impl Fn(&Slot) -> u64) {
+    table.insert(hash, (slot, dashmap::SharedValue::new(())), |(slot, _)| {
+        rehash(slot)
+    });
+}
+
 /// Calls `f` for each slot whose 7-bit hash tag matches `hash` in the bucket groups the
 /// probe for `hash` visits (usually just the key's own slot): lookup without a key, for
 /// prefetching. `f` must check the key itself.

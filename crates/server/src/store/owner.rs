@@ -1,0 +1,124 @@
+//! The owner index: for each owner, the keys of the sessions bound to it.
+//!
+//! # What it promises
+//!
+//! Every live session bound to owner X has its key in X's set, at every moment. The set may
+//! also hold, for a short while, keys that are no longer X's sessions (deleted, expired,
+//! evicted, rotated away or bound to another owner): every operation that reads the set
+//! (`sessions_of`, `end_all`, the per-owner limit) checks each key against the map under
+//! X's lock and drops the ones that are not X's live sessions, so what a client observes is
+//! exactly "the live sessions whose owner is X". A key that leaves the map is also dropped
+//! right after its removal (the store calls `Store::unindex`), so the set does not keep the
+//! keys of sessions nobody asks about again: Spring Session's principal index leaked
+//! exactly those (spring-session #1715).
+//!
+//! # Lock order
+//!
+//! Owner lock first, shard locks second, never the other way round. The owner operations
+//! (binding, listing, ending, rotation into an owner, the limit) take the owner's lock and
+//! then, one key at a time, shard locks. Operations that start from a shard (delete, expiry,
+//! eviction, overwriting an expired session) never take an owner lock while they hold a
+//! shard lock: they release it, then clean the index. That is why the set is a superset for
+//! a moment rather than exact, and why a key is added to it *before* the session is bound
+//! (so the superset holds at every moment) and removed only after checking, under the owner
+//! lock, that it is not the owner's live session.
+//!
+//! Owners are spread over [`OWNER_SHARDS`] mutexes by hash; at most one is held at a time,
+//! so they cannot deadlock with each other. A `std` mutex is right here for the reason the
+//! store's module docs give for the shard locks: nothing awaits while one is held.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard};
+
+/// Number of owner-index mutexes. Owner operations are rarer than reads and writes of
+/// sessions, and each holds its lock for one owner's keys only.
+const OWNER_SHARDS: usize = 256;
+
+type Keys = HashSet<Box<[u8]>, foldhash::fast::RandomState>;
+type Owners = HashMap<Box<[u8]>, Keys, foldhash::fast::RandomState>;
+
+/// The index, sharded by owner.
+pub(super) struct OwnerIndex {
+    shards: Box<[Mutex<Owners>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl OwnerIndex {
+    pub(super) fn new() -> OwnerIndex {
+        OwnerIndex {
+            shards: (0..OWNER_SHARDS)
+                .map(|_| Mutex::new(Owners::default()))
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    /// Locks `owner`'s part of the index. While the guard lives, no other thread changes
+    /// which keys are bound to `owner` through the index.
+    pub(super) fn lock<'a>(&'a self, owner: &'a [u8]) -> OwnerGuard<'a> {
+        let shard = self.hasher.hash_one(owner) as usize % self.shards.len();
+        let owners = self.shards[shard]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        OwnerGuard { owners, owner }
+    }
+
+    /// Number of owners with at least one key in the index.
+    pub(super) fn owners(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().map_or(0, |owners| owners.len()))
+            .sum()
+    }
+}
+
+/// One owner's keys, locked.
+pub(super) struct OwnerGuard<'a> {
+    owners: MutexGuard<'a, Owners>,
+    owner: &'a [u8],
+}
+
+impl OwnerGuard<'_> {
+    /// The owner this guard is for.
+    pub(super) fn owner(&self) -> &[u8] {
+        self.owner
+    }
+
+    /// A copy of the keys in the owner's set (candidates: the caller checks each).
+    pub(super) fn keys(&self) -> Vec<Box<[u8]>> {
+        self.owners
+            .get(self.owner)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `key` is in the owner's set.
+    pub(super) fn contains(&self, key: &[u8]) -> bool {
+        self.owners
+            .get(self.owner)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    /// Adds `key` to the owner's set; returns whether it was absent.
+    pub(super) fn add(&mut self, key: &[u8]) -> bool {
+        if self.contains(key) {
+            return false;
+        }
+        self.owners
+            .entry(Box::from(self.owner))
+            .or_default()
+            .insert(Box::from(key))
+    }
+
+    /// Removes `key` from the owner's set, and the owner from the index once its set is
+    /// empty (so an owner whose sessions are all gone costs nothing).
+    pub(super) fn remove(&mut self, key: &[u8]) {
+        if let Some(keys) = self.owners.get_mut(self.owner) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.owners.remove(self.owner);
+            }
+        }
+    }
+}

@@ -1,0 +1,734 @@
+//! Session semantics: absolute lifetime, owners, per-owner limits, atomic id rotation.
+//!
+//! # The API
+//!
+//! ```text
+//! Store::set_session(key, value, Expiry, SetMode, &SessionOptions)
+//!     -> Result<SessionSetOutcome, SessionError>
+//! Store::sessions_of(owner) -> Vec<SessionInfo>
+//! Store::end_all(owner, except: Option<&[u8]>) -> u64
+//! Store::rotate(old_key, new_key, if_version: Option<u64>,
+//!               bind: Option<(&[u8], Option<OwnerLimit>)>)
+//!     -> Result<RotateOutcome, SessionError>
+//! Store::set_session_defaults(SessionDefaults)   // limits.max_session_lifetime,
+//!                                                // limits.max_sessions_per_owner + policy
+//! ```
+//!
+//! - **Absolute lifetime.** A session may carry an absolute deadline, given at creation
+//!   ([`SessionOptions::absolute_deadline`]) or from `limits.max_session_lifetime` (which
+//!   applies to every session created, through this API or a plain SET). Every write that
+//!   moves a deadline (GET with touch, TOUCH, EXPIRE, an update) clamps it to the absolute
+//!   one, so sliding expiry never keeps a session past it. An update may shorten the
+//!   absolute deadline, never lengthen it.
+//! - **Owner.** A session may be bound to an owner (1 to [`MAX_OWNER_LEN`] opaque bytes, a
+//!   user id), at creation or by a later write. An update without an owner keeps the binding;
+//!   a write over an expired session is a create and starts unbound.
+//! - **Per-owner limit.** Binding a session to an owner that already has `max` live sessions
+//!   is refused ([`LimitPolicy::Refuse`]) or ends the least recently used ones
+//!   ([`LimitPolicy::EndLeastRecentlyUsed`]: "recently used" is the last write or touch; a
+//!   GET without touch takes only a read lock and records no access). The check and the
+//!   binding happen under the owner's lock, so two concurrent logins can never both pass it.
+//! - **Listing and ending** read the owner index ([`super::owner`]) under the owner's lock
+//!   and check every key against the map, so they see exactly the owner's live sessions.
+//!   `end_all` holds the lock across all its deletions: no other owner operation (a listing,
+//!   a login) sees it half done. A GET of one of the sessions sees each one end in turn.
+//! - **Rotation** moves a session to a new key (create-only there), conditional on its
+//!   version, keeping its value, deadline, owner and timestamps and giving it a new version.
+//!   It holds both keys' shard locks (in shard order, so two rotations cannot deadlock) for
+//!   the whole move and records it as one ROTATE record, so neither a reader nor a crash
+//!   ever sees both keys or neither.
+//!
+//! Lock order: owner lock, then shard locks (see [`super::owner`]).
+
+use bytes::Bytes;
+use sessiond_proto::command::SetMode;
+use sessiond_proto::command::SetOutcome;
+
+use super::owner::OwnerGuard;
+use super::raw::{find_slot, insert_slot, take_slot, Meta, ShardTable, Slot};
+use super::{Expiry, Mutation, OutOfMemory, SessionState, SessionWrite, Store, Write};
+
+/// The owner limit types and the owner length bound are the protocol's: the store enforces
+/// exactly what the wire carries.
+pub use sessiond_proto::command::{LimitPolicy, OwnerLimit, MAX_OWNER_LEN};
+
+/// What [`Store::set_session`] sets beyond a plain SET.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions<'a> {
+    /// Bind the session to this owner (1 to [`MAX_OWNER_LEN`] bytes).
+    pub owner: Option<&'a [u8]>,
+    /// Unix ms after which the session is gone whatever touches it; an update keeps the
+    /// earlier of this and the deadline it has.
+    pub absolute_deadline: Option<u64>,
+    /// The limit on the owner's live sessions for this request; without it,
+    /// `limits.max_sessions_per_owner`.
+    pub owner_limit: Option<OwnerLimit>,
+}
+
+/// The configured defaults (`[limits]`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionDefaults {
+    /// `limits.max_session_lifetime`: every session created gets an absolute deadline this
+    /// many ms after its creation, unless the write gives one.
+    pub max_lifetime_ms: Option<u64>,
+    /// `limits.max_sessions_per_owner` and `limits.owner_limit_policy`.
+    pub owner_limit: Option<OwnerLimit>,
+}
+
+/// What [`Store::set_session`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionSetOutcome {
+    /// Written, with this version; `ended` holds the keys of the owner's sessions the
+    /// least-recently-used policy ended to make room.
+    Stored {
+        /// The session's new version.
+        version: u64,
+        /// Sessions ended by the owner's limit.
+        ended: Vec<Bytes>,
+    },
+    /// Create-only, and the key is live.
+    Exists,
+    /// Update-only or if-version, and the key is absent.
+    NotFound,
+    /// If-version, and the key is at another version.
+    VersionMismatch {
+        /// The key's version.
+        current: u64,
+    },
+    /// The owner is at its limit and the policy is to refuse. Nothing was written.
+    OwnerLimitReached,
+}
+
+impl From<SetOutcome> for SessionSetOutcome {
+    fn from(outcome: SetOutcome) -> SessionSetOutcome {
+        match outcome {
+            SetOutcome::Stored { version } => SessionSetOutcome::Stored {
+                version,
+                ended: Vec::new(),
+            },
+            SetOutcome::Exists => SessionSetOutcome::Exists,
+            SetOutcome::NotFound => SessionSetOutcome::NotFound,
+            SetOutcome::VersionMismatch { current } => {
+                SessionSetOutcome::VersionMismatch { current }
+            }
+        }
+    }
+}
+
+/// What [`Store::rotate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The session is at the new key with this version; the old key is gone.
+    Rotated {
+        /// The session's new version.
+        version: u64,
+        /// Sessions of the owner it was bound to that the owner's limit ended.
+        ended: Vec<Bytes>,
+    },
+    /// The old key is absent.
+    NotFound,
+    /// The old key is at another version.
+    VersionMismatch {
+        /// The old key's version.
+        current: u64,
+    },
+    /// The new key is taken (or is the old key itself).
+    Exists,
+    /// Binding to the owner would pass its limit and the policy is to refuse.
+    OwnerLimitReached,
+}
+
+/// One live session of an owner, as [`Store::sessions_of`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's key.
+    pub key: Bytes,
+    /// Its version.
+    pub version: u64,
+    /// When it was created (or first bound, for an entry that was not a session), Unix ms.
+    pub created_ms: u64,
+    /// Its last write or touch, Unix ms.
+    pub last_access_ms: u64,
+    /// When it expires unless touched, Unix ms.
+    pub expires_at_ms: u64,
+    /// The deadline no touch moves it past, Unix ms.
+    pub absolute_deadline_ms: Option<u64>,
+}
+
+/// Why a session operation was refused before it did anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The memory limit refused the write.
+    #[error(transparent)]
+    OutOfMemory(#[from] OutOfMemory),
+    /// The owner is empty or longer than [`MAX_OWNER_LEN`].
+    #[error("an owner must be 1 to {MAX_OWNER_LEN} bytes, not {0}")]
+    InvalidOwner(usize),
+    /// A limit of 0 sessions, which no session could ever be created under.
+    #[error("an owner's session limit must be at least 1")]
+    InvalidLimit,
+}
+
+/// (owner, key) pairs whose binding ended under a shard lock: the keys leave the owners'
+/// index once the lock is released.
+pub(super) type Unbound = Vec<(Box<[u8]>, Box<[u8]>)>;
+
+/// The outcome of the locked part of a rotation.
+enum Locked {
+    Done(RotateOutcome),
+    /// The old key's owner changed between the look that chose the owner lock and the shard
+    /// locks: try again with the right lock.
+    OwnerChanged,
+}
+
+impl Store {
+    /// Sets the configured defaults: `limits.max_session_lifetime`,
+    /// `limits.max_sessions_per_owner` and `limits.owner_limit_policy`.
+    pub fn set_session_defaults(&self, defaults: SessionDefaults) {
+        self.shared.default_lifetime_ms.store(
+            defaults.max_lifetime_ms.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        *self
+            .shared
+            .session_defaults
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = defaults;
+    }
+
+    /// The configured defaults.
+    pub fn session_defaults(&self) -> SessionDefaults {
+        *self
+            .shared
+            .session_defaults
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Number of owners with sessions in the index (an index entry is dropped when its last
+    /// session leaves the map).
+    pub fn owner_count(&self) -> usize {
+        self.shared.owners.owners()
+    }
+
+    /// A SET that may also bind an owner and set an absolute deadline, held to the memory
+    /// limit and, when it binds, to the owner's limit (see the module docs).
+    pub fn set_session(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expiry: Expiry,
+        mode: SetMode,
+        options: &SessionOptions<'_>,
+    ) -> Result<SessionSetOutcome, SessionError> {
+        let now = self.shared.clock.now_ms();
+        let mut write = Write {
+            value,
+            expiry,
+            mode,
+            now,
+            limited: true,
+            admitted: false,
+            session: SessionWrite {
+                owner: options.owner,
+                absolute_deadline_ms: options.absolute_deadline,
+            },
+        };
+        let Some(owner) = options.owner else {
+            return Ok(self.write(key, write, None)?.into());
+        };
+        check_owner(owner)?;
+        let limit = self.owner_limit(options.owner_limit)?;
+        // Admission may reclaim expired entries, which cleans the owner index: it must run
+        // before the owner's lock is taken.
+        self.admit(super::entry_bytes(
+            key.len() + super::raw::EXT_FIXED_LEN + owner.len(),
+            value.len(),
+        ))?;
+        write.admitted = true;
+
+        let mut guard = self.shared.owners.lock(owner);
+        let bound = self.is_live_session_of(key, owner, now);
+        // Into the index before the binding, so that the index holds every live session
+        // of the owner at every moment.
+        let added = guard.add(key);
+        if let (Some(limit), false) = (limit, bound) {
+            if limit.policy == LimitPolicy::Refuse
+                && self.live_sessions(&mut guard, now, Some(key)).len() >= limit.max as usize
+            {
+                if added {
+                    guard.remove(key);
+                }
+                return Ok(SessionSetOutcome::OwnerLimitReached);
+            }
+        }
+        let mut unbound = None;
+        let written = self.write_locked(key, write, None, &mut unbound);
+        let mut outcome = match written {
+            Ok(outcome) => SessionSetOutcome::from(outcome),
+            Err(e) => {
+                self.settle(&mut guard, key, added, now);
+                return Err(e.into());
+            }
+        };
+        match (&mut outcome, limit) {
+            (SessionSetOutcome::Stored { ended, .. }, Some(limit)) if !bound => {
+                if limit.policy == LimitPolicy::EndLeastRecentlyUsed {
+                    *ended = self.end_least_recent(&mut guard, now, key, limit.max);
+                }
+            }
+            (SessionSetOutcome::Stored { .. }, _) => {}
+            _ => self.settle(&mut guard, key, added, now),
+        }
+        drop(guard);
+        if let Some(previous) = unbound {
+            self.unindex(&previous, key);
+        }
+        Ok(outcome)
+    }
+
+    /// The live sessions of `owner`, oldest first.
+    pub fn sessions_of(&self, owner: &[u8]) -> Vec<SessionInfo> {
+        let now = self.shared.clock.now_ms();
+        let mut guard = self.shared.owners.lock(owner);
+        let mut sessions = self.live_sessions(&mut guard, now, None);
+        drop(guard);
+        sessions.sort_by(|a, b| (a.created_ms, &a.key).cmp(&(b.created_ms, &b.key)));
+        sessions
+    }
+
+    /// Ends every live session of `owner` but `except` (the caller's own, for "log out my
+    /// other devices"), recording a DEL for each. Returns how many ended.
+    pub fn end_all(&self, owner: &[u8], except: Option<&[u8]>) -> u64 {
+        let now = self.shared.clock.now_ms();
+        let mut guard = self.shared.owners.lock(owner);
+        let mut ended = 0;
+        for key in guard.keys() {
+            if Some(&key[..]) == except {
+                if !self.is_live_session_of(&key, owner, now) {
+                    guard.remove(&key);
+                }
+                continue;
+            }
+            if self.end_session(&mut guard, &key, now) {
+                ended += 1;
+            }
+        }
+        ended
+    }
+
+    /// Moves the session at `old_key` to `new_key` in one step (see the module docs). With
+    /// `if_version`, only if the session is at that version. With `bind`, the session is
+    /// also bound to that owner, under the owner's limit (`None`: the configured one).
+    pub fn rotate(
+        &self,
+        old_key: &[u8],
+        new_key: &[u8],
+        if_version: Option<u64>,
+        bind: Option<(&[u8], Option<OwnerLimit>)>,
+    ) -> Result<RotateOutcome, SessionError> {
+        if old_key == new_key {
+            return Ok(RotateOutcome::Exists);
+        }
+        let limit = match bind {
+            Some((owner, limit)) => {
+                check_owner(owner)?;
+                self.owner_limit(limit)?
+            }
+            None => None,
+        };
+        loop {
+            let now = self.shared.clock.now_ms();
+            // The owner the moved session will have decides which owner lock to hold.
+            let current: Option<Box<[u8]>> = self
+                .shared
+                .map
+                .get(old_key)
+                .and_then(|found| found.key().owner().map(Box::from));
+            let Some(target) = bind.map(|(owner, _)| owner).or(current.as_deref()) else {
+                let mut unbound = Vec::new();
+                let locked =
+                    self.rotate_locked(old_key, new_key, if_version, None, now, None, &mut unbound);
+                self.unindex_all(unbound);
+                match locked {
+                    Locked::Done(outcome) => return Ok(outcome),
+                    Locked::OwnerChanged => continue,
+                }
+            };
+            let mut guard = self.shared.owners.lock(target);
+            let bound = self.is_live_session_of(old_key, target, now);
+            let added = guard.add(new_key);
+            if let (Some(limit), false) = (limit, bound) {
+                if limit.policy == LimitPolicy::Refuse
+                    && self.live_sessions(&mut guard, now, Some(new_key)).len()
+                        >= limit.max as usize
+                {
+                    if added {
+                        guard.remove(new_key);
+                    }
+                    return Ok(RotateOutcome::OwnerLimitReached);
+                }
+            }
+            let mut unbound = Vec::new();
+            let bind_owner = bind.map(|(owner, _)| owner);
+            let locked = self.rotate_locked(
+                old_key,
+                new_key,
+                if_version,
+                bind_owner,
+                now,
+                current.as_deref(),
+                &mut unbound,
+            );
+            let outcome = match locked {
+                Locked::Done(RotateOutcome::Rotated { version, .. }) => {
+                    let ended = match limit {
+                        Some(limit)
+                            if !bound && limit.policy == LimitPolicy::EndLeastRecentlyUsed =>
+                        {
+                            self.end_least_recent(&mut guard, now, new_key, limit.max)
+                        }
+                        _ => Vec::new(),
+                    };
+                    Some(RotateOutcome::Rotated { version, ended })
+                }
+                Locked::Done(other) => {
+                    self.settle(&mut guard, new_key, added, now);
+                    Some(other)
+                }
+                Locked::OwnerChanged => {
+                    self.settle(&mut guard, new_key, added, now);
+                    None
+                }
+            };
+            drop(guard);
+            self.unindex_all(unbound);
+            if let Some(outcome) = outcome {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// The rotation itself, under both keys' shard locks. `bind` is the owner to bind;
+    /// without it the old key must still have `expected_owner`, whose lock the caller holds
+    /// (or none). Owners that lose a key are pushed to `unbound`, for the caller to clean
+    /// once it has released its owner lock.
+    #[allow(clippy::too_many_arguments)]
+    fn rotate_locked(
+        &self,
+        old_key: &[u8],
+        new_key: &[u8],
+        if_version: Option<u64>,
+        bind: Option<&[u8]>,
+        now: u64,
+        expected_owner: Option<&[u8]>,
+        unbound: &mut Unbound,
+    ) -> Locked {
+        let map = &self.shared.map;
+        let old_hash = map.hash_usize(&old_key) as u64;
+        let new_hash = map.hash_usize(&new_key) as u64;
+        let old_shard = map.determine_shard(old_hash as usize);
+        let new_shard = map.determine_shard(new_hash as usize);
+        let shards = map.shards();
+        let keys = RotateKeys {
+            old_key,
+            old_hash,
+            new_key,
+            new_hash,
+        };
+        let mut rotate = |old: &mut ShardTable, new: Option<&mut ShardTable>| {
+            self.rotate_in(
+                old,
+                new,
+                &keys,
+                if_version,
+                bind,
+                now,
+                expected_owner,
+                unbound,
+            )
+        };
+        // Two shard locks are taken in shard order, so two rotations never wait for each
+        // other in a cycle; nothing else holds two.
+        if old_shard == new_shard {
+            rotate(&mut shards[old_shard].write(), None)
+        } else if old_shard < new_shard {
+            let mut old = shards[old_shard].write();
+            let mut new = shards[new_shard].write();
+            rotate(&mut old, Some(&mut new))
+        } else {
+            let mut new = shards[new_shard].write();
+            let mut old = shards[old_shard].write();
+            rotate(&mut old, Some(&mut new))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rotate_in(
+        &self,
+        old_table: &mut ShardTable,
+        mut new_table: Option<&mut ShardTable>,
+        keys: &RotateKeys<'_>,
+        if_version: Option<u64>,
+        bind: Option<&[u8]>,
+        now: u64,
+        expected_owner: Option<&[u8]>,
+        unbound: &mut Unbound,
+    ) -> Locked {
+        match find_slot(old_table, keys.old_hash, keys.old_key) {
+            Some(old) if old.is_live(now) => {
+                if bind.is_none() && old.owner() != expected_owner {
+                    return Locked::OwnerChanged;
+                }
+                if if_version.is_some_and(|expected| expected != old.version()) {
+                    return Locked::Done(RotateOutcome::VersionMismatch {
+                        current: old.version(),
+                    });
+                }
+            }
+            _ => return Locked::Done(RotateOutcome::NotFound),
+        }
+        {
+            // With both keys in one shard, one table serves both.
+            let table = match new_table.as_deref_mut() {
+                Some(table) => table,
+                None => &mut *old_table,
+            };
+            match find_slot(table, keys.new_hash, keys.new_key) {
+                Some(existing) if existing.is_live(now) => {
+                    return Locked::Done(RotateOutcome::Exists);
+                }
+                Some(_) => {
+                    if let Some(expired) = take_slot(table, keys.new_hash, keys.new_key) {
+                        self.reclaimed(&expired, unbound);
+                    }
+                }
+                None => {}
+            }
+        }
+        // Taken from the map only now that the rotation is certain to happen.
+        let Some(old) = take_slot(old_table, keys.old_hash, keys.old_key) else {
+            return Locked::Done(RotateOutcome::NotFound);
+        };
+        let meta = old.meta().map(|meta| Meta {
+            owner: bind.or(meta.owner),
+            ..meta
+        });
+        let meta = match (meta, bind) {
+            (Some(meta), _) => Some(meta),
+            // A plain entry bound as it moves becomes a session now.
+            (None, Some(owner)) => Some(Meta {
+                owner: Some(owner),
+                created_ms: now,
+                last_access_ms: now,
+                absolute_deadline_ms: None,
+            }),
+            (None, None) => None,
+        };
+        let version = self.next_version();
+        let moved = Slot::with_meta(
+            keys.new_key,
+            old.value(),
+            old.expires_at_ms(),
+            version,
+            meta.as_ref(),
+        );
+        self.record(Mutation::Rotate {
+            old_key: keys.old_key,
+            new: SessionState {
+                key: moved.key(),
+                value: moved.value(),
+                expires_at_ms: moved.expires_at_ms(),
+                version,
+                meta: moved.meta().unwrap_or(NO_META),
+            },
+        });
+        self.lost(&old);
+        self.gained(&moved);
+        if let Some(owner) = old.owner() {
+            unbound.push((Box::from(owner), Box::from(keys.old_key)));
+        }
+        let map = &self.shared.map;
+        let table = match new_table {
+            Some(table) => table,
+            None => old_table,
+        };
+        insert_slot(table, keys.new_hash, moved, |slot| {
+            map.hash_usize(&slot.key()) as u64
+        });
+        Locked::Done(RotateOutcome::Rotated {
+            version,
+            ended: Vec::new(),
+        })
+    }
+
+    /// Counts an expired slot removed under a shard lock, and notes its owner (if any) for
+    /// cleaning once the lock is released.
+    fn reclaimed(&self, slot: &Slot, unbound: &mut Unbound) {
+        self.lost(slot);
+        self.shared
+            .expired_reclaimed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(owner) = slot.owner() {
+            unbound.push((Box::from(owner), Box::from(slot.key())));
+        }
+    }
+
+    /// The owner limit that applies: the request's, else the configured one.
+    fn owner_limit(
+        &self,
+        requested: Option<OwnerLimit>,
+    ) -> Result<Option<OwnerLimit>, SessionError> {
+        let limit = requested.or(self.session_defaults().owner_limit);
+        if limit.is_some_and(|limit| limit.max == 0) {
+            return Err(SessionError::InvalidLimit);
+        }
+        Ok(limit)
+    }
+
+    /// Whether `key` is a live session bound to `owner`.
+    fn is_live_session_of(&self, key: &[u8], owner: &[u8], now: u64) -> bool {
+        self.shared
+            .map
+            .get(key)
+            .is_some_and(|found| found.key().is_live(now) && found.key().owner() == Some(owner))
+    }
+
+    /// The live sessions of the guard's owner but `except`, dropping from its set the keys
+    /// that are not (any more).
+    fn live_sessions(
+        &self,
+        guard: &mut OwnerGuard<'_>,
+        now: u64,
+        except: Option<&[u8]>,
+    ) -> Vec<SessionInfo> {
+        let mut sessions = Vec::new();
+        for key in guard.keys() {
+            if Some(&key[..]) == except {
+                // Not counted, and not dropped: a caller may have just added it, ahead of
+                // the binding.
+                continue;
+            }
+            let info = self.shared.map.get(&key[..]).and_then(|found| {
+                let slot = found.key();
+                let meta = slot.meta()?;
+                (slot.is_live(now) && meta.owner == Some(guard.owner())).then(|| SessionInfo {
+                    key: Bytes::copy_from_slice(slot.key()),
+                    version: slot.version(),
+                    created_ms: meta.created_ms,
+                    last_access_ms: meta.last_access_ms,
+                    expires_at_ms: slot.expires_at_ms(),
+                    absolute_deadline_ms: meta.absolute_deadline_ms,
+                })
+            });
+            match info {
+                Some(info) => sessions.push(info),
+                None => guard.remove(&key),
+            }
+        }
+        sessions
+    }
+
+    /// Ends the least recently used sessions of the guard's owner (but `keep`) until at most
+    /// `max - 1` are left beside `keep`; returns their keys.
+    fn end_least_recent(
+        &self,
+        guard: &mut OwnerGuard<'_>,
+        now: u64,
+        keep: &[u8],
+        max: u32,
+    ) -> Vec<Bytes> {
+        let mut others = self.live_sessions(guard, now, Some(keep));
+        let allowed = (max as usize).saturating_sub(1);
+        if others.len() <= allowed {
+            return Vec::new();
+        }
+        others.sort_by(|a, b| {
+            (a.last_access_ms, a.created_ms, &a.key).cmp(&(b.last_access_ms, b.created_ms, &b.key))
+        });
+        let excess = others.len() - allowed;
+        others
+            .into_iter()
+            .take(excess)
+            .filter(|info| self.end_session(guard, &info.key, now))
+            .map(|info| info.key)
+            .collect()
+    }
+
+    /// Removes `key` if it is a live session of the guard's owner, recording its DEL, and
+    /// drops it from the owner's set either way (it is not the owner's after this). Returns
+    /// whether it ended a session.
+    fn end_session(&self, guard: &mut OwnerGuard<'_>, key: &[u8], now: u64) -> bool {
+        let owner = guard.owner();
+        let removed = self.shared.map.remove_if(key, |slot, _| {
+            let mine = slot.is_live(now) && slot.owner() == Some(owner);
+            if mine {
+                self.record(Mutation::Del { key });
+            }
+            mine
+        });
+        guard.remove(key);
+        match removed {
+            Some((slot, ())) => {
+                self.lost(&slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// After a binding that did not happen: drops `key` from the owner's set if this call
+    /// added it and it is not the owner's live session after all.
+    fn settle(&self, guard: &mut OwnerGuard<'_>, key: &[u8], added: bool, now: u64) {
+        if added && !self.is_live_session_of(key, guard.owner(), now) {
+            guard.remove(key);
+        }
+    }
+
+    /// Drops `key` from `owner`'s set unless it is the owner's live session. Called after a
+    /// session bound to `owner` left the map (or the owner), with no lock held.
+    pub(super) fn unindex(&self, owner: &[u8], key: &[u8]) {
+        let now = self.shared.clock.now_ms();
+        let mut guard = self.shared.owners.lock(owner);
+        if guard.contains(key) && !self.is_live_session_of(key, owner, now) {
+            guard.remove(key);
+        }
+    }
+
+    /// [`Store::unindex`] for a slot that left the map, if it had an owner.
+    pub(super) fn unindex_slot(&self, slot: &Slot) {
+        if let Some(owner) = slot.owner() {
+            self.unindex(owner, slot.key());
+        }
+    }
+
+    /// [`Store::unindex`] for each (owner, key).
+    pub(super) fn unindex_all(&self, unbound: Unbound) {
+        for (owner, key) in unbound {
+            self.unindex(&owner, &key);
+        }
+    }
+}
+
+/// The session fields of a plain entry, in a record that always carries them.
+const NO_META: Meta<'static> = Meta {
+    owner: None,
+    created_ms: 0,
+    last_access_ms: 0,
+    absolute_deadline_ms: None,
+};
+
+/// The two keys of a rotation and their hashes.
+struct RotateKeys<'a> {
+    old_key: &'a [u8],
+    old_hash: u64,
+    new_key: &'a [u8],
+    new_hash: u64,
+}
+
+fn check_owner(owner: &[u8]) -> Result<(), SessionError> {
+    if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
+        return Err(SessionError::InvalidOwner(owner.len()));
+    }
+    Ok(())
+}
