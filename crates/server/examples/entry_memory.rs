@@ -6,8 +6,12 @@
 //! also times a full expiry sweep over the loaded map with nothing to reclaim and with
 //! everything to reclaim, and reports the longest single sweep step.
 //!
+//! With OWNER_BYTES above 0, every session is created bound to an owner of that length
+//! (four sessions per owner, as a user with a few devices), so the figure includes the
+//! session extension and the owner index.
+//!
 //! ```sh
-//! cargo run --release -p sessiond --example entry_memory -- [N] [VALUE_BYTES] [KEY_BYTES]
+//! cargo run --release -p sessiond --example entry_memory -- [N] [VALUE_BYTES] [KEY_BYTES] [OWNER_BYTES]
 //! ```
 
 use std::time::{Duration, Instant};
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use sessiond::store::sweep::SweepCursor;
+use sessiond::store::{Expiry, SessionOptions};
 use sessiond::Store;
 use sessiond_proto::command::SetMode;
 
@@ -44,6 +49,7 @@ async fn main() {
         .unwrap_or(1_000_000);
     let value_len: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
     let key_len: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(43);
+    let owner_len: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
 
     let store = Store::with_parts(sessiond::clock::Clock::following_tokio(), None);
     let value = vec![b'x'; value_len];
@@ -51,7 +57,25 @@ async fn main() {
     let started = Instant::now();
     for i in 0..n {
         let key = format!("{i:0>width$}", width = key_len);
-        store.set(key.as_bytes(), &value, 3_600_000, SetMode::Upsert);
+        if owner_len == 0 {
+            store.set(key.as_bytes(), &value, 3_600_000, SetMode::Upsert);
+            continue;
+        }
+        let owner = format!("{:0>width$}", i / 4, width = owner_len);
+        let options = SessionOptions {
+            owner: Some(owner.as_bytes()),
+            ..SessionOptions::default()
+        };
+        if let Err(e) = store.set_session(
+            key.as_bytes(),
+            &value,
+            Expiry::In(3_600_000),
+            SetMode::Upsert,
+            &options,
+        ) {
+            eprintln!("session {i} refused: {e}");
+            return;
+        }
     }
     let load_time = started.elapsed();
     let after = rss_bytes();
@@ -59,6 +83,7 @@ async fn main() {
     let payload = (key_len + value_len) as f64;
     println!("entries:            {n}");
     println!("key + value bytes:  {key_len} + {value_len}");
+    println!("owner bytes:        {owner_len} (0: none)");
     println!("load time:          {load_time:.2?}");
     println!(
         "RSS growth:         {:.1} MiB",
