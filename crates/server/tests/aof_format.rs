@@ -27,8 +27,8 @@ use proptest::prelude::*;
 use sessiond::aof::check::{check, Verdict};
 use sessiond::aof::reader::{read_file, read_header, ReadError, ReadSummary};
 use sessiond::aof::record::{
-    decode_record, encode_file_header, Decoded, Format, Record, Salt, FILE_HEADER_LEN,
-    MAX_BODY_LEN, RECORD_HEADER_LEN,
+    decode_record, encode_file_header, Decoded, Format, Record, Salt, SessionRecord,
+    FILE_HEADER_LEN, MAX_BODY_LEN, RECORD_HEADER_LEN,
 };
 use sessiond::aof::replay::{load, LoadError};
 use sessiond::aof::rewrite::{finish, no_hook, write_snapshot};
@@ -327,6 +327,47 @@ const CLOCK_RECORD: &str = r##"
 00 00 01 8b cf e5 68 00  # now_ms 1700000000000
 "##;
 
+const SESSION_SET_RECORD: &str = r##"
+00 00 00 38              # body_len 56
+8f 6b 42 0d              # frame_check 0x8f6b420d
+71 a0 50 30              # crc 0x71a05030
+06                       # kind SESSION_SET
+00 00 00 00 00 00 00 07  # version 7
+00 00 01 8b cf e5 68 00  # expires_at_ms 1700000000000
+00 00 01 8b cf d6 25 c0  # created_ms 1699999000000
+00 00 01 8b cf e3 e1 60  # last_access_ms 1699999900000
+00 00 01 8b d0 1c 56 80  # absolute_deadline_ms 1700003600000
+00 02 75 31              # owner_len 2, owner "u1"
+00 03 61 62 63           # key_len 3, key "abc"
+00 00 00 02 68 69        # value_len 2, value "hi"
+"##;
+
+const SESSION_TOUCH_RECORD: &str = r##"
+00 00 00 16              # body_len 22
+03 ae 73 f4              # frame_check 0x03ae73f4
+b1 98 4c 08              # crc 0xb1984c08
+07                       # kind SESSION_TOUCH
+00 00 01 8b cf e6 52 60  # expires_at_ms 1700000060000
+00 00 01 8b cf e5 68 00  # last_access_ms 1700000000000
+00 03 61 62 63           # key_len 3, key "abc"
+"##;
+
+const ROTATE_RECORD: &str = r##"
+00 00 00 3d              # body_len 61
+ba 9a 56 11              # frame_check 0xba9a5611
+e8 5d 97 ad              # crc 0xe85d97ad
+08                       # kind ROTATE
+00 03 61 62 63           # old_key_len 3, old key "abc"
+00 00 00 00 00 00 00 08  # version 8
+00 00 01 8b cf e5 68 00  # expires_at_ms 1700000000000
+00 00 01 8b cf d6 25 c0  # created_ms 1699999000000
+00 00 01 8b cf e3 e1 60  # last_access_ms 1699999900000
+00 00 01 8b d0 1c 56 80  # absolute_deadline_ms 1700003600000
+00 02 75 31              # owner_len 2, owner "u1"
+00 03 78 79 7a           # key_len 3, key "xyz"
+00 00 00 02 68 69        # value_len 2, value "hi"
+"##;
+
 const COMPLETE_FILE: &str = r##"
 53 45 53 53 41 4f 46 00 00 00 00 02 00 00 00 00  # header, format version 2
 01 23 45 67 89 ab cd ef 4c 43 54 4a              #   salt, header checksum
@@ -399,6 +440,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("DEL_RECORD", DEL_RECORD),
     ("LAST_VERSION_RECORD", LAST_VERSION_RECORD),
     ("CLOCK_RECORD", CLOCK_RECORD),
+    ("SESSION_SET_RECORD", SESSION_SET_RECORD),
+    ("SESSION_TOUCH_RECORD", SESSION_TOUCH_RECORD),
+    ("ROTATE_RECORD", ROTATE_RECORD),
     ("COMPLETE_FILE", COMPLETE_FILE),
     ("TORN_TAIL_FILE", TORN_TAIL_FILE),
     ("ZERO_TAIL_FILE", ZERO_TAIL_FILE),
@@ -499,6 +543,87 @@ fn clock_record() {
             now_ms: 1_700_000_000_000,
         },
     );
+}
+
+/// The session of the examples of sections 4.10 and 4.12, at `key` with `version`.
+fn example_session(key: &'static [u8], version: u64) -> SessionRecord {
+    SessionRecord {
+        key: Bytes::from_static(key),
+        value: Bytes::from_static(b"hi"),
+        expires_at_ms: 1_700_000_000_000,
+        version,
+        created_ms: 1_699_999_000_000,
+        last_access_ms: 1_699_999_900_000,
+        absolute_deadline_ms: Some(1_700_003_600_000),
+        owner: Some(Bytes::from_static(b"u1")),
+    }
+}
+
+#[test]
+fn session_set_record() {
+    check_record(
+        SESSION_SET_RECORD,
+        Record::SessionSet(example_session(b"abc", 7)),
+    );
+}
+
+#[test]
+fn session_touch_record() {
+    check_record(
+        SESSION_TOUCH_RECORD,
+        Record::SessionTouch {
+            key: Bytes::from_static(b"abc"),
+            expires_at_ms: 1_700_000_060_000,
+            last_access_ms: 1_700_000_000_000,
+        },
+    );
+}
+
+#[test]
+fn rotate_record() {
+    check_record(
+        ROTATE_RECORD,
+        Record::Rotate {
+            old_key: Bytes::from_static(b"abc"),
+            new: example_session(b"xyz", 8),
+        },
+    );
+}
+
+#[test]
+fn session_records_replay_to_the_owner_index_and_are_not_version_1_kinds() {
+    // The three examples in a file, replayed at a time when the session is still live: the
+    // old key is gone, the new one is the owner's, with the record's times and deadlines.
+    let mut file = hex(FILE_HEADER);
+    for block in [SESSION_SET_RECORD, SESSION_TOUCH_RECORD, ROTATE_RECORD] {
+        file.extend(hex(block));
+    }
+    let scratch = Scratch::new();
+    scratch.write(&file);
+    let store = Store::with_parts(Clock::starting_at(1_699_999_950_000), None);
+    load(&scratch.settings(), &store, false).unwrap();
+    assert!(matches!(store.get(b"abc", None), GetReply::Miss));
+    let sessions = store.sessions_of(b"u1");
+    assert_eq!(sessions.len(), 1);
+    let session = &sessions[0];
+    assert_eq!(session.key, Bytes::from_static(b"xyz"));
+    assert_eq!(
+        (session.version, session.created_ms, session.last_access_ms),
+        (8, 1_699_999_000_000, 1_699_999_900_000)
+    );
+    assert_eq!(session.expires_at_ms, 1_700_000_000_000);
+    assert_eq!(session.absolute_deadline_ms, Some(1_700_003_600_000));
+    // Version 1 did not define them.
+    for block in [SESSION_SET_RECORD, SESSION_TOUCH_RECORD, ROTATE_RECORD] {
+        let body = &hex(block)[RECORD_HEADER_LEN..];
+        let mut v1 = (body.len() as u32).to_be_bytes().to_vec();
+        v1.extend(spec_crc32c(body).to_be_bytes());
+        v1.extend(body);
+        assert!(matches!(
+            decode_record(&Bytes::from(v1), Format::V1),
+            Decoded::Invalid(_)
+        ));
+    }
 }
 
 #[test]
