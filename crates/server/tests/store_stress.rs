@@ -1,5 +1,7 @@
 //! Everything that touches the store's raw memory, at once: readers, writers (every kind of
-//! SET, TOUCH, DEL, GETDEL, EXPIREAT, the odd FLUSH), the expiry sweep, batch prefetching,
+//! SET, TOUCH, DEL, GETDEL, EXPIREAT, the odd FLUSH, and the session operations: SET with an
+//! owner, an absolute deadline and a per-owner limit, rotation to another key, listing and
+//! ending an owner's sessions), the expiry sweep, batch prefetching,
 //! and `SCAN` and snapshot walks, all on one `Store` over a small key space with TTLs of a
 //! few milliseconds, so that entries expire, are reclaimed and are created again under every
 //! other operation. The `unsafe` code in `store::raw` is sound only if the shard locks keep
@@ -65,7 +67,10 @@ use std::time::Duration;
 
 use sessiond::clock::Clock;
 use sessiond::store::sweep::SweepCursor;
-use sessiond::store::{Expiry, ENTRY_OVERHEAD_BYTES};
+use sessiond::store::{
+    Expiry, LimitPolicy, OwnerLimit, RotateOutcome, SessionOptions, SessionSetOutcome,
+    ENTRY_OVERHEAD_BYTES,
+};
 use sessiond::Store;
 use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetMode, SetOutcome, TouchReply};
 
@@ -244,7 +249,8 @@ fn writer(store: &Store, seed: u64, ops: u64) -> Vec<u64> {
         let key = key(i);
         let value = value(i, rng.value_len());
         let ttl = rng.ttl();
-        match rng.below(100) {
+        match rng.below(110) {
+            100..=109 => session_op(store, &mut rng, &mut seen, i, ttl, &value),
             0..=29 => seen.wrote(i, store.set(&key, &value, ttl, SetMode::Upsert)),
             30..=39 => seen.wrote(i, store.set(&key, &value, ttl, SetMode::CreateOnly)),
             40..=44 => seen.wrote(i, store.set(&key, &value, ttl, SetMode::UpdateOnly)),
@@ -311,6 +317,84 @@ fn writer(store: &Store, seed: u64, ops: u64) -> Vec<u64> {
         }
     }
     seen.written
+}
+
+/// The owner of key `i` in the session operations: eight owners, so that their sessions
+/// spread over many shards.
+fn owner_of(i: usize) -> Vec<u8> {
+    format!("user:{}", i % 8).into_bytes()
+}
+
+/// One session operation on key `i` (see the module docs).
+fn session_op(store: &Store, rng: &mut Rng, seen: &mut Seen<'_>, i: usize, ttl: u64, value: &[u8]) {
+    let owner = owner_of(i);
+    match rng.below(10) {
+        0..=3 => {
+            let now = store.clock().now_ms();
+            let options = SessionOptions {
+                owner: Some(&owner),
+                absolute_deadline: (rng.below(2) == 0).then(|| now + 1 + rng.below(MAX_TTL_MS)),
+                owner_limit: (rng.below(2) == 0).then(|| OwnerLimit {
+                    max: 1 + rng.below(3) as u32,
+                    policy: if rng.below(2) == 0 {
+                        LimitPolicy::Refuse
+                    } else {
+                        LimitPolicy::EndLeastRecentlyUsed
+                    },
+                }),
+            };
+            let outcome = store
+                .set_session(&key(i), value, Expiry::In(ttl), SetMode::Upsert, &options)
+                .expect("no memory limit, a valid owner and limit");
+            match outcome {
+                SessionSetOutcome::Stored { version, ended } => {
+                    seen.wrote(i, SetOutcome::Stored { version });
+                    for ended in ended {
+                        assert!(key_index(&ended).is_some(), "ended a key never written");
+                    }
+                }
+                SessionSetOutcome::VersionMismatch { current } => seen.read(i, current),
+                _ => {}
+            }
+        }
+        4..=6 => {
+            // The same fill byte at both keys (`fill` depends on `i % 256`), so a moved
+            // value is still a whole value of its new key.
+            let j = (i + 256) % KEYS;
+            let bind = (rng.below(2) == 0).then_some((&owner[..], None));
+            let if_version = (rng.below(2) == 0).then_some(seen.versions[i]);
+            match store.rotate(&key(i), &key(j), if_version, bind) {
+                Ok(RotateOutcome::Rotated { version, .. }) => {
+                    seen.wrote(j, SetOutcome::Stored { version })
+                }
+                Ok(RotateOutcome::VersionMismatch { current }) => seen.read(i, current),
+                Ok(_) => {}
+                Err(e) => panic!("key {i}: rotation refused: {e}"),
+            }
+        }
+        7..=8 => {
+            for session in store.sessions_of(&owner) {
+                let listed = key_index(&session.key).expect("a listed key was written");
+                assert_eq!(
+                    owner_of(listed),
+                    owner,
+                    "key {listed} listed under another owner"
+                );
+                assert!(
+                    session.expires_at_ms > seen.started_ms,
+                    "key {listed}: listed after its deadline"
+                );
+                assert!(session
+                    .absolute_deadline_ms
+                    .is_none_or(|at| session.expires_at_ms <= at));
+                seen.read(listed, session.version);
+            }
+        }
+        _ => {
+            let except = (rng.below(2) == 0).then(|| key(i));
+            store.end_all(&owner, except.as_deref());
+        }
+    }
 }
 
 fn reader(store: &Store, seed: u64, ops: u64) {
