@@ -314,6 +314,9 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
     store
         .memory()
         .set_limit(max_memory, config.limits.memory_policy);
+    // Session lifetime and per-owner limit (limits.max_session_lifetime,
+    // max_sessions_per_owner): after replay, which restores sessions as they were.
+    store.set_session_defaults(config.session_defaults());
     tracing::info!(
         limit = ?max_memory,
         policy = config.limits.memory_policy.name(),
