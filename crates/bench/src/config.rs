@@ -8,7 +8,9 @@ use sessiond_client::transport::Connector;
 use sessiond_client::{Credentials, TlsOptions};
 
 use crate::protocol::{memcached_ttl_secs, Target};
-use crate::workload::Mix;
+use sessiond_proto::command::MAX_OWNER_LEN;
+
+use crate::workload::{Mix, OpKind};
 
 /// Drives one session-shaped workload against sessiond, a RESP server (Redis) or memcached,
 /// and reports throughput and latency.
@@ -59,7 +61,10 @@ pub struct Args {
     pub ttl: Duration,
 
     /// Operation mix as NAME=WEIGHT pairs. get reads and slides the expiry, read only
-    /// reads, set writes, del deletes, touch only slides the expiry.
+    /// reads, set writes, del deletes, touch only slides the expiry; on sessiond's native
+    /// protocol also login (write the session bound to its owner), devices (list the
+    /// owner's sessions) and end_all (end them). The owner of a key is the key without its
+    /// last digit: ten sessions per owner.
     #[arg(long, value_name = "SPEC", default_value = "get=80,set=15,del=5")]
     pub mix: Mix,
 
@@ -232,6 +237,19 @@ impl Args {
         if self.target == crate::protocol::Target::Memcached {
             memcached_ttl_secs(ttl_ms)?;
         }
+        if self.target != crate::protocol::Target::Native
+            && self.mix.kinds().any(OpKind::needs_owners)
+        {
+            return Err("login, devices and end_all are sessiond's: use --target native".into());
+        }
+        if self.mix.kinds().any(OpKind::needs_owners)
+            && self.key_prefix.len() + self.id_len > MAX_OWNER_LEN + 1
+        {
+            return Err(format!(
+                "login, devices and end_all use the key without its last digit as the owner, \
+                 which must be at most {MAX_OWNER_LEN} bytes: shorten --key-prefix or --id-len"
+            ));
+        }
         if self.ops == Some(0) || self.load == Some(0) {
             return Err("--ops and --load must be at least 1".into());
         }
@@ -330,6 +348,15 @@ mod tests {
             }
         );
         assert!(!c.progress);
+    }
+
+    #[test]
+    fn owner_operations_need_the_native_target_and_short_enough_keys() {
+        let mix = ["--mix", "get=1,login=1"];
+        assert!(config(&mix).is_ok());
+        assert!(config(&[&mix[..], &["--target", "resp"]].concat()).is_err());
+        assert!(config(&[&mix[..], &["--target", "memcached"]].concat()).is_err());
+        assert!(config(&[&mix[..], &["--id-len", "300"]].concat()).is_err());
     }
 
     #[test]

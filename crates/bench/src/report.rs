@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::protocol::Reply;
-use crate::workload::OpKind;
+use crate::workload::{OpKind, KINDS};
 
 /// Longest latency the histograms tell apart: one minute, in nanoseconds. Slower replies
 /// are recorded as one minute.
@@ -43,7 +43,7 @@ impl KindStats {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     /// `None` for kinds outside the mix.
-    kinds: [Option<KindStats>; 5],
+    kinds: [Option<KindStats>; KINDS],
 }
 
 impl Recorder {

@@ -26,16 +26,25 @@ pub enum OpKind {
     Del,
     /// Slide a session's expiry without reading it.
     Touch,
+    /// Log in: write the session bound to its owner (sessiond's native protocol only).
+    Login,
+    /// List the sessions of the key's owner: a "your devices" page (native only).
+    Devices,
+    /// End every session of the key's owner: "log out everywhere" (native only).
+    EndAll,
 }
 
 impl OpKind {
     /// Every kind, in report order.
-    pub const ALL: [OpKind; 5] = [
+    pub const ALL: [OpKind; KINDS] = [
         OpKind::Get,
         OpKind::Read,
         OpKind::Set,
         OpKind::Del,
         OpKind::Touch,
+        OpKind::Login,
+        OpKind::Devices,
+        OpKind::EndAll,
     ];
 
     /// The name used in `--mix` and in reports.
@@ -46,7 +55,21 @@ impl OpKind {
             OpKind::Set => "set",
             OpKind::Del => "del",
             OpKind::Touch => "touch",
+            OpKind::Login => "login",
+            OpKind::Devices => "devices",
+            OpKind::EndAll => "end_all",
         }
+    }
+
+    /// Whether the operation is about owners, which only sessiond's native protocol has.
+    pub fn needs_owners(self) -> bool {
+        matches!(self, OpKind::Login | OpKind::Devices | OpKind::EndAll)
+    }
+
+    /// The owner of `key` for the owner operations: the key without its last digit, so that
+    /// the keys `…0` to `…9` are the sessions of one owner (a user with ten devices).
+    pub fn owner_of(key: &[u8]) -> &[u8] {
+        &key[..key.len().saturating_sub(1)]
     }
 
     /// Position in [`OpKind::ALL`], for per-kind arrays.
@@ -65,14 +88,17 @@ impl fmt::Display for OpKind {
     }
 }
 
+/// How many kinds of operation there are.
+pub const KINDS: usize = 8;
+
 /// Relative weights of the operation kinds, e.g. `get=80,set=15,del=5`.
 ///
 /// Weights are integers and need not add up to 100; a kind that is not named has weight 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mix {
-    weights: [u32; 5],
+    weights: [u32; KINDS],
     /// Running sums of `weights`, so one random number below the total picks a kind.
-    cumulative: [u64; 5],
+    cumulative: [u64; KINDS],
 }
 
 impl Mix {
@@ -83,7 +109,7 @@ impl Mix {
 
     /// Sum of all weights (at least 1).
     pub fn total(&self) -> u64 {
-        self.cumulative[4]
+        self.cumulative[KINDS - 1]
     }
 
     /// The kinds with a non-zero weight, in report order.
@@ -102,8 +128,8 @@ impl Mix {
         self.kinds().last().unwrap_or(OpKind::Get)
     }
 
-    fn from_weights(weights: [u32; 5]) -> Result<Mix, String> {
-        let mut cumulative = [0u64; 5];
+    fn from_weights(weights: [u32; KINDS]) -> Result<Mix, String> {
+        let mut cumulative = [0u64; KINDS];
         let mut sum = 0u64;
         for (slot, weight) in cumulative.iter_mut().zip(weights) {
             sum += u64::from(weight);
@@ -123,7 +149,7 @@ impl Default for Mix {
     /// 80 % get-with-touch, 15 % set, 5 % del: a session store mostly reads (and slides) the
     /// session of each request, writes when the session changed, and deletes on logout.
     fn default() -> Self {
-        let mut weights = [0; 5];
+        let mut weights = [0; KINDS];
         weights[OpKind::Get.index()] = 80;
         weights[OpKind::Set.index()] = 15;
         weights[OpKind::Del.index()] = 5;
@@ -138,8 +164,8 @@ impl FromStr for Mix {
     type Err = String;
 
     fn from_str(spec: &str) -> Result<Mix, String> {
-        let mut weights = [0u32; 5];
-        let mut seen = [false; 5];
+        let mut weights = [0u32; KINDS];
+        let mut seen = [false; KINDS];
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = part
                 .split_once('=')
@@ -302,6 +328,24 @@ mod tests {
         assert!("fetch=1".parse::<Mix>().is_err());
         assert!("get=1,get=2".parse::<Mix>().is_err());
         assert!("get=-1".parse::<Mix>().is_err());
+    }
+
+    #[test]
+    fn the_owner_operations_parse_and_share_an_owner_per_ten_keys() {
+        let mix: Mix = "get=90,login=5,devices=3,end_all=2".parse().unwrap();
+        assert_eq!(mix.to_string(), "get=90,login=5,devices=3,end_all=2");
+        assert!(mix.kinds().any(OpKind::needs_owners));
+        assert!(!Mix::default().kinds().any(OpKind::needs_owners));
+        let keys = KeySpace::new("session:", 43, 1000).unwrap();
+        assert_eq!(
+            OpKind::owner_of(&keys.key(10)),
+            OpKind::owner_of(&keys.key(19))
+        );
+        assert_ne!(
+            OpKind::owner_of(&keys.key(19)),
+            OpKind::owner_of(&keys.key(20))
+        );
+        assert_eq!(OpKind::owner_of(&keys.key(7)).len(), 50);
     }
 
     #[test]

@@ -82,6 +82,9 @@ impl Protocol for Memcached {
                 buf.extend_from_slice(key);
                 buf.extend_from_slice(&self.ttl_flag);
             }
+            OpKind::Login | OpKind::Devices | OpKind::EndAll => {
+                unreachable!("the configuration refuses owner operations on memcached")
+            }
         }
         buf.extend_from_slice(b"\r\n");
     }
@@ -138,7 +141,7 @@ mod tests {
         let mut mc = Memcached::new(Bytes::from_static(b"val"), 1800);
         let key = Bytes::from_static(b"k1");
         let mut buf = BytesMut::new();
-        for kind in OpKind::ALL {
+        for kind in OpKind::ALL.into_iter().filter(|k| !k.needs_owners()) {
             mc.encode(kind, &key, &mut buf);
         }
         assert_eq!(

@@ -13,6 +13,12 @@
 //! | set       | `SET` upsert with TTL     | `SET key val PX ttl`  | `ms key len T<s>` |
 //! | del       | `DEL`                     | `DEL key`             | `md key`          |
 //! | touch     | `TOUCH`                   | `PEXPIRE key ttl`     | `mg key T<s>`     |
+//! | login     | `SET_SESSION` with owner  | (none)                | (none)            |
+//! | devices   | `LIST_SESSIONS`           | (none)                | (none)            |
+//! | end_all   | `END_ALL`                 | (none)                | (none)            |
+//!
+//! The last three are what sessiond has and a cache does not; the configuration refuses them
+//! for the other targets.
 
 mod memcached;
 mod native;

@@ -3,7 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use sessiond_proto::command::{
-    Del, DelOutcome, Get, GetReply, ReplyError, Set, SetMode, SetOutcome, Touch, TouchReply,
+    Del, DelOutcome, EndAll, EndAllReply, Get, GetReply, ListSessions, ReplyError, SessionList,
+    SessionWriteOutcome, Set, SetMode, SetOutcome, SetSession, Touch, TouchReply,
 };
 use sessiond_proto::{ClientCodec, Opcode, Request, ResponseFrame};
 use tokio_util::codec::{Decoder, Encoder};
@@ -63,6 +64,25 @@ impl Native {
                 key,
                 ttl_ms: self.ttl_ms,
             }),
+            // What `Sessions::login` sends for a browser without a session: the session,
+            // created bound to its owner.
+            OpKind::Login => Request::SetSession(SetSession {
+                owner: Some(key.slice(..OpKind::owner_of(&key).len())),
+                key,
+                value: self.value.clone(),
+                ttl_ms: self.ttl_ms,
+                mode: SetMode::Upsert,
+                lifetime_ms: None,
+                owner_limit: None,
+            }),
+            OpKind::Devices => Request::ListSessions(ListSessions {
+                owner: key.slice(..OpKind::owner_of(&key).len()),
+                max_sessions: 0,
+            }),
+            OpKind::EndAll => Request::EndAll(EndAll {
+                owner: key.slice(..OpKind::owner_of(&key).len()),
+                except: None,
+            }),
         }
     }
 }
@@ -73,6 +93,9 @@ fn opcode(kind: OpKind) -> Opcode {
         OpKind::Set => Opcode::Set,
         OpKind::Del => Opcode::Del,
         OpKind::Touch => Opcode::Touch,
+        OpKind::Login => Opcode::SetSession,
+        OpKind::Devices => Opcode::ListSessions,
+        OpKind::EndAll => Opcode::EndAll,
     }
 }
 
@@ -122,12 +145,29 @@ impl Protocol for Native {
                 TouchReply::Touched { .. } => Reply::Hit,
                 TouchReply::NotFound => Reply::Miss,
             }),
+            OpKind::Login => {
+                SessionWriteOutcome::from_frame(&frame, Opcode::SetSession).map(|r| match r {
+                    SessionWriteOutcome::Stored { .. } => Reply::Hit,
+                    _ => Reply::Miss,
+                })
+            }
+            // A hit when the owner had sessions to list or end.
+            OpKind::Devices => SessionList::from_frame(&frame).map(|r| hit(r.total > 0)),
+            OpKind::EndAll => EndAllReply::from_frame(&frame).map(|r| hit(r.ended > 0)),
         };
         // An error status or a malformed body is counted, but the frame was read whole, so
         // the stream is still in step and the connection carries on.
         Ok(Some(reply.unwrap_or_else(|e: ReplyError| {
             Reply::Error(e.to_string())
         })))
+    }
+}
+
+fn hit(found: bool) -> Reply {
+    if found {
+        Reply::Hit
+    } else {
+        Reply::Miss
     }
 }
 
@@ -187,6 +227,57 @@ mod tests {
             Some(Reply::Miss)
         );
         assert_eq!(native.decode(OpKind::Get, &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn owner_operations_name_the_key_without_its_last_digit() {
+        let mut native = Native::new(Bytes::from_static(b"v"), 1000);
+        let key = Bytes::from_static(b"session:17");
+        let mut out = BytesMut::new();
+        for kind in [OpKind::Login, OpKind::Devices, OpKind::EndAll] {
+            native.encode(kind, &key, &mut out);
+        }
+        let mut codec = sessiond_proto::ServerCodec::new(sessiond_proto::Limits::default());
+        let mut requests = Vec::new();
+        while let Some(inbound) = codec.decode(&mut out).unwrap() {
+            let sessiond_proto::Inbound::Request(frame) = inbound else {
+                panic!("not a frame: {inbound:?}");
+            };
+            requests.push(Request::parse(frame, &sessiond_proto::Limits::default()).unwrap());
+        }
+        let [Request::SetSession(login), Request::ListSessions(list), Request::EndAll(end)] =
+            &requests[..]
+        else {
+            panic!("{requests:?}");
+        };
+        assert_eq!(&login.key[..], b"session:17");
+        assert_eq!(login.owner.as_deref(), Some(&b"session:1"[..]));
+        assert_eq!(&list.owner[..], b"session:1");
+        assert_eq!(&end.owner[..], b"session:1");
+
+        let mut buf = reply_bytes(
+            SessionWriteOutcome::Stored {
+                version: 3,
+                ended: 0,
+            }
+            .to_frame(Opcode::SetSession, 1),
+        );
+        buf.extend_from_slice(&reply_bytes(
+            SessionList {
+                total: 0,
+                sessions: Vec::new(),
+            }
+            .to_frame(2),
+        ));
+        buf.extend_from_slice(&reply_bytes(EndAllReply { ended: 4 }.to_frame(3)));
+        let replies: Vec<_> = [OpKind::Login, OpKind::Devices, OpKind::EndAll]
+            .into_iter()
+            .map(|kind| native.decode(kind, &mut buf).unwrap())
+            .collect();
+        assert_eq!(
+            replies,
+            [Some(Reply::Hit), Some(Reply::Miss), Some(Reply::Hit)]
+        );
     }
 
     #[test]

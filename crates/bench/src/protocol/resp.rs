@@ -95,6 +95,9 @@ impl Protocol for Resp {
             OpKind::Set => put_command(buf, &[b"SET", key, &self.value, b"PX", ttl]),
             OpKind::Del => put_command(buf, &[b"DEL", key]),
             OpKind::Touch => put_command(buf, &[b"PEXPIRE", key, ttl]),
+            OpKind::Login | OpKind::Devices | OpKind::EndAll => {
+                unreachable!("the configuration refuses owner operations on RESP")
+            }
         }
     }
 
