@@ -468,3 +468,41 @@ async fn the_index_forgets_sessions_that_expire_are_deleted_or_rebound() {
     assert!(store.sessions_of(b"y").is_empty());
     assert_eq!(store.owner_count(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn eviction_takes_evicted_sessions_out_of_their_owners_lists() {
+    use sessiond::memory::Policy;
+    let store = paused_store();
+    // Ten owners with 100 sessions each, deadlines 1 to 1000 minutes in a scrambled order.
+    for i in 0..1000u64 {
+        let owner = format!("user:{}", i % 10);
+        stored(store.set_session(
+            format!("s{i}").as_bytes(),
+            &[b'v'; 100],
+            Expiry::In((1 + (i * 7919) % 1000) * 60 * SECOND),
+            SetMode::Upsert,
+            &owned(owner.as_bytes()),
+        ));
+    }
+    let used = store.memory().used();
+    store
+        .memory()
+        .set_limit(Some(used), Policy::EvictSoonestExpiring);
+    let stopped = tokio_util::sync::CancellationToken::new();
+    store.evict_down_to(used / 2, &stopped).await;
+    let evicted = store.memory().evicted();
+    assert!(evicted > 100, "{evicted} evicted");
+    let mut listed = 0;
+    for owner in 0..10 {
+        for session in store.sessions_of(format!("user:{owner}").as_bytes()) {
+            assert!(is_live(&store, &session.key));
+            listed += 1;
+        }
+    }
+    assert_eq!(
+        listed,
+        store.len(),
+        "every live session listed, and only those"
+    );
+    assert_eq!(listed as u64, 1000 - evicted);
+}
