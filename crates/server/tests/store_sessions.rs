@@ -432,6 +432,8 @@ async fn the_index_forgets_sessions_that_expire_are_deleted_or_rebound() {
     store.sweep(&mut SweepCursor::default(), Duration::MAX);
     assert_eq!(store.len(), 0);
     assert_eq!(store.owner_count(), 0);
+    // The index counts in the memory in use, and gives all of it back.
+    assert_eq!(store.memory().used(), 0);
 
     stored(store.set_session(
         b"a",

@@ -129,6 +129,7 @@ impl Store {
 
     /// An empty store reading time from `clock` and reporting every mutation to `sink`.
     pub fn with_parts(clock: Clock, sink: Option<Arc<dyn MutationSink>>) -> Store {
+        let memory = Arc::new(Accounting::unlimited());
         Store {
             shared: Arc::new(Shared {
                 map: DashMap::with_hasher_and_shard_amount(KeyHasher::default(), SHARDS),
@@ -137,9 +138,9 @@ impl Store {
                 sink,
                 payload_bytes: AtomicI64::new(0),
                 expired_reclaimed: AtomicU64::new(0),
-                memory: Arc::new(Accounting::unlimited()),
+                owners: OwnerIndex::new(memory.clone()),
+                memory,
                 pressure: Pressure::default(),
-                owners: OwnerIndex::new(),
                 default_lifetime_ms: AtomicU64::new(0),
                 session_defaults: RwLock::new(SessionDefaults::default()),
             }),

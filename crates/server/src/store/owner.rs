@@ -29,11 +29,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::memory::{allocated_size, Accounting, Part};
 
 /// Number of owner-index mutexes. Owner operations are rarer than reads and writes of
 /// sessions, and each holds its lock for one owner's keys only.
 const OWNER_SHARDS: usize = 256;
+
+/// What the index holds per key beyond the key's own allocation: its `Box` in a set bucket
+/// (16 bytes) and the set's control byte and spare buckets at its usual load (about 8).
+const KEY_OVERHEAD: usize = 24;
+/// What it holds per owner beyond the owner's bytes: the owner's `Box` and the key set in a
+/// map bucket (16 + 48 bytes) and the map's spare buckets (about 16).
+const OWNER_OVERHEAD: usize = 80;
 
 type Keys = HashSet<Box<[u8]>, foldhash::fast::RandomState>;
 type Owners = HashMap<Box<[u8]>, Keys, foldhash::fast::RandomState>;
@@ -42,15 +51,19 @@ type Owners = HashMap<Box<[u8]>, Keys, foldhash::fast::RandomState>;
 pub(super) struct OwnerIndex {
     shards: Box<[Mutex<Owners>]>,
     hasher: foldhash::fast::RandomState,
+    /// The server's memory accounting: the index counts under [`Part::Entries`], since it
+    /// grows and shrinks with the sessions bound to owners.
+    memory: Arc<Accounting>,
 }
 
 impl OwnerIndex {
-    pub(super) fn new() -> OwnerIndex {
+    pub(super) fn new(memory: Arc<Accounting>) -> OwnerIndex {
         OwnerIndex {
             shards: (0..OWNER_SHARDS)
                 .map(|_| Mutex::new(Owners::default()))
                 .collect(),
             hasher: foldhash::fast::RandomState::default(),
+            memory,
         }
     }
 
@@ -61,7 +74,11 @@ impl OwnerIndex {
         let owners = self.shards[shard]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        OwnerGuard { owners, owner }
+        OwnerGuard {
+            owners,
+            owner,
+            memory: &self.memory,
+        }
     }
 
     /// Number of owners with at least one key in the index.
@@ -77,6 +94,7 @@ impl OwnerIndex {
 pub(super) struct OwnerGuard<'a> {
     owners: MutexGuard<'a, Owners>,
     owner: &'a [u8],
+    memory: &'a Accounting,
 }
 
 impl OwnerGuard<'_> {
@@ -105,6 +123,10 @@ impl OwnerGuard<'_> {
         if self.contains(key) {
             return false;
         }
+        if !self.owners.contains_key(self.owner) {
+            self.memory.add(Part::Entries, owner_bytes(self.owner));
+        }
+        self.memory.add(Part::Entries, key_bytes(key));
         self.owners
             .entry(Box::from(self.owner))
             .or_default()
@@ -115,10 +137,23 @@ impl OwnerGuard<'_> {
     /// empty (so an owner whose sessions are all gone costs nothing).
     pub(super) fn remove(&mut self, key: &[u8]) {
         if let Some(keys) = self.owners.get_mut(self.owner) {
-            keys.remove(key);
+            if keys.remove(key) {
+                self.memory.sub(Part::Entries, key_bytes(key));
+            }
             if keys.is_empty() {
                 self.owners.remove(self.owner);
+                self.memory.sub(Part::Entries, owner_bytes(self.owner));
             }
         }
     }
+}
+
+/// What one key in an owner's set takes from the allocator.
+fn key_bytes(key: &[u8]) -> usize {
+    allocated_size(key.len()) + KEY_OVERHEAD
+}
+
+/// What one owner's entry takes, beside its keys.
+fn owner_bytes(owner: &[u8]) -> usize {
+    allocated_size(owner.len()) + OWNER_OVERHEAD
 }
