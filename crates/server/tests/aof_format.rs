@@ -627,6 +627,33 @@ fn session_records_replay_to_the_owner_index_and_are_not_version_1_kinds() {
 }
 
 #[test]
+fn a_rotation_cut_anywhere_by_a_crash_leaves_the_old_key_or_the_new_one_never_both() {
+    let mut file = hex(FILE_HEADER);
+    file.extend(hex(SESSION_SET_RECORD));
+    let before_rotation = file.len();
+    file.extend(hex(ROTATE_RECORD));
+    for cut in before_rotation..=file.len() {
+        let scratch = Scratch::new();
+        scratch.write(&file[..cut]);
+        let store = Store::with_parts(Clock::starting_at(1_699_999_950_000), None);
+        load(&scratch.settings(), &store, false).unwrap();
+        let live = |key: &[u8]| matches!(store.get(key, None), GetReply::Hit(_));
+        let listed: Vec<_> = store
+            .sessions_of(b"u1")
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        if cut == file.len() {
+            assert!(!live(b"abc") && live(b"xyz"), "whole file");
+            assert_eq!(listed, [Bytes::from_static(b"xyz")]);
+        } else {
+            assert!(live(b"abc") && !live(b"xyz"), "cut at {cut}");
+            assert_eq!(listed, [Bytes::from_static(b"abc")], "cut at {cut}");
+        }
+    }
+}
+
+#[test]
 fn the_checksum_is_crc32c_as_the_spec_writes_it() {
     // The catalogue check value, and the worked values of section 5.
     assert_eq!(spec_crc32c(b"123456789"), 0xE306_9283);
