@@ -131,6 +131,31 @@ async fn the_configured_lifetime_applies_to_every_session_created() {
     advance(Duration::from_secs(1)).await;
     assert!(!is_live(&store, b"plain"));
     assert!(is_live(&store, b"before"));
+    // A session may ask for an earlier absolute deadline, not a later one.
+    let now = store.clock().now_ms();
+    for (key, asked) in [
+        (&b"earlier"[..], now + SECOND),
+        (b"later", now + 60 * SECOND),
+    ] {
+        let options = SessionOptions {
+            absolute_deadline: Some(asked),
+            ..owned(b"kim")
+        };
+        stored(store.set_session(
+            key,
+            b"v",
+            Expiry::In(60 * SECOND),
+            SetMode::Upsert,
+            &options,
+        ));
+    }
+    let deadlines: Vec<_> = store
+        .sessions_of(b"kim")
+        .into_iter()
+        .map(|s| (s.key, s.absolute_deadline_ms))
+        .collect();
+    assert!(deadlines.contains(&(Bytes::from_static(b"earlier"), Some(now + SECOND))));
+    assert!(deadlines.contains(&(Bytes::from_static(b"later"), Some(now + 5 * SECOND))));
 }
 
 #[test]

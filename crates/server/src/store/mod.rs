@@ -327,16 +327,19 @@ impl Store {
     }
 
     /// The session fields of a session created now by `session`: the configured lifetime
-    /// applies when the write gives no absolute deadline.
+    /// (`limits.max_session_lifetime`) is the latest absolute deadline a session may have,
+    /// and the one it gets when the write gives none.
     fn created_meta<'a>(&self, session: SessionWrite<'a>, now: u64) -> Meta<'a> {
-        let default_lifetime = self.shared.default_lifetime_ms.load(Ordering::Relaxed);
+        let max_lifetime = self.shared.default_lifetime_ms.load(Ordering::Relaxed);
+        let latest = (max_lifetime > 0).then(|| now.saturating_add(max_lifetime));
         Meta {
             owner: session.owner,
             created_ms: now,
             last_access_ms: now,
-            absolute_deadline_ms: session
-                .absolute_deadline_ms
-                .or((default_lifetime > 0).then(|| now.saturating_add(default_lifetime))),
+            absolute_deadline_ms: match (session.absolute_deadline_ms, latest) {
+                (Some(asked), Some(latest)) => Some(asked.min(latest)),
+                (asked, latest) => asked.or(latest),
+            },
         }
     }
 

@@ -16,7 +16,8 @@
 //!
 //! - **Absolute lifetime.** A session may carry an absolute deadline, given at creation
 //!   ([`SessionOptions::absolute_deadline`]) or from `limits.max_session_lifetime` (which
-//!   applies to every session created, through this API or a plain SET). Every write that
+//!   applies to every session created, through this API or a plain SET, and is also the
+//!   latest deadline a creation may ask for). Every write that
 //!   moves a deadline (GET with touch, TOUCH, EXPIRE, an update) clamps it to the absolute
 //!   one, so sliding expiry never keeps a session past it. An update may shorten the
 //!   absolute deadline, never lengthen it.
