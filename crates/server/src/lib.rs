@@ -25,6 +25,9 @@
 //! - [`auth`]: the configured users and the verification of their passwords; [`access`]:
 //!   each connection's authentication state and the one table of what each role may run,
 //!   checked by both protocols before they dispatch a command.
+//! - [`metrics`]: the Prometheus metrics (one list of them, recorded where their events
+//!   happen) and the HTTP listener that serves them with the health endpoints;
+//!   [`histogram`]: the lock-free latency buckets they record into.
 //! - [`tls`]: certificates and the rustls configuration of the TLS listeners, and their
 //!   reload; the handshake is the connection layer's ([`server`]), commands never see TLS.
 //!
@@ -42,8 +45,10 @@ pub mod config;
 mod connection;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod histogram;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 mod native;
 pub mod resp;
 pub mod server;

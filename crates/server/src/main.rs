@@ -12,6 +12,7 @@ use sessiond::aof::check::{check, Verdict};
 use sessiond::aof::{Aof, AofSettings, FsyncPolicy};
 use sessiond::auth::{hash_password, Authenticator};
 use sessiond::clock::Clock;
+use sessiond::metrics::{self, export::Source, Metrics};
 use sessiond::server::{self, Context, Settings, TlsListeners};
 use sessiond::slowlog::SlowLog;
 use sessiond::stats::Stats;
@@ -56,6 +57,10 @@ struct Args {
     /// Address of the RESP (Redis protocol) listener, overriding `resp.listen`.
     #[arg(long, value_name = "ADDR", env = "SESSIOND_RESP_LISTEN")]
     resp_listen: Option<SocketAddr>,
+
+    /// Address of the metrics and health listener (HTTP), overriding `metrics.listen`.
+    #[arg(long, value_name = "ADDR", env = "SESSIOND_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 
     /// Address of the native-protocol TLS listener, overriding `server.tls_listen`.
     #[arg(long, value_name = "ADDR", env = "SESSIOND_TLS_LISTEN")]
@@ -212,6 +217,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.resp_listen {
         config.resp.listen = Some(addr);
     }
+    if let Some(addr) = args.metrics_listen {
+        config.metrics.listen = Some(addr);
+    }
     if let Some(addr) = args.tls_listen {
         config.server.tls_listen = Some(addr);
     }
@@ -246,6 +254,15 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// case every start says so.
 fn protected_mode(config: &Config) -> anyhow::Result<()> {
     for (key, addr) in config.exposed_without_auth() {
+        if key == "metrics.listen" {
+            anyhow::ensure!(
+                config.auth.allow_unauthenticated_network,
+                "refusing to serve metrics on {addr} (metrics.listen) without a token: set \
+                 metrics.token_file, bind a loopback address, or set \
+                 auth.allow_unauthenticated_network = true"
+            );
+            continue;
+        }
         if !config.auth.allow_unauthenticated_network {
             anyhow::bail!(
                 "refusing to listen on {addr} ({key}) without authentication: define users in \
@@ -281,6 +298,29 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
         None => None,
     };
     tokio::spawn(reload_on_hangup(hangup, tls.clone()));
+    // Before the replay, so that a probe can tell a long replay (503 on /health/ready)
+    // from a process that does not answer at all.
+    let metrics = Arc::new(Metrics::new(config.metrics.listen.is_some()));
+    let source = Source::new(metrics.clone());
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => {
+            let settings = metrics::http::Settings {
+                tls: tls.clone().filter(|_| config.metrics.tls),
+                token: match &config.metrics.token_file {
+                    Some(path) => Some(metrics::http::read_token(path)?),
+                    None => None,
+                },
+            };
+            let running = metrics::http::start(addr, settings, source.clone())
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
+            tracing::info!(addr = %running.addr, "metrics listening");
+            println!("metrics listening on {}", running.addr);
+            std::io::stdout().flush()?;
+            Some(running)
+        }
+        None => None,
+    };
     let data_dir = config.server.data_dir.clone();
     // Owner-only: the append-only file holds session ids, which are bearer credentials.
     let mut dir_builder = std::fs::DirBuilder::new();
@@ -292,6 +332,7 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
 
     // Replay finishes before the listener is bound: no client sees a half-loaded store.
+    let replay_started = std::time::Instant::now();
     let (store, aof) = if config.aof.enabled {
         let settings = AofSettings {
             dir: data_dir.clone(),
@@ -309,6 +350,7 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
         store.seed_versions_from_wall_clock();
         (store, None)
     };
+    metrics.replayed(replay_started.elapsed());
     // The cap applies from here on: replay above never refuses an accepted session.
     let max_memory = config.limits.max_memory.resolve();
     store
@@ -333,6 +375,7 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
             config.slowlog.threshold,
             config.slowlog.max_len,
         )),
+        metrics: metrics.clone(),
     });
     let settings = Settings {
         max_connections: config.server.max_connections,
@@ -375,6 +418,8 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
         }),
         None => None,
     };
+    // Every listener is bound: ready, before anyone can read the line below and ask.
+    source.serving(ctx.clone());
     // Scripts and tests wait for these lines (the ports may have been chosen by the OS).
     println!("listening on {addr}");
     if let Some((listener, _)) = &resp {
@@ -401,9 +446,18 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
         resp,
         tls,
     };
+    // Readiness goes first: a load balancer stops sending clients while the connections
+    // drain, and the metrics listener keeps answering until they have.
+    let shutdown = async move {
+        shutdown.await;
+        metrics.health.shutting_down();
+    };
     server::run(listeners, ctx, settings, shutdown).await;
     if let Some(aof) = aof {
         tokio::task::spawn_blocking(move || aof.close()).await?;
+    }
+    if let Some(running) = metrics_listener {
+        running.stop().await;
     }
     tracing::info!("stopped");
     Ok(())

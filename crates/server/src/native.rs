@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use sessiond_proto::{
-    unsolicited, FrameError, Inbound, Limits, ResponseFrame, ServerCodec, Status,
+    unsolicited, FrameError, Inbound, Limits, Opcode, ResponseFrame, ServerCodec, Status,
 };
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
@@ -15,6 +15,7 @@ use tracing::debug;
 use crate::access::Access;
 use crate::aof::PersistenceError;
 use crate::cmd;
+use crate::metrics::{Outcome, RequestTag};
 use crate::server::{Answer, Context, Protocol};
 use crate::stats::Stats;
 
@@ -50,13 +51,16 @@ impl Protocol for Native {
                     mutated: false,
                     close: true,
                     delay: None,
+                    tag: RequestTag::native(u8::MAX, "unknown", Outcome::Error, 0),
                 });
             }
         };
         Stats::bump(&ctx.stats.requests_total);
         Some(match item {
             Inbound::Request(frame) => {
+                let (opcode, key_len) = (frame.opcode, frame.key.len());
                 let outcome = cmd::execute(frame, ctx, &mut self.access);
+                let tag = tag(opcode, key_len, outcome.response.status);
                 // `AUTH` may have just lifted the unauthenticated limit.
                 self.codec
                     .set_unauthenticated(!self.access.is_authenticated());
@@ -65,6 +69,7 @@ impl Protocol for Native {
                     mutated: outcome.mutated,
                     close: outcome.close,
                     delay: outcome.delay,
+                    tag,
                 }
             }
             Inbound::Rejected(rejection) => {
@@ -75,8 +80,10 @@ impl Protocol for Native {
                 if close {
                     debug!("oversized frame before authentication; closing");
                 }
+                let response = rejection.to_response();
                 Answer {
-                    response: Some(rejection.to_response()),
+                    tag: tag(response.opcode, 0, response.status),
+                    response: Some(response),
                     mutated: false,
                     close,
                     delay: None,
@@ -129,6 +136,36 @@ impl Protocol for Native {
     fn shutting_down_message() -> Option<Vec<u8>> {
         Some(encoded(&unsolicited::shutting_down()))
     }
+}
+
+/// What the metrics and the slow log record of a request: its command and what its status
+/// says about it (PROTOCOL.md's status codes map one to one onto outcomes).
+fn tag(opcode: u8, key_len: usize, status: u16) -> RequestTag {
+    let op = Opcode::from_u8(opcode);
+    let outcome = match (Status::from_u16(status), op) {
+        (Some(Status::Ok), Some(Opcode::Get | Opcode::Touch)) => Outcome::Hit,
+        (Some(Status::Ok), Some(Opcode::Set | Opcode::SetSession)) => Outcome::Stored,
+        (Some(Status::Ok), Some(Opcode::Del)) => Outcome::Deleted,
+        (Some(Status::Ok), _) => Outcome::Ok,
+        (Some(Status::NotFound), _) => Outcome::Miss,
+        (Some(Status::Exists), _) => Outcome::Exists,
+        (Some(Status::VersionMismatch), _) => Outcome::VersionMismatch,
+        (Some(Status::AuthRequired | Status::AuthFailed | Status::NoPermission), _) => {
+            Outcome::Denied
+        }
+        (
+            Some(
+                Status::OutOfMemory
+                | Status::OwnerLimit
+                | Status::PersistenceFailed
+                | Status::Busy
+                | Status::ShuttingDown,
+            ),
+            _,
+        ) => Outcome::Refused,
+        _ => Outcome::Error,
+    };
+    RequestTag::native(opcode, op.map_or("unknown", Opcode::name), outcome, key_len)
 }
 
 fn encoded(frame: &ResponseFrame) -> Vec<u8> {

@@ -40,10 +40,11 @@ use crate::aof::{Aof, FsyncPolicy, PersistenceError};
 use crate::auth::Authenticator;
 use crate::connection::{Connection, Stream, WriteTimeout, FLUSH_THRESHOLD};
 use crate::memory::Part;
+use crate::metrics::{self, Metrics, Rejection, RequestTag};
 use crate::native::Native;
 use crate::resp::{self, Resp};
 use crate::shutdown::Shutdown;
-use crate::slowlog::SlowLog;
+use crate::slowlog::{SlowEntry, SlowLog};
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::tls::Tls;
@@ -67,12 +68,20 @@ pub struct Context {
     pub auth: Arc<Authenticator>,
     /// The last requests slower than `slowlog.threshold`, for `SLOWLOG`.
     pub slowlog: Arc<SlowLog>,
+    /// What the metrics listener exports beyond `stats`: per-request counts and latencies
+    /// (recorded here, in [`Handler::answer_buffered`]) and connections per listener.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
     /// Whether writes must be refused because they cannot be persisted.
     pub(crate) fn refuse_writes(&self) -> bool {
         self.aof.as_ref().is_some_and(Aof::is_failed)
+    }
+
+    /// Whether requests are timed: for the metrics, or for the slow log.
+    fn timing(&self) -> bool {
+        self.metrics.requests.is_some() || self.slowlog.threshold().is_some()
     }
 
     /// The AOF, if responses to writes must wait for its fsync.
@@ -138,6 +147,8 @@ pub(crate) struct Answer<R> {
     pub(crate) mutated: bool,
     pub(crate) close: bool,
     pub(crate) delay: Option<Duration>,
+    /// The request's command and outcome, for the metrics and the slow log.
+    pub(crate) tag: RequestTag,
 }
 
 /// One wire protocol's half of a connection: decoding requests, applying them to the store,
@@ -221,18 +232,24 @@ pub async fn run(
         Some(t) => (Some(t.tls), t.native, t.resp),
         None => (None, None, None),
     };
-    let native_plain = server.accept(native, None, move |access| Native::new(limits, access));
+    let native_plain = server.accept(native, None, metrics::Listener::Native, move |access| {
+        Native::new(limits, access)
+    });
     let native_tls = async {
         let Some(listener) = native_tls else {
             return std::future::pending().await;
         };
         server
-            .accept(listener, tls.clone(), move |access| {
-                Native::new(limits, access)
-            })
+            .accept(
+                listener,
+                tls.clone(),
+                metrics::Listener::NativeTls,
+                move |access| Native::new(limits, access),
+            )
             .await
     };
     let serve_resp = |listener: Option<(TcpListener, resp::Settings)>, tls: Option<Arc<Tls>>| {
+        let which = metrics::Listener::of(metrics::Protocol::Resp, tls.is_some());
         let server = &server;
         async move {
             let Some((listener, resp_settings)) = listener else {
@@ -241,7 +258,7 @@ pub async fn run(
             let port = listener.local_addr().map_or(0, |a| a.port());
             let shared = resp::Shared::new(resp_settings, limits, port, settings.max_connections);
             server
-                .accept(listener, tls, move |access| {
+                .accept(listener, tls, which, move |access| {
                     Resp::new(shared.clone(), access)
                 })
                 .await
@@ -290,12 +307,13 @@ impl Listener {
     /// Accepts on `listener` forever, serving each connection with a fresh protocol state
     /// from `new_protocol` (given the connection's access state: who it is authenticated
     /// as, which is nobody yet when the server requires authentication), over TLS if `tls`
-    /// is set. Accept errors (e.g. out of file
+    /// is set; `which` names the listener in the metrics. Accept errors (e.g. out of file
     /// descriptors) are logged and retried with a backoff instead of ending the server.
     async fn accept<P: Protocol>(
         &self,
         listener: TcpListener,
         tls: Option<Arc<Tls>>,
+        which: metrics::Listener,
         new_protocol: impl Fn(Access) -> P,
     ) {
         let mut backoff = Duration::from_millis(10);
@@ -313,6 +331,7 @@ impl Listener {
                 }
             };
             Stats::bump(&self.ctx.stats.connections_total);
+            self.ctx.metrics.connections.accepted(which);
             // Responses are batched by the handler, so Nagle's algorithm would only add delay.
             let _ = socket.set_nodelay(true);
             // Taken now, so that a reload after this accept does not change the certificate
@@ -337,11 +356,15 @@ impl Listener {
                         slot
                     }
                     Err(refusal) => {
-                        let counter = match refusal {
-                            Refusal::Full => &ctx.stats.connections_rejected,
-                            Refusal::PerAddress => &ctx.stats.connections_rejected_per_address,
+                        let (counter, reason) = match refusal {
+                            Refusal::Full => (&ctx.stats.connections_rejected, Rejection::Limit),
+                            Refusal::PerAddress => (
+                                &ctx.stats.connections_rejected_per_address,
+                                Rejection::PerAddress,
+                            ),
                         };
                         Stats::bump(counter);
+                        ctx.metrics.connections.rejected(which, reason);
                         warn!(%peer, ?refusal, "connection limit reached; refusing connection");
                         // A TLS client could not read a plaintext message, and a handshake
                         // only to say "busy" would spend the CPU an overloaded server lacks:
@@ -355,6 +378,7 @@ impl Listener {
                 ctx.stats
                     .connections_current
                     .fetch_add(1, Ordering::Relaxed);
+                ctx.metrics.connections.open(which, true);
                 let stream = match acceptor {
                     None => Some(Stream::Plain(socket)),
                     Some(acceptor) => handshake(acceptor, socket, peer, &mut shutdown).await,
@@ -369,6 +393,8 @@ impl Listener {
                         protocol,
                         ctx: ctx.clone(),
                         slot,
+                        peer,
+                        listener: which,
                         last_read: Instant::now(),
                         idle_timeout,
                         frame_timeout,
@@ -382,6 +408,9 @@ impl Listener {
                     if let Err(e) = handler.run().await {
                         if WriteTimeout::is(&e) {
                             Stats::bump(&ctx.stats.write_timeouts);
+                            ctx.metrics
+                                .connections
+                                .rejected(which, Rejection::SlowReader);
                             info!(%peer, error = %e, "closing a connection that does not read");
                         } else {
                             debug!(%peer, error = %e, "connection error");
@@ -390,10 +419,14 @@ impl Listener {
                     debug!(%peer, "connection closed");
                 } else {
                     debug!(%peer, "TLS handshake did not complete; connection closed");
+                    ctx.metrics
+                        .connections
+                        .rejected(which, Rejection::TlsHandshake);
                 }
                 ctx.stats
                     .connections_current
                     .fetch_sub(1, Ordering::Relaxed);
+                ctx.metrics.connections.open(which, false);
             });
         }
     }
@@ -447,6 +480,10 @@ struct Handler<P: Protocol> {
     /// This connection's place in the connection table, given back when the handler is
     /// dropped.
     slot: Slot,
+    /// The client's address, for the slow log.
+    peer: SocketAddr,
+    /// The listener it came in on, for the metrics.
+    listener: metrics::Listener,
     /// When the last read brought bytes: the start of the idle period, of a partial
     /// request, and the time of the requests answered next.
     last_read: Instant,
@@ -510,6 +547,7 @@ impl<P: Protocol> Handler<P> {
                 () = self.shutdown.recv() => {}
                 () = self.slot.displaced() => {
                     debug!("displaced by a new connection while the table is full; closing");
+                    self.rejected(Rejection::Displaced);
                     return Ok(());
                 }
                 () = &mut frame => {
@@ -519,6 +557,7 @@ impl<P: Protocol> Handler<P> {
                         Some(started) if now >= started + timeout => {
                             debug!("request not completed within frame_timeout; closing");
                             Stats::bump(&self.ctx.stats.frame_timeouts);
+                            self.rejected(Rejection::FrameTimeout);
                             return Ok(());
                         }
                         Some(started) => frame.as_mut().reset(started + timeout),
@@ -530,6 +569,7 @@ impl<P: Protocol> Handler<P> {
                     // peer that never speaks gets nothing at all.
                     debug!("not authenticated by auth.timeout; closing");
                     Stats::bump(&self.ctx.stats.auth_timeouts);
+                    self.rejected(Rejection::Auth);
                     return Ok(());
                 }
                 () = &mut idle => {
@@ -562,6 +602,7 @@ impl<P: Protocol> Handler<P> {
                 if read == 0 {
                     break;
                 }
+                self.last_read = Instant::now();
                 arrived -= read;
                 if self.answer_buffered().await?.1 {
                     self.connection.flush().await?;
@@ -588,15 +629,31 @@ impl<P: Protocol> Handler<P> {
         }
     }
 
+    fn rejected(&self, reason: Rejection) {
+        self.ctx.metrics.connections.rejected(self.listener, reason);
+    }
+
     /// Answers every complete request in the read buffer. Returns whether any request was
     /// answered, and whether the connection must be closed after the queued responses are
     /// sent.
+    ///
+    /// This is where every request is timed, for the metrics and the slow log: one clock
+    /// reading as each answer is ready, the request's time being the time since the one
+    /// before it (or since its bytes were read, for the first of a batch). That is one
+    /// reading per request, and none at all when neither wants them.
     async fn answer_buffered(&mut self) -> io::Result<(bool, bool)> {
         let mut answered = false;
         let mut close = false;
+        let timing = self.ctx.timing();
+        let mut started = self.last_read.into_std();
         self.protocol
             .prefetch(self.connection.read_buf(), &self.ctx);
         while let Some(answer) = self.protocol.next(self.connection.read_buf(), &self.ctx) {
+            if timing {
+                let now = std::time::Instant::now();
+                self.timed(answer.tag, now.saturating_duration_since(started));
+                started = now;
+            }
             if !answered {
                 // Before any response can reach the client: a client that has seen an answer
                 // and opens another connection must find this one counted as served, or a
@@ -609,6 +666,7 @@ impl<P: Protocol> Handler<P> {
                 self.release_held().await;
                 self.connection.flush().await?;
                 time::sleep(delay).await;
+                started = std::time::Instant::now();
             }
             if let Some(response) = answer.response {
                 self.respond(response, answer.mutated);
@@ -620,10 +678,31 @@ impl<P: Protocol> Handler<P> {
             if self.connection.queued() + self.held_bytes >= FLUSH_THRESHOLD {
                 self.release_held().await;
                 self.connection.flush().await?;
+                if timing {
+                    // Not the next request's time: waiting for the client to read.
+                    started = std::time::Instant::now();
+                }
             }
         }
         self.release_held().await;
         Ok((answered, close))
+    }
+
+    /// Records a request that took `took`.
+    fn timed(&self, tag: RequestTag, took: Duration) {
+        if let Some(requests) = &self.ctx.metrics.requests {
+            requests.record(tag, crate::histogram::nanos(took));
+        }
+        if self.ctx.slowlog.threshold().is_some_and(|t| took >= t) {
+            self.ctx.slowlog.record(SlowEntry {
+                command: tag.command,
+                protocol: tag.protocol.name(),
+                key_len: tag.key_len,
+                duration: took,
+                client: self.peer,
+                unix_ms: self.ctx.store.clock().now_ms(),
+            });
+        }
     }
 
     /// Queues a response, or holds it back until the AOF has synced the batch when the

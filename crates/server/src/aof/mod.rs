@@ -40,6 +40,7 @@ pub mod reader;
 pub mod record;
 pub mod replay;
 pub mod rewrite;
+pub mod timings;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -219,6 +220,8 @@ struct Shared {
     rewrites: AtomicU64,
     /// Failed writes or fsyncs, for STATS.
     write_errors: AtomicU64,
+    /// Fsync and rewrite durations, for the metrics.
+    timings: timings::Timings,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -253,6 +256,7 @@ impl Aof {
             file_len: AtomicU64::new(file_len),
             rewrites: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            timings: timings::Timings::default(),
             writer: Mutex::new(None),
         });
         let aof = Aof { shared };
@@ -357,6 +361,11 @@ impl Aof {
     /// Failed writes or fsyncs since start.
     pub fn write_errors(&self) -> u64 {
         self.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// How long fsyncs and rewrites take.
+    pub fn timings(&self) -> &timings::Timings {
+        &self.shared.timings
     }
 
     /// Writes out and fsyncs everything recorded, then stops the writer. Called once, at

@@ -266,8 +266,10 @@ impl Writer {
             // Never again on a file that failed: a later success would prove nothing.
             return false;
         }
+        let started = Instant::now();
         match self.file.sync_data() {
             Ok(()) => {
+                self.aof.shared.timings.fsynced(started);
                 self.dirty = false;
                 self.last_fsync = Instant::now();
                 true

@@ -41,6 +41,7 @@ use tracing::debug;
 
 use crate::access::Access;
 use crate::aof::PersistenceError;
+use crate::metrics::{self, RequestTag};
 use crate::server::{Answer, Context, Protocol};
 use crate::stats::Stats;
 use cmd::Client;
@@ -61,6 +62,11 @@ pub struct Settings {
     pub allow_flush: bool,
     /// Largest reply a multi-key command may build, in bytes (`[resp] max_reply_bytes`).
     pub max_reply_bytes: usize,
+}
+
+/// The name of entry `index` of the command table (the metrics' `command` label).
+pub(crate) fn command_name(index: usize) -> Option<&'static str> {
+    cmd::command_name(index)
 }
 
 /// What every RESP connection shares.
@@ -176,20 +182,25 @@ impl Protocol for Resp {
                     mutated: false,
                     close: true,
                     delay: None,
+                    tag: RequestTag::resp(None, "unknown", metrics::Outcome::Error, 0),
                 });
             }
         };
         Stats::bump(&ctx.stats.requests_total);
-        let outcome = match decoded {
+        let (outcome, tag) = match decoded {
             Decoded::Command(args) => cmd::execute(args, ctx, &self.shared, &mut self.client),
             Decoded::TooLarge(reason) => {
                 Stats::bump(&ctx.stats.protocol_errors);
-                cmd::Outcome {
+                let outcome = cmd::Outcome {
                     value: Some(self.shared.too_large(reason)),
                     mutated: false,
                     close: false,
                     delay: None,
-                }
+                };
+                (
+                    outcome,
+                    RequestTag::resp(None, "unknown", metrics::Outcome::Error, 0),
+                )
             }
         };
         // `AUTH` may have just lifted the unauthenticated limits.
@@ -200,6 +211,7 @@ impl Protocol for Resp {
             mutated: outcome.mutated,
             close: outcome.close,
             delay: outcome.delay,
+            tag,
         })
     }
 

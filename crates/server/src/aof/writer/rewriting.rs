@@ -67,6 +67,7 @@ impl Writer {
         // The side buffer starts before the snapshot reads anything, so every write the
         // snapshot might miss is in it.
         lock(&self.aof.shared.pending).rewrite = RewriteTail::Collecting(Vec::new());
+        self.aof.shared.timings.rewrite_started();
         let (tx, rx) = mpsc::channel();
         let dir = self.settings.dir.clone();
         let store = self.store.clone();
@@ -137,6 +138,7 @@ impl Writer {
                 self.base_len = snapshot_len;
                 self.compact_not_before = None;
                 self.aof.shared.rewrites.fetch_add(1, Ordering::Relaxed);
+                self.aof.shared.timings.rewrite_ended(true);
                 let recovered = self.failed();
                 if recovered {
                     self.recovered();
@@ -182,6 +184,7 @@ impl Writer {
         self.file_len = len;
         self.dirty = false;
         self.last_fsync = Instant::now();
+        self.aof.shared.timings.synced_now();
         self.aof.shared.file_len.store(len, Ordering::Relaxed);
     }
 
@@ -189,6 +192,7 @@ impl Writer {
     /// compaction is tried again once the file has grown by the percentage again; a recovery
     /// after the usual delay (its snapshot will include everything in memory).
     pub(super) fn abandon_rewrite(&mut self) {
+        self.aof.shared.timings.rewrite_ended(false);
         let _ = std::fs::remove_file(self.settings.dir.join(REWRITE_FILE_NAME));
         warn!(
             limit = MAX_REWRITE_TAIL_BYTES,
@@ -203,6 +207,7 @@ impl Writer {
     }
 
     pub(super) fn rewrite_failed(&mut self, e: io::Error) {
+        self.aof.shared.timings.rewrite_ended(false);
         lock(&self.aof.shared.pending).rewrite = RewriteTail::Off;
         let _ = std::fs::remove_file(self.settings.dir.join(REWRITE_FILE_NAME));
         self.aof.shared.write_errors.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,7 @@ use super::decode::parse_i64;
 use super::frame::{Value, Version};
 use super::Shared;
 use crate::access::{Access, Category, Denied};
+use crate::metrics::{self, RequestTag};
 use crate::server::Context;
 
 /// What a command produced.
@@ -175,14 +176,91 @@ fn unknown_subcommand(sub: &[u8], name: &str) -> Value {
     ))
 }
 
-/// Runs one command for `client`.
+/// Runs one command for `client`, and says what the metrics and the slow log record of it.
 pub(super) fn execute(
     args: Vec<Bytes>,
     ctx: &Context,
     shared: &Shared,
     client: &mut Client,
+) -> (Outcome, RequestTag) {
+    let found = find(&args[0]);
+    let spec = found.map(|(_, spec)| spec);
+    let key_len = spec.map_or(0, |spec| key_len(spec, &args));
+    let outcome = run(spec, args, ctx, shared, client);
+    let tag = RequestTag::resp(
+        found.map(|(index, _)| index),
+        spec.map_or("unknown", |spec| spec.name),
+        classify(spec, outcome.value.as_ref()),
+        key_len,
+    );
+    (outcome, tag)
+}
+
+/// The total length of a command's keys (for the slow log, which never keeps the keys).
+fn key_len(spec: &Spec, args: &[Bytes]) -> usize {
+    let (first, last, step) = spec.keys;
+    if first <= 0 || step <= 0 {
+        return 0;
+    }
+    let last = if last < 0 {
+        args.len() as i64 + last
+    } else {
+        last
+    };
+    (first..=last)
+        .step_by(step as usize)
+        .filter_map(|i| args.get(i as usize))
+        .map(Bytes::len)
+        .sum()
+}
+
+/// The metrics' outcome of a reply: what Redis's reply types say about a session command.
+fn classify(spec: Option<&Spec>, reply: Option<&Value>) -> metrics::Outcome {
+    use metrics::Outcome as O;
+    let (Some(spec), Some(reply)) = (spec, reply) else {
+        return O::Error;
+    };
+    match reply {
+        Value::Error(e)
+            if ["NOAUTH", "NOPERM", "WRONGPASS"]
+                .iter()
+                .any(|p| e.starts_with(p)) =>
+        {
+            O::Denied
+        }
+        Value::Error(e) if e.starts_with("OOM") || e.starts_with("MISCONF") => O::Refused,
+        Value::Error(_) => O::Error,
+        // A missing key, or a SET whose NX/XX condition did not hold.
+        Value::Null => O::Miss,
+        _ => match (spec.name, reply) {
+            ("ttl" | "pttl", Value::Integer(-2)) => O::Miss,
+            ("get" | "getex" | "mget" | "ttl" | "pttl", _) => O::Hit,
+            ("set" | "setex" | "psetex", _) => O::Stored,
+            ("getdel", _) => O::Deleted,
+            (
+                "del" | "unlink" | "exists" | "expire" | "pexpire" | "expireat" | "pexpireat",
+                Value::Integer(0),
+            ) => O::Miss,
+            ("del" | "unlink", _) => O::Deleted,
+            ("exists" | "expire" | "pexpire" | "expireat" | "pexpireat", _) => O::Hit,
+            _ => O::Ok,
+        },
+    }
+}
+
+/// The name of entry `index` of [`COMMANDS`], for the metrics' `command` label.
+pub(super) fn command_name(index: usize) -> Option<&'static str> {
+    COMMANDS.get(index).map(|spec| spec.name)
+}
+
+fn run(
+    spec: Option<&'static Spec>,
+    args: Vec<Bytes>,
+    ctx: &Context,
+    shared: &Shared,
+    client: &mut Client,
 ) -> Outcome {
-    let Some(spec) = lookup(&args[0]) else {
+    let Some(spec) = spec else {
         // Browsers can be made to send HTTP to any port. Redis closes the connection on
         // `POST` and `Host:` lines rather than run what follows them; so do we.
         if is(&args[0], "post") || is(&args[0], "host:") {
@@ -231,9 +309,15 @@ pub(super) fn execute(
 
 /// The command named `name` (any case).
 fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    find(name).map(|(_, spec)| spec)
+}
+
+/// The command named `name` (any case), and its place in [`COMMANDS`].
+fn find(name: &[u8]) -> Option<(usize, &'static Spec)> {
     COMMANDS
         .iter()
-        .find(|spec| spec.name.len() == name.len() && is(name, spec.name))
+        .enumerate()
+        .find(|(_, spec)| spec.name.len() == name.len() && is(name, spec.name))
 }
 
 /// What `COMMAND DOCS` says about an argument (enough for `redis-cli`'s hints).
