@@ -116,10 +116,10 @@ fn status(reply: &ResponseFrame) -> Status {
 struct Row {
     user: Option<&'static str>,
     native: [bool; 11],
-    resp: [bool; 13],
+    resp: [bool; 15],
 }
 
-const RESP_CMDS: [&[&str]; 13] = [
+const RESP_CMDS: [&[&str]; 15] = [
     &["PING"],
     &["GET", "k"],
     &["SET", "k", "v"],
@@ -133,6 +133,8 @@ const RESP_CMDS: [&[&str]; 13] = [
     &["FLUSHDB"],
     &["SELECT", "0"],
     &["CLIENT", "ID"],
+    &["SESSIOND.SET", "k", "v", "OWNER", "u"],
+    &["SESSIOND.SESSIONS", "u"],
 ];
 
 const TABLE: [Row; 4] = [
@@ -142,10 +144,10 @@ const TABLE: [Row; 4] = [
         native: [
             true, true, false, false, false, false, false, false, false, false, false,
         ],
-        //     PING  GET    SET    EXPIRE TTL    DEL    INFO   SCAN   DBSIZE CONFIG FLUSH  SELECT CLIENT
+        //     PING  GET    SET    EXPIRE TTL    DEL    INFO   SCAN   DBSIZE CONFIG FLUSH  SELECT CLIENT S.SET S.SESSIONS
         resp: [
             true, false, false, false, false, false, false, false, false, false, false, false,
-            false,
+            false, false, false,
         ],
     },
     Row {
@@ -155,6 +157,7 @@ const TABLE: [Row; 4] = [
         ],
         resp: [
             true, true, true, true, true, true, false, false, false, false, false, true, true,
+            true, true,
         ],
     },
     Row {
@@ -164,12 +167,13 @@ const TABLE: [Row; 4] = [
         ],
         resp: [
             true, false, false, false, false, false, true, false, false, false, false, true, true,
+            false, false,
         ],
     },
     Row {
         user: Some("admin"),
         native: [true; 11],
-        resp: [true; 13],
+        resp: [true; 15],
     },
 ];
 

@@ -749,6 +749,37 @@ async fn send_example(stream: &mut TcpStream, request: &[u8]) -> Vec<u8> {
     read_frame(stream).await
 }
 
+/// A `LIST_SESSIONS` reply with the times of each session (PROTOCOL.md 5.11: they depend on
+/// when the example runs) checked to be consistent and then taken from the example.
+fn align_session_list(got: &[u8], example: &[u8]) -> Vec<u8> {
+    use sessiond_proto::command::SessionList;
+    let parse = |frame: &[u8]| {
+        let frame = ClientCodec::new().decode(&mut BytesMut::from(frame));
+        SessionList::from_frame(&frame.expect("a frame").expect("a whole frame"))
+            .expect("LIST_SESSIONS")
+    };
+    let (mut server, spec) = (parse(got), parse(example));
+    assert_eq!(server.sessions.len(), spec.sessions.len(), "{server:?}");
+    for (s, e) in server.sessions.iter_mut().zip(&spec.sessions) {
+        assert!((1_700_000..=1_800_000).contains(&s.ttl_ms), "{s:?}");
+        assert!(s.last_access_ms >= s.created_ms, "{s:?}");
+        let lifetime = e.deadline_ms.map(|d| d - e.created_ms);
+        let got_lifetime = s.deadline_ms.map(|d| d.saturating_sub(s.created_ms));
+        assert!(
+            got_lifetime
+                .zip(lifetime)
+                .is_some_and(|(g, l)| g.abs_diff(l) <= 5),
+            "{s:?}"
+        );
+        (s.created_ms, s.last_access_ms) = (e.created_ms, e.last_access_ms);
+        (s.ttl_ms, s.deadline_ms) = (e.ttl_ms, e.deadline_ms);
+    }
+    let opaque = u32::from_be_bytes(example[4..8].try_into().expect("4 bytes"));
+    let mut aligned = Vec::new();
+    server.to_frame(opaque).encode(&mut aligned);
+    aligned
+}
+
 /// The server's response with what depends on timing made equal to the example: a plain
 /// `GET` hit's remaining TTL (checked to be plausible), and [`VARYING_STATS`].
 fn align_with_example(request: &[u8], got: &[u8], example: &[u8]) -> Vec<u8> {
@@ -758,6 +789,9 @@ fn align_with_example(request: &[u8], got: &[u8], example: &[u8]) -> Vec<u8> {
         let ttl = u64::from_be_bytes(got[24..32].try_into().expect("8 bytes"));
         assert!((1_700_000..=1_800_000).contains(&ttl), "GET ttl_ms {ttl}");
         got[24..32].copy_from_slice(&example[24..32]);
+    }
+    if opcode == u8::from(Opcode::ListSessions) && status == 0 {
+        return align_session_list(&got, example);
     }
     if opcode == u8::from(Opcode::Stats) && status == 0 {
         let parse = |frame: &[u8]| {

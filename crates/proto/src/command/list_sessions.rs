@@ -140,7 +140,18 @@ pub struct SessionList {
 impl SessionList {
     /// The list of an owner's `sessions` (in any order) that fits `max_bytes` of reply value
     /// and `max_sessions` (0: no count limit): the most recently used first, ties by key.
-    pub fn fitting(mut sessions: Vec<SessionInfo>, max_sessions: u32, max_bytes: usize) -> Self {
+    pub fn fitting(sessions: Vec<SessionInfo>, max_sessions: u32, max_bytes: usize) -> Self {
+        Self::fitting_by(sessions, max_sessions, max_bytes, SessionInfo::encoded_len)
+    }
+
+    /// [`SessionList::fitting`] for a reply that encodes each session in `cost(session)`
+    /// bytes (another protocol's encoding).
+    pub fn fitting_by(
+        mut sessions: Vec<SessionInfo>,
+        max_sessions: u32,
+        max_bytes: usize,
+        cost: impl Fn(&SessionInfo) -> usize,
+    ) -> Self {
         let total = sessions.len() as u64;
         sessions.sort_unstable_by(|a, b| {
             b.last_access_ms
@@ -156,7 +167,7 @@ impl SessionList {
             .iter()
             .take(max_count)
             .take_while(|s| {
-                used += s.encoded_len();
+                used = used.saturating_add(cost(s));
                 used <= max_bytes
             })
             .count();

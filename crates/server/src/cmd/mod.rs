@@ -7,10 +7,15 @@
 
 mod auth;
 mod del;
+mod end_all;
 mod get;
 mod hello;
+mod list_sessions;
+pub(crate) mod owner;
 mod ping;
+mod rotate;
 mod set;
+mod set_session;
 mod stats;
 mod touch;
 
@@ -89,6 +94,18 @@ fn refused(opcode: Opcode, opaque: u32) -> Outcome {
     ))
 }
 
+/// The answer to a write that would create or grow an entry while memory is at its limit.
+fn out_of_memory(opcode: Opcode, opaque: u32) -> ResponseFrame {
+    // Counted in STATS memory_refused, by the store.
+    ResponseFrame::error(
+        opcode.into(),
+        opaque,
+        Status::OutOfMemory,
+        "the server's memory is at limits.max_memory: sessions cannot be created or \
+         grown until others are deleted or expire",
+    )
+}
+
 /// Checks that the connection may run `frame`'s opcode, then parses and applies it. Before
 /// authentication an undefined opcode is answered `AUTH_REQUIRED` like any other that is
 /// not a handshake: an unauthenticated client learns nothing about the server.
@@ -136,14 +153,9 @@ pub(crate) fn execute(frame: RequestFrame, ctx: &Context, access: &mut Access) -
         Request::Del(cmd) => del::apply(cmd, opaque, ctx),
         Request::Stats(cmd) => Outcome::reply(stats::apply(cmd, opaque, ctx)),
         Request::Auth(cmd) => auth::apply(cmd, opaque, ctx, access),
-        Request::SetSession(_)
-        | Request::ListSessions(_)
-        | Request::EndAll(_)
-        | Request::Rotate(_) => Outcome::reply(ResponseFrame::error(
-            opcode,
-            opaque,
-            Status::UnknownOpcode,
-            format!("unknown opcode 0x{opcode:02x}"),
-        )),
+        Request::SetSession(cmd) => set_session::apply(cmd, opaque, ctx),
+        Request::ListSessions(cmd) => list_sessions::apply(cmd, opaque, ctx),
+        Request::EndAll(cmd) => end_all::apply(cmd, opaque, ctx),
+        Request::Rotate(cmd) => rotate::apply(cmd, opaque, ctx),
     }
 }

@@ -1,7 +1,7 @@
 //! `SET`: write under one of the four modes, held to the memory limit.
 
 use sessiond_proto::command::{Set, SetOutcome};
-use sessiond_proto::{Opcode, ResponseFrame, Status};
+use sessiond_proto::Opcode;
 
 use super::Outcome;
 use crate::server::Context;
@@ -14,14 +14,7 @@ pub(super) fn apply(cmd: Set, opaque: u32, ctx: &Context) -> Outcome {
         .store
         .set_limited(&cmd.key, &cmd.value, expiry, cmd.mode, None)
     else {
-        // Counted in STATS memory_refused, by the store.
-        return Outcome::reply(ResponseFrame::error(
-            Opcode::Set.into(),
-            opaque,
-            Status::OutOfMemory,
-            "the server's memory is at limits.max_memory: sessions cannot be created or \
-             grown until others are deleted or expire",
-        ));
+        return Outcome::reply(super::out_of_memory(Opcode::Set, opaque));
     };
     Stats::bump(match outcome {
         SetOutcome::Stored { .. } => &ctx.stats.set_stored,

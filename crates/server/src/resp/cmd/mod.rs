@@ -16,6 +16,7 @@
 mod connection;
 mod keys;
 mod server;
+mod sessiond;
 mod strings;
 
 use bytes::Bytes;
@@ -290,8 +291,9 @@ fn run(
             )))
         }
     }
-    // DEL and UNLINK are logouts: they run even then, and answer the error themselves.
-    let deletes = matches!(spec.name, "del" | "unlink");
+    // DEL, UNLINK and SESSIOND.ENDALL are logouts: they run even then, and answer the
+    // error themselves.
+    let deletes = matches!(spec.name, "del" | "unlink" | "sessiond.endall");
     if spec.has_flag("write") && !deletes && ctx.refuse_writes() {
         return Outcome::reply(Value::error(
             "MISCONF Errors writing to the AOF file: writes are refused until sessiond can \
@@ -950,7 +952,96 @@ pub(super) static COMMANDS: &[Spec] = &[
         .optional()],
         run: server::command,
     },
+    Spec {
+        name: "sessiond.set",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, 1, 1),
+        category: Category::Session,
+        group: "string",
+        since: "7.2.0",
+        summary: "sessiond: SET with an owner, an absolute lifetime and a limit on the owner's sessions. Replies [version, ended].",
+        args: &[
+            KEY,
+            VALUE,
+            arg(
+                "condition",
+                ArgKind::OneOf(&[
+                    flag("nx", "NX"),
+                    flag("xx", "XX"),
+                    token("version", "IFVERSION", ArgKind::Integer),
+                ]),
+            )
+            .optional(),
+            arg(
+                "expiration",
+                ArgKind::OneOf(&[
+                    token("seconds", "EX", ArgKind::Integer),
+                    token("milliseconds", "PX", ArgKind::Integer),
+                ]),
+            )
+            .optional(),
+            OWNER.optional(),
+            token("milliseconds", "LIFETIME", ArgKind::Integer).optional(),
+            OWNER_LIMIT,
+        ],
+        run: sessiond::set,
+    },
+    Spec {
+        name: "sessiond.sessions",
+        arity: -2,
+        flags: &["readonly"],
+        keys: (0, 0, 0),
+        category: Category::Owner,
+        group: "generic",
+        since: "7.2.0",
+        summary: "sessiond: the live sessions of an owner, most recently used first.",
+        args: &[
+            arg("owner", ArgKind::String),
+            token("count", "COUNT", ArgKind::Integer).optional(),
+        ],
+        run: sessiond::sessions,
+    },
+    Spec {
+        name: "sessiond.endall",
+        arity: -2,
+        flags: &["write"],
+        keys: (0, 0, 0),
+        category: Category::Owner,
+        group: "generic",
+        since: "7.2.0",
+        summary: "sessiond: ends every session of an owner, or all but one. Replies how many ended.",
+        args: &[
+            arg("owner", ArgKind::String),
+            token("key", "EXCEPT", ArgKind::Key).optional(),
+        ],
+        run: sessiond::end_all,
+    },
+    Spec {
+        name: "sessiond.rotate",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, 2, 1),
+        category: Category::Session,
+        group: "generic",
+        since: "7.2.0",
+        summary: "sessiond: moves a session to a new key in one step, optionally binding an owner. Replies [version, ended].",
+        args: &[
+            KEY,
+            arg("newkey", ArgKind::Key),
+            token("version", "IFVERSION", ArgKind::Integer).optional(),
+            OWNER.optional(),
+            OWNER_LIMIT,
+        ],
+        run: sessiond::rotate,
+    },
 ];
+
+/// `OWNER owner`, for the sessiond commands.
+const OWNER: ArgDoc = token("owner", "OWNER", ArgKind::String);
+
+/// `LIMIT n [REFUSE | ENDLRU]`, for the sessiond commands.
+const OWNER_LIMIT: ArgDoc = token("limit", "LIMIT", ArgKind::Integer).optional();
 
 const FLUSH_MODE: ArgDoc = arg(
     "flush-type",

@@ -140,7 +140,7 @@ fn deadline(call: &Call<'_>, unit: Unit, arg: &[u8], name: &str) -> Result<u64> 
 }
 
 /// Refuses a value over `limits.max_value_bytes`.
-fn check_value(call: &Call<'_>, value: &[u8]) -> Result<()> {
+pub(super) fn check_value(call: &Call<'_>, value: &[u8]) -> Result<()> {
     let max = call.ctx.limits.max_value_len as usize;
     if value.len() > max {
         return Err(Value::error(format!(
