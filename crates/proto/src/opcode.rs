@@ -51,9 +51,10 @@ impl Opcode {
         Opcode::Rotate,
     ];
 
-    /// The opcode for a wire byte, or `None` if the byte is not a defined opcode.
+    /// The opcode for a wire byte, or `None` if the byte is not a defined opcode. Every
+    /// request looks its opcode up, so this is a table lookup rather than a search.
     pub fn from_u8(byte: u8) -> Option<Opcode> {
-        Opcode::ALL.iter().copied().find(|op| *op as u8 == byte)
+        BY_BYTE[usize::from(byte)]
     }
 
     /// The upper-case name used in the specification and in logs.
@@ -74,6 +75,17 @@ impl Opcode {
         }
     }
 }
+
+/// [`Opcode::ALL`] indexed by wire byte, built at compile time.
+const BY_BYTE: [Option<Opcode>; 256] = {
+    let mut table = [None; 256];
+    let mut i = 0;
+    while i < Opcode::ALL.len() {
+        table[Opcode::ALL[i] as usize] = Some(Opcode::ALL[i]);
+        i += 1;
+    }
+    table
+};
 
 impl From<Opcode> for u8 {
     fn from(op: Opcode) -> u8 {
