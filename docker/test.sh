@@ -4,8 +4,8 @@
 # (sessiond with authentication and TLS, and two replicas of the example app that log in as
 # user "app" over TLS) under a project name of its own, and checks that
 #   1. a session created through replica 1 is read through replica 2;
-#   2. sessiond is safe on the container network: the healthcheck passes as user "monitor"
-#      over TLS; from another container on the network, a client without credentials gets
+#   2. sessiond is safe on the container network: the healthcheck (/health/ready) passes;
+#      from another container on the network, a client without credentials gets
 #      AUTH_REQUIRED, a wrong password or unknown user AUTH_FAILED (and is counted), each
 #      role is refused what it may not run, a plain-TCP client cannot talk to the TLS port,
 #      the plain port is not reachable at all, a client that does not trust the CA fails
@@ -270,15 +270,16 @@ expect "$app2" /get "$work/jar1" "Username: Alice"
 expect "$app2" /get "$work/jar-none" "Username: not set"
 
 step "2. authentication and TLS on the container network"
-# The healthcheck that made sessiond healthy: TLS and user monitor, and it passed.
+# The healthcheck that made sessiond healthy: `sessiond health`, which asks the metrics
+# listener for /health/ready (docs/METRICS.md), and it passed.
 healthcheck=$(docker inspect -f '{{json .Config.Healthcheck.Test}}' "$sessiond")
-for arg in '"--tls"' '"--user","monitor"' '"ping"'; do
+for arg in '"health"' '"127.0.0.1:9187"'; do
   [[ "$healthcheck" == *"$arg"* ]] || fail "the healthcheck $healthcheck lacks $arg"
 done
 last_check=$(docker inspect -f '{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}{{end}}' \
   "$sessiond" | grep -v '^$' | tail -n 1)
-[ "$last_check" = "0 PONG" ] || fail "the last healthcheck answered '$last_check'"
-echo "   healthcheck: TLS, user monitor, last result '$last_check'"
+[ "$last_check" = "0 ready" ] || fail "the last healthcheck answered '$last_check'"
+echo "   healthcheck: /health/ready, last result '$last_check'"
 tls=(--addr sessiond:7879 --tls --cacert /in/ca.pem)
 as_app=(--user app --password-file /in/app_password)
 as_monitor=(--user monitor --password-file /in/monitor_password)

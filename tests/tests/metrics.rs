@@ -17,7 +17,9 @@ use sessiond_proto::command::SetMode;
 use sessiond_proto::Request;
 use sessiond_tests::certs::{free_port, TestCerts};
 use sessiond_tests::resp::{self, Value};
-use sessiond_tests::{binary, get_request, ping_request, set_request, Daemon, IO_TIMEOUT};
+use sessiond_tests::{
+    binary, get_request, ping_request, run_to_completion, set_request, Daemon, IO_TIMEOUT,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -575,4 +577,34 @@ fn an_exposed_metrics_listener_needs_a_token() {
         "{}",
         finished.stderr
     );
+}
+
+/// `sessiond health`, the container's HEALTHCHECK: exit 0 and the body when ready, 1 when
+/// nothing answers.
+#[test]
+fn sessiond_health_asks_the_metrics_listener() {
+    let (_daemon, metrics) = daemon_with_metrics("", &[]);
+    let addr = metrics.to_string();
+    let ready = run_to_completion(
+        &binary("sessiond"),
+        &["health", "--addr", &addr],
+        Duration::from_secs(10),
+    );
+    assert!(ready.status.success(), "{ready:?}");
+    assert_eq!(ready.stdout, "ready\n");
+    let live = run_to_completion(
+        &binary("sessiond"),
+        &["health", "--addr", &addr, "--path", "/health/live"],
+        Duration::from_secs(10),
+    );
+    assert!(live.status.success(), "{live:?}");
+
+    let closed = format!("127.0.0.1:{}", free_port());
+    let down = run_to_completion(
+        &binary("sessiond"),
+        &["health", "--addr", &closed, "--timeout", "1s"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    assert!(down.stderr.contains(&closed), "{down:?}");
 }

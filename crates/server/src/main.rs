@@ -108,6 +108,20 @@ enum Command {
     /// `password_hash` in `[[auth.users]]`. Type it without echo with
     /// `read -rs PW && printf '%s\n' "$PW" | sessiond hash-password`.
     HashPassword,
+    /// Ask the metrics listener whether the server is ready (`GET /health/ready` over plain
+    /// HTTP): exits 0 on 200, 1 otherwise, printing the answer. For container health checks,
+    /// which cannot count on curl being in the image.
+    Health {
+        /// The metrics listener (`metrics.listen`).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9187")]
+        addr: SocketAddr,
+        /// The path to ask for (`/health/live` to ask only whether the process answers).
+        #[arg(long, default_value = "/health/ready")]
+        path: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,6 +129,11 @@ fn main() -> ExitCode {
     match &args.command {
         Some(Command::CheckAof { file, repair }) => return check_aof(file, *repair),
         Some(Command::HashPassword) => return print_password_hash(),
+        Some(Command::Health {
+            addr,
+            path,
+            timeout,
+        }) => return health(*addr, path, *timeout),
         None => {}
     }
     if let Some(path) = &args.check_config {
@@ -133,6 +152,24 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sessiond: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sessiond health`.
+fn health(addr: SocketAddr, path: &str, timeout: std::time::Duration) -> ExitCode {
+    match metrics::http::probe(addr, path, timeout) {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprint!("sessiond: {addr}{path}: {status} {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sessiond: {addr}{path}: {e}");
             ExitCode::FAILURE
         }
     }

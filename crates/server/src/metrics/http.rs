@@ -85,6 +85,32 @@ pub async fn start(
     Ok(Running { addr, stop, task })
 }
 
+/// Asks `addr` for `path` over plain HTTP/1.0 and returns the status code and body: the
+/// client behind `sessiond health`, which container health checks run (the image has no
+/// curl). Blocking, bounded by `timeout` per step; the body is capped at 64 KiB.
+pub fn probe(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_string()))
+}
+
 /// Reads the bearer token from `path`: its first line, which must not be empty.
 pub fn read_token(path: &std::path::Path) -> Result<String, TokenError> {
     let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
