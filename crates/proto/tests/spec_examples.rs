@@ -420,7 +420,7 @@ const STATS_RESPONSE: &str = r##"
 b6 01 06 00                                      # magic, version 1, opcode STATS, extras length 0
 00 00 00 10                                      # opaque 16
 00 00 00 00                                      # status OK (0x0000), reserved
-00 00 03 05                                      # value length 773
+00 00 03 24                                      # value length 804
 73 65 72 76 65 72 5f 76 65 72 73 69 6f 6e 20 30  # "server_version 0"
 2e 31 2e 30 0a                                   # ... ".1.0\n"
 75 70 74 69 6d 65 5f 6d 73 20 36 31 32 33 34 0a  # "uptime_ms 61234\n"
@@ -465,6 +465,8 @@ b6 01 06 00                                      # magic, version 1, opcode STAT
 20 30 0a                                         # ... " 0\n"
 6d 65 6d 6f 72 79 5f 63 6f 6e 6e 65 63 74 69 6f  # "memory_connectio"
 6e 73 5f 62 79 74 65 73 20 31 36 33 32 30 0a     # ... "ns_bytes 16320\n"
+6d 65 6d 6f 72 79 5f 72 65 73 69 64 65 6e 74 5f  # "memory_resident_"
+65 78 63 65 73 73 5f 62 79 74 65 73 20 30 0a     # ... "excess_bytes 0\n"
 61 6f 66 5f 65 6e 61 62 6c 65 64 20 31 0a        # "aof_enabled 1\n"
 61 6f 66 5f 66 73 79 6e 63 20 65 76 65 72 79 73  # "aof_fsync everys"
 65 63 0a                                         # ... "ec\n"
@@ -1219,7 +1221,7 @@ fn del() {
 // ---------------------------------------------------------------------------------------------
 
 /// The statistics the specification lists, in its order.
-const STAT_NAMES: [&str; 41] = [
+const STAT_NAMES: [&str; 42] = [
     "server_version",
     "uptime_ms",
     "connections_current",
@@ -1247,6 +1249,7 @@ const STAT_NAMES: [&str; 41] = [
     "memory_table_bytes",
     "memory_aof_bytes",
     "memory_connections_bytes",
+    "memory_resident_excess_bytes",
     "aof_enabled",
     "aof_fsync",
     "aof_file_bytes",
@@ -1296,6 +1299,7 @@ fn stats() {
         "336",
         "0",
         "16320",
+        "0",
         "1",
         "everysec",
         "374",

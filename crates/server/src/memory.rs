@@ -22,6 +22,24 @@
 //! it to the object's current capacity whenever that changes, and dropping it gives the bytes
 //! back. Counters kept by a structure with many small parts (the store) call
 //! [`Accounting::add`] and [`Accounting::sub`] directly.
+//!
+//! # What counting cannot see: the resident set's excess
+//!
+//! mimalloc gives a freed block back to the heap of the thread that allocated it, and only
+//! that thread allocates from it again. With eviction, sessions created on one worker thread
+//! are freed by the eviction task on another, and the next creates may run on either: the
+//! worker allocating finds no room of its own and takes fresh pages while the other holds
+//! free blocks it is not using. The counted total then stays at the cap while the resident
+//! set grows past it (measured: 1.12 times a 64 MiB cap with two workers, 1.2 with a
+//! scrambled order of deadlines; docs/MEMORY.md). So the daemon also watches its resident
+//! set ([`Accounting::observe_resident`], a read of `/proc/self/status` each time the
+//! pressure task looks at memory) and counts what it holds past the cap (plus
+//! [`RESIDENT_SHARE`] and [`RESIDENT_SLACK`], what partly used pages and a serving runtime
+//! take anyway) under [`Part::ResidentExcess`]: the cap then bounds the process, not just
+//! what is counted, and eviction (or refusal) makes room for the worker that needs it. Only
+//! the excess past the cap counts, never the free room below it: after a mass logout the
+//! freed blocks are reused by the next creates, and counting them would refuse those creates
+//! for nothing.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -61,11 +79,22 @@ pub enum Part {
     Aof,
     /// Connections' read and write buffers.
     Connections,
+    /// How far the process's resident set, less what it held when the cap was set, is past
+    /// the cap and the allowance for partly used pages ([`RESIDENT_SHARE`],
+    /// [`RESIDENT_SLACK`]): memory the allocator holds that the other parts do not count
+    /// (see the module docs). Set by [`Accounting::observe_resident`]; 0 short of that.
+    ResidentExcess,
 }
 
 impl Part {
     /// Every part, in the order STATS lists them.
-    pub const ALL: [Part; 4] = [Part::Entries, Part::Table, Part::Aof, Part::Connections];
+    pub const ALL: [Part; 5] = [
+        Part::Entries,
+        Part::Table,
+        Part::Aof,
+        Part::Connections,
+        Part::ResidentExcess,
+    ];
 
     /// The suffix of this part's STATS line (`memory_<name>_bytes`).
     pub fn name(self) -> &'static str {
@@ -74,9 +103,28 @@ impl Part {
             Part::Table => "table",
             Part::Aof => "aof",
             Part::Connections => "connections",
+            Part::ResidentExcess => "resident_excess",
         }
     }
 }
+
+/// With `evict-soonest-expiring`, eviction starts this share of the cap (1/32, about 3%)
+/// under it, so that creates rarely find memory at the cap itself: what eviction frees is
+/// reused by the next creates, and the resident set then stays at the cap instead of passing
+/// it by what a burst adds before eviction catches up (which it did by 3 to 5% when
+/// eviction started at the cap).
+pub const EVICT_AHEAD: u64 = 32;
+
+/// The resident set may pass the cap by this share of it (1/32, about 3%) before the excess
+/// counts: the allocator's partly used pages take about 2% more than is counted for 100-byte
+/// sessions, 0.4% for 1 KiB ones (docs/MEMORY.md), and that much is no reason to refuse or
+/// evict anyone.
+pub const RESIDENT_SHARE: u64 = 32;
+
+/// ... and by this many bytes: what the process takes once it serves, beyond what it held
+/// when the cap was set (thread stacks and allocator caches as the workers first run, the
+/// first connections), about 1 to 2 MiB.
+pub const RESIDENT_SLACK: u64 = 2 << 20;
 
 /// No limit: what a store made outside the daemon (tests, tools) starts with.
 const UNLIMITED: u64 = u64::MAX;
@@ -87,15 +135,22 @@ const UNLIMITED: u64 = u64::MAX;
 pub struct Accounting {
     /// Bytes held per [`Part`]. Signed, because a part may subtract before another thread's
     /// add for the same object lands; the sum is clamped at 0 when read.
-    parts: [AtomicI64; 4],
+    parts: [AtomicI64; Part::ALL.len()],
     /// The cap, in bytes ([`UNLIMITED`] for none).
     limit: AtomicU64,
+    /// Where the policy starts to act: the cap under `refuse-new`, [`EVICT_AHEAD`] under it
+    /// with eviction ([`UNLIMITED`] without a cap).
+    acts_at: AtomicU64,
     /// [`Policy`] as its index.
     policy: AtomicU8,
     /// Writes refused because memory was at the limit.
     refused: AtomicU64,
     /// Live entries evicted to bring memory back under the limit.
     evicted: AtomicU64,
+    /// The resident set the process would have with nothing counted: its resident set when
+    /// the cap was set, less what was counted then (the runtime, thread stacks, the empty
+    /// tables). [`UNLIMITED`] when unknown (no cap, or not Linux).
+    resident_base: AtomicU64,
 }
 
 impl Accounting {
@@ -104,9 +159,11 @@ impl Accounting {
         Accounting {
             parts: Default::default(),
             limit: AtomicU64::new(UNLIMITED),
+            acts_at: AtomicU64::new(UNLIMITED),
             policy: AtomicU8::new(0),
             refused: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            resident_base: AtomicU64::new(UNLIMITED),
         }
     }
 
@@ -116,6 +173,41 @@ impl Accounting {
         self.policy.store(policy as u8, Ordering::Relaxed);
         self.limit
             .store(limit.unwrap_or(UNLIMITED), Ordering::Relaxed);
+        let acts_at = match (limit, policy) {
+            (None, _) => UNLIMITED,
+            (Some(limit), Policy::RefuseNew) => limit,
+            (Some(limit), Policy::EvictSoonestExpiring) => limit - limit / EVICT_AHEAD,
+        };
+        self.acts_at.store(acts_at, Ordering::Relaxed);
+        let base = match (limit, resident_set()) {
+            (Some(_), Some(resident)) => resident.saturating_sub(self.counted()),
+            _ => UNLIMITED,
+        };
+        self.resident_base.store(base, Ordering::Relaxed);
+    }
+
+    /// Reads the process's resident set and counts how far it is past the cap under
+    /// [`Part::ResidentExcess`] (see the module docs). Does nothing without a cap or where
+    /// the resident set cannot be read. Costs a read of `/proc/self/status` (some 20 µs):
+    /// the pressure task calls it, never a request.
+    pub fn observe_resident(&self) {
+        let base = self.resident_base.load(Ordering::Relaxed);
+        let (Some(limit), true) = (self.limit(), base != UNLIMITED) else {
+            return;
+        };
+        let Some(resident) = resident_set() else {
+            return;
+        };
+        let allowed = limit + limit / RESIDENT_SHARE + RESIDENT_SLACK;
+        let excess = resident.saturating_sub(base).saturating_sub(allowed);
+        self.parts[Part::ResidentExcess as usize]
+            .store(i64::try_from(excess).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Bytes counted under every part but [`Part::ResidentExcess`].
+    fn counted(&self) -> u64 {
+        self.used()
+            .saturating_sub(self.used_by(Part::ResidentExcess))
     }
 
     /// The cap, if there is one.
@@ -162,14 +254,32 @@ impl Accounting {
     /// Whether `extra` more bytes would take the total past the cap.
     #[inline]
     pub fn would_exceed(&self, extra: usize) -> bool {
-        let limit = self.limit.load(Ordering::Relaxed);
-        // Without a cap the sum is not even read: the common case costs one load.
-        limit != UNLIMITED && self.used().saturating_add(extra as u64) > limit
+        self.would_pass(&self.limit, extra)
     }
 
     /// Whether the total is past the cap.
     pub fn over_limit(&self) -> bool {
         self.would_exceed(0)
+    }
+
+    /// Whether `extra` more bytes would take the total to where the policy acts: the cap,
+    /// or with eviction [`EVICT_AHEAD`] under it.
+    #[inline]
+    pub fn would_press(&self, extra: usize) -> bool {
+        self.would_pass(&self.acts_at, extra)
+    }
+
+    /// Whether `extra` more bytes would take the total past `threshold`.
+    #[inline]
+    fn would_pass(&self, threshold: &AtomicU64, extra: usize) -> bool {
+        let threshold = threshold.load(Ordering::Relaxed);
+        // Without a cap the sum is not even read: the common case costs one load.
+        threshold != UNLIMITED && self.used().saturating_add(extra as u64) > threshold
+    }
+
+    /// Whether the total is where the policy acts.
+    pub fn under_pressure(&self) -> bool {
+        self.would_press(0)
     }
 
     /// A counter for one object's memory under `part`, given back when dropped.
@@ -269,6 +379,14 @@ pub fn allocated_size(len: usize) -> usize {
     words.div_ceil(step) * step * WORD
 }
 
+/// The process's resident set (`VmRSS`), if it can be read (Linux).
+pub fn resident_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The default cap: this share of the memory the process may use.
 pub const DEFAULT_SHARE_PERCENT: u64 = 75;
 
@@ -336,6 +454,21 @@ mod tests {
         assert_eq!(accounting.used(), 300);
         accounting.sub(Part::Entries, 300);
         assert_eq!(accounting.used(), 0);
+    }
+
+    #[test]
+    fn eviction_acts_ahead_of_the_cap_and_refusal_at_it() {
+        let accounting = Accounting::unlimited();
+        accounting.set_limit(Some(3200), Policy::EvictSoonestExpiring);
+        accounting.add(Part::Entries, 3100);
+        // Eviction starts 1/32 under the cap; writes are refused only past the cap.
+        assert!(!accounting.under_pressure());
+        assert!(accounting.would_press(1));
+        assert!(!accounting.would_exceed(100));
+        assert!(accounting.would_exceed(101));
+        accounting.set_limit(Some(3200), Policy::RefuseNew);
+        assert!(!accounting.would_press(100));
+        assert!(accounting.would_press(101));
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl Stats {
                 Part::Table => "memory_table_bytes",
                 Part::Aof => "memory_aof_bytes",
                 Part::Connections => "memory_connections_bytes",
+                Part::ResidentExcess => "memory_resident_excess_bytes",
             };
             memory_lines.push((name, memory.used_by(part).to_string()));
         }

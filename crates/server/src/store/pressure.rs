@@ -12,11 +12,12 @@
 //!   [`OutOfMemory`], which both protocols report (`OUT_OF_MEMORY`, Redis's `-OOM`).
 //!   Meanwhile the background task completes a sweep cycle (at most once a second), so
 //!   every expired entry is gone within about a second. Reads, touches, deletes and same-size updates never ask.
-//! - **`evict-soonest-expiring`**: the write wakes the background task, which evicts the
+//! - **`evict-soonest-expiring`**: a write that finds memory within
+//!   [`crate::memory::EVICT_AHEAD`] of the cap wakes the background task, which evicts the
 //!   live entries with the earliest deadlines until memory is [`EVICT_BELOW`] under the cap,
-//!   and passes. The task runs between requests, so memory may pass the cap for as long as
-//!   it takes; a write that would take it more than [`OVERSHOOT`] past is refused like under
-//!   `refuse-new`, which bounds the overshoot whatever the write rate.
+//!   and passes. The task runs between requests, so a burst may outrun it for a while; a
+//!   write that would take memory past the cap itself is refused like under `refuse-new`,
+//!   which bounds memory at the cap whatever the write rate.
 //!
 //! # Why eviction walks the map twice instead of keeping an expiry index
 //!
@@ -58,13 +59,10 @@ pub const RECLAIM_STEPS: usize = 4;
 /// (`refuse-new`).
 const RECLAIM_CYCLE_EVERY: Duration = Duration::from_secs(1);
 
-/// Eviction frees memory down to the cap less this share of it (1/32, about 3%), so that
-/// it runs once per such share of writes rather than once per write.
-pub const EVICT_BELOW: u64 = 32;
-
-/// With `evict-soonest-expiring`, a write that would take memory past the cap plus this
-/// share of it (1/32, about 3%) while eviction catches up is refused.
-pub const OVERSHOOT: u64 = 32;
+/// Eviction frees memory down to the cap less this share of it (1/16, about 6%): from where
+/// it starts ([`crate::memory::EVICT_AHEAD`], 3% under the cap) that is 3% of the cap per
+/// round, so that it runs once per such share of writes rather than once per write.
+pub const EVICT_BELOW: u64 = 16;
 
 /// Histogram buckets per doubling of the remaining lifetime.
 const SUB_BUCKETS: u64 = 16;
@@ -106,7 +104,7 @@ impl Store {
     /// shard lock held (it may sweep).
     pub(super) fn admit(&self, extra: usize) -> Result<(), OutOfMemory> {
         let memory = &self.shared.memory;
-        if !memory.would_exceed(extra) {
+        if !memory.would_press(extra) {
             return Ok(());
         }
         match memory.policy() {
@@ -115,7 +113,7 @@ impl Store {
                 // Eviction runs in the background; only a write that finds it far behind
                 // helps, through the threshold it last computed.
                 let through = self.shared.pressure.evict_through.load(Ordering::Relaxed);
-                if through > 0 && self.past_overshoot(extra) {
+                if through > 0 && memory.would_exceed(extra) {
                     self.reclaim(RECLAIM_STEPS, Some(through), extra);
                 }
             }
@@ -126,7 +124,7 @@ impl Store {
     /// Like [`Store::admit`] but for a write that holds a shard lock: no reclaiming.
     pub(super) fn check_growth(&self, extra: usize) -> Result<(), OutOfMemory> {
         let memory = &self.shared.memory;
-        if !memory.would_exceed(extra) {
+        if !memory.would_press(extra) {
             return Ok(());
         }
         let evicting = memory.policy() == Policy::EvictSoonestExpiring;
@@ -135,21 +133,13 @@ impl Store {
             // flood of refused writes waking it would have it count tables non-stop.
             self.shared.pressure.wake.notify_one();
         }
-        let allowed = evicting && !self.past_overshoot(extra);
+        let allowed = evicting && !memory.would_exceed(extra);
         if allowed {
             Ok(())
         } else {
             memory.note_refused();
             Err(OutOfMemory)
         }
-    }
-
-    /// Whether `extra` more bytes would take memory past the cap plus [`OVERSHOOT`].
-    fn past_overshoot(&self, extra: usize) -> bool {
-        let memory = &self.shared.memory;
-        memory.limit().is_some_and(|limit| {
-            memory.used().saturating_add(extra as u64) > limit + limit / OVERSHOOT
-        })
     }
 
     /// Runs up to `steps` sweep steps' worth of buckets (evicting through `evict_through`,
@@ -215,6 +205,7 @@ impl Store {
                     _ = tokio::time::sleep(TICK) => {}
                 }
                 store.count_tables();
+                memory.observe_resident();
                 let over = memory.over_limit();
                 if over != was_over {
                     tracing::info!(
@@ -239,12 +230,13 @@ impl Store {
                 // that eviction cannot free).
                 let mut rounds = 0;
                 while memory.policy() == Policy::EvictSoonestExpiring
-                    && memory.over_limit()
+                    && memory.under_pressure()
                     && rounds < MAX_ROUNDS
                     && !stopped.is_cancelled()
                 {
                     store.evict_once(&stopped).await;
                     tokio::task::yield_now().await;
+                    memory.observe_resident();
                     rounds += 1;
                 }
             }
@@ -268,12 +260,12 @@ impl Store {
         }
     }
 
-    /// With `evict-soonest-expiring` and memory over the cap: one eviction down to
-    /// [`EVICT_BELOW`] under it.
+    /// With `evict-soonest-expiring` and memory where eviction starts: one eviction down to
+    /// [`EVICT_BELOW`] under the cap.
     async fn evict_once(&self, stopped: &CancellationToken) {
         let memory = &self.shared.memory;
         let Some(limit) = memory.limit() else { return };
-        if memory.policy() == Policy::EvictSoonestExpiring && memory.over_limit() {
+        if memory.policy() == Policy::EvictSoonestExpiring && memory.under_pressure() {
             self.evict_down_to(limit - limit / EVICT_BELOW, stopped)
                 .await;
         }
