@@ -460,33 +460,13 @@ fn slowloris(addr: SocketAddr, n: usize, per_address: usize, reconnect: bool) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_do_not_read_are_cut_off_and_do_not_hold_up_shutdown() {
     let n = connections(10_000);
-    let mut daemon = Daemon::start_with_config(
-        "[server]\nmax_connections = 20000\nmax_connections_per_address = 0\nwrite_timeout = \"3s\"\nshutdown_timeout = \"2s\"\n[aof]\nenabled = false\n",
-    );
-    let mut conn = daemon.connect().await;
-    let value = vec![b'v'; 16 * 1024];
-    let reply = conn
-        .call(set_request(b"page", &value, HOUR_MS, SetMode::Upsert).to_frame(1))
-        .await;
-    assert_eq!(reply.status(), Some(Status::Ok));
-    // 64 GETs of 16 KiB each: 1 MiB of responses nobody reads, more than the kernel's
-    // socket buffers take once thousands of connections share them.
-    let mut requests = Vec::new();
-    for opaque in 0..64 {
-        get_request(b"page").to_frame(opaque).encode(&mut requests);
-    }
+    // Without the output budget, which would cut most of them off sooner (tested below).
+    let (mut daemon, requests) =
+        daemon_for_non_readers("write_timeout = \"3s\"\nmax_pending_output_bytes = 0").await;
     let before = daemon.rss_bytes();
     let stop = Arc::new(AtomicBool::new(false));
     let rss = watch_rss(&daemon, stop.clone());
-    let mut open = Vec::with_capacity(n);
-    for i in 0..n {
-        let Ok(mut stream) = connect_from(hostile_address(i, 1000), daemon.addr()).await else {
-            continue;
-        };
-        if stream.write_all(&requests).await.is_ok() {
-            open.push(stream);
-        }
-    }
+    let open = open_non_readers(&daemon, n, &requests).await;
     good_client(daemon.addr(), 10, Duration::from_millis(50)).await;
     // Past the write timeout those the server could not write to have been cut off; the
     // others' responses all fit in the kernel's buffers, and they are merely idle.
@@ -523,15 +503,7 @@ async fn clients_that_do_not_read_are_cut_off_and_do_not_hold_up_shutdown() {
     );
 
     // A second wave, still unread at shutdown: the server exits within its timeout.
-    let mut second = Vec::with_capacity(n);
-    for i in 0..n {
-        let Ok(mut stream) = connect_from(hostile_address(i, 1000), daemon.addr()).await else {
-            continue;
-        };
-        if stream.write_all(&requests).await.is_ok() {
-            second.push(stream);
-        }
-    }
+    let second = open_non_readers(&daemon, n, &requests).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     daemon.signal(libc::SIGTERM);
@@ -545,6 +517,98 @@ async fn clients_that_do_not_read_are_cut_off_and_do_not_hold_up_shutdown() {
     );
     assert!(status.success(), "{status}");
     drop((open, second));
+}
+
+/// A daemon for thousands of clients that do not read, with `server` added to its `[server]`
+/// section and a 16 KiB session stored, and the requests each such client sends: 64 GETs of
+/// it, 1 MiB of responses nobody reads, more than the kernel's socket buffers take once
+/// thousands of connections share them.
+async fn daemon_for_non_readers(server: &str) -> (Daemon, Vec<u8>) {
+    let daemon = Daemon::start_with_config(&format!(
+        "[server]\nmax_connections = 20000\nmax_connections_per_address = 0\n\
+         shutdown_timeout = \"2s\"\n{server}\n[aof]\nenabled = false\n"
+    ));
+    let mut conn = daemon.connect().await;
+    let value = vec![b'v'; 16 * 1024];
+    let reply = conn
+        .call(set_request(b"page", &value, HOUR_MS, SetMode::Upsert).to_frame(1))
+        .await;
+    assert_eq!(reply.status(), Some(Status::Ok));
+    let mut requests = Vec::new();
+    for opaque in 0..64 {
+        get_request(b"page").to_frame(opaque).encode(&mut requests);
+    }
+    (daemon, requests)
+}
+
+/// Connects `n` clients from the hostile addresses, each sending `requests` and never
+/// reading; returns the connections the daemon accepted.
+async fn open_non_readers(daemon: &Daemon, n: usize, requests: &[u8]) -> Vec<TcpStream> {
+    let mut open = Vec::with_capacity(n);
+    for i in 0..n {
+        let Ok(mut stream) = connect_from(hostile_address(i, 1000), daemon.addr()).await else {
+            continue;
+        };
+        if stream.write_all(requests).await.is_ok() {
+            open.push(stream);
+        }
+    }
+    open
+}
+
+/// Without a server-wide bound, 10,000 clients that never read their responses held 368 MiB
+/// of resident memory until the write timeout freed them (each connection's buffers are
+/// bounded, not their sum). With `max_pending_output_bytes`, the connections holding the
+/// most are cut off as soon as those waiting for their clients hold more than it together,
+/// long before the write timeout, so the resident set stays near the budget; a client that
+/// reads keeps being served, and shutdown is not held up by those still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_do_not_read_are_cut_off_at_the_output_budget() {
+    const BUDGET: u64 = 16 * MIB;
+    let n = connections(10_000);
+    let (mut daemon, requests) = daemon_for_non_readers(&format!(
+        "write_timeout = \"60s\"\nmax_pending_output_bytes = {BUDGET}"
+    ))
+    .await;
+    let before = daemon.rss_bytes();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rss = watch_rss(&daemon, stop.clone());
+    // The client that reads is served all through the flood.
+    let good = tokio::spawn(good_client(daemon.addr(), 40, Duration::from_millis(100)));
+    let started = Instant::now();
+    let open = open_non_readers(&daemon, n, &requests).await;
+    let flood = started.elapsed();
+    good.await.expect("good client");
+    let stats = daemon.stats().await;
+    stop.store(true, Ordering::Relaxed);
+    let max = rss.join().expect("rss watcher");
+    let cut = stat(&stats, "write_timeouts");
+    eprintln!(
+        "{} clients that do not read, in {flood:?}: {cut} cut off at the output budget, {} still \
+         open; RSS {} MiB before, {} MiB at most; connection buffers counted {} MiB",
+        open.len(),
+        stat(&stats, "connections_current"),
+        before / MIB,
+        max / MIB,
+        stat(&stats, "memory_connections_bytes") / MIB,
+    );
+    // Nothing else could have cut them off: the write timeout is a minute away.
+    assert!(flood < Duration::from_secs(50), "the flood took {flood:?}");
+    assert!(cut > 0, "no connection was cut off at the budget");
+    // The budget, what those still open hold while not waiting (a read buffer and
+    // a task each), and the allocator's share of what the cut-off ones freed.
+    let bound = before + 2 * BUDGET + (open.len() as u64) * 8 * 1024;
+    assert!(max < bound, "RSS grew from {before} to {max}, past {bound}");
+
+    // Those still waiting do not hold up shutdown.
+    let started = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let status = daemon
+        .wait_timeout(Duration::from_secs(8))
+        .expect("the daemon exits within its shutdown timeout");
+    eprintln!("shutdown took {:?}", started.elapsed());
+    assert!(status.success(), "{status}");
+    drop(open);
 }
 
 /// RESP bulk strings too grow the buffer only as bytes arrive, and a RESP command split

@@ -291,6 +291,9 @@ pub struct ServerConfig {
     /// (0 disables).
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// The bytes that connections waiting for their clients to read may hold together;
+    /// past it, those holding the most are closed (0 disables).
+    pub max_pending_output_bytes: u64,
     /// How long shutdown waits for connections to finish their requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -309,6 +312,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            max_pending_output_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(10),
             worker_threads: 0,
         }

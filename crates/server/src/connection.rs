@@ -11,10 +11,13 @@
 //! bytes arrive (decoders never reserve a length a header declares), both buffers shrink
 //! back to [`READ_CHUNK`] after a large frame, and a flush that the client does not take
 //! within the write timeout ends the connection, so a client that never reads cannot keep
-//! its slot or its responses.
+//! its slot or its responses. Across connections, [`OutputBudget`] bounds what all those
+//! waiting for their clients hold together.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +28,10 @@ use tokio::time::{self, timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
 
 use crate::memory::Charge;
+
+mod output;
+
+pub(crate) use output::{OutputBudget, OverBudget};
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -133,6 +140,8 @@ pub(crate) struct Connection {
     read_grown: bool,
     /// How long one flush may wait for the client to take its responses.
     write_timeout: Option<Duration>,
+    /// What a flush that has to wait counts against, with every other connection's.
+    output: Arc<OutputBudget>,
     /// Both buffers' capacity, counted in the server's memory accounting. Updated where a
     /// buffer is allocated or given back (a read's reserve, a flush, a shrink), which leaves
     /// it unchanged on the common path: no shared counter is touched per request.
@@ -143,6 +152,7 @@ impl Connection {
     pub(crate) fn new(
         stream: Stream,
         write_timeout: Option<Duration>,
+        output: Arc<OutputBudget>,
         charge: Charge,
     ) -> Connection {
         Connection {
@@ -153,6 +163,7 @@ impl Connection {
             write_buf: BytesMut::new(),
             read_grown: false,
             write_timeout,
+            output,
             charge,
         }
     }
@@ -179,23 +190,54 @@ impl Connection {
     }
 
     /// Writes every queued response. Fails with [`WriteTimeout`] if the client does not
-    /// take them within the write timeout: the connection must then be dropped.
+    /// take them within the write timeout, or with [`OverBudget`] if the connections that
+    /// wait for their clients hold too much together and this one is among those holding
+    /// the most: the connection must then be dropped.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
         if self.write_buf.is_empty() {
             return Ok(());
         }
+        let Connection {
+            stream,
+            read_buf,
+            write_buf,
+            write_timeout,
+            output,
+            ..
+        } = self;
         let write = async {
-            self.stream.write_all(&self.write_buf).await?;
+            stream.write_all(write_buf).await?;
             // tokio-rustls encrypts into rustls's buffer and writes it out as it goes, but
             // may keep the last record until flushed; for plain TCP this is a no-op.
-            self.stream.flush().await
+            stream.flush().await
         };
-        match self.write_timeout {
-            None => write.await?,
-            Some(limit) => match time::timeout(limit, write).await {
-                Ok(written) => written?,
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, WriteTimeout(limit))),
-            },
+        tokio::pin!(write);
+        // One poll first: most flushes complete in it, and only one that has to wait for the
+        // client is counted against the budget (which takes a lock).
+        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(written) => written?,
+            Poll::Pending => {
+                let mut wait = output.wait(read_buf.capacity() + write_buf.capacity());
+                let written = async {
+                    match *write_timeout {
+                        None => write.await,
+                        Some(limit) => match time::timeout(limit, write).await {
+                            Ok(written) => written,
+                            Err(_) => {
+                                Err(io::Error::new(io::ErrorKind::TimedOut, WriteTimeout(limit)))
+                            }
+                        },
+                    }
+                };
+                tokio::select! {
+                    written = written => written?,
+                    () = wait.cut() => {
+                        let budget = output.limit();
+                        return Err(io::Error::other(OverBudget(budget)));
+                    }
+                }
+            }
         }
         self.write_buf.clear();
         if self.write_buf.capacity() > SHRINK_ABOVE {

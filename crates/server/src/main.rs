@@ -422,6 +422,7 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
             .then_some(config.server.frame_timeout),
         write_timeout: (!config.server.write_timeout.is_zero())
             .then_some(config.server.write_timeout),
+        max_pending_output: config.server.max_pending_output_bytes,
         shutdown_timeout: config.server.shutdown_timeout,
     };
 

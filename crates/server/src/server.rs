@@ -38,7 +38,9 @@ use tracing::{debug, error, info, warn};
 use crate::access::Access;
 use crate::aof::{Aof, FsyncPolicy, PersistenceError};
 use crate::auth::Authenticator;
-use crate::connection::{Connection, Stream, WriteTimeout, FLUSH_THRESHOLD};
+use crate::connection::{
+    Connection, OutputBudget, OverBudget, Stream, WriteTimeout, FLUSH_THRESHOLD,
+};
 use crate::memory::Part;
 use crate::metrics::{self, Metrics, Rejection, RequestTag};
 use crate::native::Native;
@@ -107,6 +109,9 @@ pub struct Settings {
     /// A connection whose client does not take its responses within this long is closed;
     /// `None` waits forever.
     pub write_timeout: Option<Duration>,
+    /// The bytes that connections waiting for their clients to read may hold together
+    /// before those holding the most are closed; 0 for no bound.
+    pub max_pending_output: u64,
     /// How long shutdown waits for handlers to finish.
     pub shutdown_timeout: Duration,
 }
@@ -221,6 +226,7 @@ pub async fn run(
         idle_timeout: settings.idle_timeout,
         frame_timeout: settings.frame_timeout,
         write_timeout: settings.write_timeout,
+        output: OutputBudget::new(settings.max_pending_output),
         shutdown_timeout: settings.shutdown_timeout,
         notify_shutdown,
         shutdown_complete_tx,
@@ -298,6 +304,7 @@ struct Listener {
     idle_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    output: Arc<OutputBudget>,
     shutdown_timeout: Duration,
     notify_shutdown: CancellationToken,
     shutdown_complete_tx: mpsc::Sender<()>,
@@ -343,6 +350,7 @@ impl Listener {
             let idle_timeout = self.idle_timeout;
             let frame_timeout = self.frame_timeout;
             let write_timeout = self.write_timeout;
+            let output = self.output.clone();
             let mut shutdown = Shutdown::new(self.notify_shutdown.clone(), self.shutdown_timeout);
             let shutdown_complete = self.shutdown_complete_tx.clone();
             // In the connection's task, not here: taking a slot may wait for a displaced
@@ -388,6 +396,7 @@ impl Listener {
                         connection: Connection::new(
                             stream,
                             write_timeout,
+                            output,
                             ctx.store.memory().charge(Part::Connections),
                         ),
                         protocol,
@@ -406,7 +415,9 @@ impl Listener {
                     };
                     debug!(%peer, "connection opened");
                     if let Err(e) = handler.run().await {
-                        if WriteTimeout::is(&e) {
+                        // Cut off by the output budget is a slow reader too, only sooner
+                        // because of what the others hold: counted with the write timeouts.
+                        if WriteTimeout::is(&e) || OverBudget::is(&e) {
                             Stats::bump(&ctx.stats.write_timeouts);
                             ctx.metrics
                                 .connections
