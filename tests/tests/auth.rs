@@ -115,7 +115,7 @@ fn status(reply: &ResponseFrame) -> Status {
 /// The expected answers, written from the specification (PROTOCOL.md 5.8, docs/RESP.md).
 struct Row {
     user: Option<&'static str>,
-    native: [bool; 11],
+    native: [bool; 12],
     resp: [bool; 15],
 }
 
@@ -140,9 +140,9 @@ const RESP_CMDS: [&[&str]; 15] = [
 const TABLE: [Row; 4] = [
     Row {
         user: None,
-        //       HELLO PING   GET    SET    TOUCH  DEL    STATS  SET_SESSION LIST_SESSIONS END_ALL ROTATE
+        //       HELLO PING   GET    SET    TOUCH  DEL    STATS  SLOWLOG SET_SESSION LIST_SESSIONS END_ALL ROTATE
         native: [
-            true, true, false, false, false, false, false, false, false, false, false,
+            true, true, false, false, false, false, false, false, false, false, false, false,
         ],
         //     PING  GET    SET    EXPIRE TTL    DEL    INFO   SCAN   DBSIZE CONFIG FLUSH  SELECT CLIENT S.SET S.SESSIONS
         resp: [
@@ -153,7 +153,7 @@ const TABLE: [Row; 4] = [
     Row {
         user: Some("app"),
         native: [
-            true, true, true, true, true, true, false, true, true, true, true,
+            true, true, true, true, true, true, false, false, true, true, true, true,
         ],
         resp: [
             true, true, true, true, true, true, false, false, false, false, false, true, true,
@@ -163,7 +163,7 @@ const TABLE: [Row; 4] = [
     Row {
         user: Some("monitor"),
         native: [
-            true, true, false, false, false, false, true, false, false, false, false,
+            true, true, false, false, false, false, true, true, false, false, false, false,
         ],
         resp: [
             true, false, false, false, false, false, true, false, false, false, false, true, true,
@@ -172,7 +172,7 @@ const TABLE: [Row; 4] = [
     },
     Row {
         user: Some("admin"),
-        native: [true; 11],
+        native: [true; 12],
         resp: [true; 15],
     },
 ];
@@ -205,6 +205,8 @@ fn native_request(op: Opcode) -> Request {
         }),
         Opcode::Stats => Request::Stats(Stats),
         Opcode::Auth => unreachable!("AUTH is tested on its own"),
+        // GET: a monitor may read the slow log; RESET's stricter rule is tests/slowlog.rs's.
+        Opcode::Slowlog => Request::Slowlog(sessiond_proto::command::Slowlog::Get { count: 10 }),
         Opcode::SetSession => Request::SetSession(sessiond_proto::command::SetSession {
             key: Bytes::from_static(b"k"),
             value: Bytes::from_static(b"v"),

@@ -175,7 +175,7 @@ async fn unsupported_header_version_is_answered_then_closed() {
 async fn unknown_opcode_is_answered_and_skipped() {
     let mut daemon = Daemon::start();
     let mut conn = daemon.connect().await;
-    for opcode in [0x08, 0x42, 0xFE] {
+    for opcode in [0x09, 0x42, 0xFE] {
         // With a body, so skipping it has to get the frame's extent right.
         let unknown = RequestFrame {
             opcode,

@@ -24,6 +24,8 @@ pub enum Opcode {
     Stats = 0x06,
     /// Authenticate the connection as a configured user.
     Auth = 0x07,
+    /// Read or clear the log of slow requests.
+    Slowlog = 0x08,
     /// `SET` with session options: an owner, an absolute lifetime, a per-owner limit.
     SetSession = 0x10,
     /// The live sessions of an owner.
@@ -36,7 +38,7 @@ pub enum Opcode {
 
 impl Opcode {
     /// Every defined opcode, in numeric order.
-    pub const ALL: [Opcode; 12] = [
+    pub const ALL: [Opcode; 13] = [
         Opcode::Hello,
         Opcode::Ping,
         Opcode::Get,
@@ -45,6 +47,7 @@ impl Opcode {
         Opcode::Del,
         Opcode::Stats,
         Opcode::Auth,
+        Opcode::Slowlog,
         Opcode::SetSession,
         Opcode::ListSessions,
         Opcode::EndAll,
@@ -68,6 +71,7 @@ impl Opcode {
             Opcode::Del => "DEL",
             Opcode::Stats => "STATS",
             Opcode::Auth => "AUTH",
+            Opcode::Slowlog => "SLOWLOG",
             Opcode::SetSession => "SET_SESSION",
             Opcode::ListSessions => "LIST_SESSIONS",
             Opcode::EndAll => "END_ALL",
@@ -102,7 +106,7 @@ mod tests {
         for op in Opcode::ALL {
             assert_eq!(Opcode::from_u8(op as u8), Some(op));
         }
-        assert_eq!(Opcode::from_u8(0x08), None);
+        assert_eq!(Opcode::from_u8(0x09), None);
         assert_eq!(Opcode::from_u8(0x14), None);
         assert_eq!(Opcode::from_u8(0xff), None);
     }

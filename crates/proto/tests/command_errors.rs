@@ -58,7 +58,7 @@ fn assert_valid(frame: RequestFrame) -> Request {
 
 #[test]
 fn unknown_opcodes() {
-    for opcode in [0x08u8, 0x42, 0xfe, 0xff] {
+    for opcode in [0x09u8, 0x42, 0xfe, 0xff] {
         let frame = RequestFrame {
             opcode,
             ..RequestFrame::default()

@@ -14,6 +14,7 @@ use sessiond_proto::command::{
     SessionInfo, SessionList, SessionWriteOutcome, Set, SetMode, SetOutcome, SetSession, Stats,
     StatsReply, Touch, TouchReply,
 };
+use sessiond_proto::command::{Slowlog, SlowlogEntry, SlowlogLen, SlowlogReply};
 use sessiond_proto::{
     unsolicited, ClientCodec, CommandError, Limits, Opcode, Request, RequestFrame, ResponseFrame,
     ServerCodec, Status,
@@ -863,6 +864,65 @@ b6 01 13 00  # magic, version 1, opcode ROTATE, extras length 0
 00 00 00 00  # value length 0
 "##;
 
+// 5.9 SLOWLOG: a connection of its own.
+
+const SLOWLOG_GET_REQUEST: &str = r##"
+b5 01 08 00              # magic, version 1, opcode SLOWLOG, flags 0x00
+00 00 00 28              # opaque 40
+00 00 08 00              # key length 0, extras length 8, reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 0a  # operation GET, reserved, count 10
+"##;
+
+const SLOWLOG_GET_RESPONSE: &str = r##"
+b6 01 08 04                                      # magic, version 1, opcode SLOWLOG, extras length 4
+00 00 00 28                                      # opaque 40
+00 00 00 00                                      # status OK (0x0000), reserved
+00 00 00 37                                      # value length 55
+00 00 00 01                                      # count 1
+00 00 00 00 00 00 00 00                          # id 0
+00 00 01 9a c1 52 7d 7b                          # unix_ms 1764180000123
+00 00 00 00 00 00 30 d4                          # duration_us 12500
+00 00 00 04                                      # key_len 4
+03 53 45 54                                      # command "SET"
+06 6e 61 74 69 76 65                             # protocol "native"
+0f 31 32 37 2e 30 2e 30 2e 31 3a 35 32 38 31 34  # client "127.0.0.1:52814"
+"##;
+
+const SLOWLOG_LEN_REQUEST: &str = r##"
+b5 01 08 00              # magic, version 1, opcode SLOWLOG, flags 0x00
+00 00 00 29              # opaque 41
+00 00 08 00              # key length 0, extras length 8, reserved
+00 00 00 00              # value length 0
+01 00 00 00 00 00 00 00  # operation LEN, reserved, count 0
+"##;
+
+const SLOWLOG_LEN_RESPONSE: &str = r##"
+b6 01 08 20              # magic, version 1, opcode SLOWLOG, extras length 32
+00 00 00 29              # opaque 41
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 01  # len 1
+00 00 00 00 00 00 00 80  # max_len 128
+00 00 00 00 00 00 27 10  # threshold_us 10000 (10 ms)
+00 00 00 00 00 00 00 01  # recorded_total 1
+"##;
+
+const SLOWLOG_RESET_REQUEST: &str = r##"
+b5 01 08 00              # magic, version 1, opcode SLOWLOG, flags 0x00
+00 00 00 2a              # opaque 42
+00 00 08 00              # key length 0, extras length 8, reserved
+00 00 00 00              # value length 0
+02 00 00 00 00 00 00 00  # operation RESET, reserved, count 0
+"##;
+
+const SLOWLOG_RESET_RESPONSE: &str = r##"
+b6 01 08 00  # magic, version 1, opcode SLOWLOG, extras length 0
+00 00 00 2a  # opaque 42
+00 00 00 00  # status OK (0x0000), reserved
+00 00 00 00  # value length 0
+"##;
+
 /// Every example above, by name, for the coverage check against the specification.
 const EXAMPLES: &[(&str, &str)] = &[
     ("HELLO_REQUEST", HELLO_REQUEST),
@@ -923,6 +983,12 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("AUTH_RESPONSE", AUTH_RESPONSE),
     ("NO_PERMISSION_REQUEST", NO_PERMISSION_REQUEST),
     ("NO_PERMISSION_RESPONSE", NO_PERMISSION_RESPONSE),
+    ("SLOWLOG_GET_REQUEST", SLOWLOG_GET_REQUEST),
+    ("SLOWLOG_GET_RESPONSE", SLOWLOG_GET_RESPONSE),
+    ("SLOWLOG_LEN_REQUEST", SLOWLOG_LEN_REQUEST),
+    ("SLOWLOG_LEN_RESPONSE", SLOWLOG_LEN_RESPONSE),
+    ("SLOWLOG_RESET_REQUEST", SLOWLOG_RESET_REQUEST),
+    ("SLOWLOG_RESET_RESPONSE", SLOWLOG_RESET_RESPONSE),
     ("SET_SESSION_REQUEST", SET_SESSION_REQUEST),
     ("SET_SESSION_RESPONSE", SET_SESSION_RESPONSE),
     ("ROTATE_LOGIN_REQUEST", ROTATE_LOGIN_REQUEST),
@@ -1764,5 +1830,86 @@ fn rotate_an_ended_session() {
         Opcode::Rotate,
         70,
         SessionWriteOutcome::NotFound,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5.9 SLOWLOG
+// ---------------------------------------------------------------------------------------------
+
+/// The reply to `request` decodes from `block` to `reply`, which encodes back to `block`.
+fn check_slowlog_reply(block: &str, opaque: u32, request: Slowlog, reply: SlowlogReply) {
+    let frame = check_response(block, &reply.to_frame(opaque));
+    assert_eq!(SlowlogReply::from_frame(&frame, &request), Ok(reply));
+}
+
+#[test]
+fn slowlog_get() {
+    let request = Slowlog::Get { count: 10 };
+    check_request(SLOWLOG_GET_REQUEST, 40, Request::Slowlog(request));
+    let entry = SlowlogEntry {
+        id: 0,
+        unix_ms: 1_764_180_000_123,
+        duration_us: 12_500,
+        key_len: 4,
+        command: "SET".into(),
+        protocol: "native".into(),
+        client: "127.0.0.1:52814".into(),
+    };
+    check_slowlog_reply(
+        SLOWLOG_GET_RESPONSE,
+        40,
+        request,
+        SlowlogReply::Entries(vec![entry]),
+    );
+}
+
+#[test]
+fn slowlog_len() {
+    check_request(SLOWLOG_LEN_REQUEST, 41, Request::Slowlog(Slowlog::Len));
+    let len = SlowlogLen {
+        len: 1,
+        max_len: 128,
+        threshold_us: Some(10_000),
+        recorded_total: 1,
+    };
+    check_slowlog_reply(
+        SLOWLOG_LEN_RESPONSE,
+        41,
+        Slowlog::Len,
+        SlowlogReply::Len(len),
+    );
+}
+
+#[test]
+fn slowlog_reset() {
+    check_request(SLOWLOG_RESET_REQUEST, 42, Request::Slowlog(Slowlog::Reset));
+    check_slowlog_reply(
+        SLOWLOG_RESET_RESPONSE,
+        42,
+        Slowlog::Reset,
+        SlowlogReply::Reset,
+    );
+}
+
+#[test]
+fn slowlog_rules_on_the_extras() {
+    let with_extras = |extras: [u8; 8]| RequestFrame {
+        extras: Bytes::copy_from_slice(&extras),
+        ..Slowlog::Len.to_frame(1)
+    };
+    for bad in [
+        [0x03, 0, 0, 0, 0, 0, 0, 0],    // no operation 3
+        [0x01, 0, 0, 0, 0, 0, 0, 0x0a], // LEN with a count
+        [0x02, 0, 0, 0, 0, 0, 0, 0x01], // RESET with a count
+        [0x00, 0x01, 0, 0, 0, 0, 0, 0], // a reserved byte set
+    ] {
+        let error = Request::parse(with_extras(bad), &Limits::default()).unwrap_err();
+        assert_eq!(error.status(), Status::InvalidArgument, "{bad:02x?}");
+    }
+    // GET with count 0 is valid, and asks for nothing.
+    assert_eq!(
+        Request::parse(with_extras([0; 8]), &Limits::default()),
+        Ok(Request::Slowlog(Slowlog::Get { count: 0 }))
     );
 }

@@ -12,8 +12,8 @@
 //! | `Connection` | SELECT 0, CLIENT, ECHO, COMMAND                    | yes | yes     | yes   |
 //! | `Session`    | GET, SET, TOUCH, DEL, EXPIRE, TTL, GETEX, MGET     | yes | no      | yes   |
 //! | `Owner`      | LIST_SESSIONS, END_ALL (SESSIOND.SESSIONS, .ENDALL) | yes | no      | yes   |
-//! | `Stats`      | STATS, INFO (without its keyspace section)         | no  | yes     | yes   |
-//! | `Keyspace`   | SCAN, DBSIZE, INFO keyspace, CONFIG, FLUSHDB/ALL   | no  | no      | yes   |
+//! | `Stats`      | STATS, INFO (without its keyspace section), SLOWLOG GET/LEN | no | yes | yes |
+//! | `Keyspace`   | SCAN, DBSIZE, INFO keyspace, CONFIG, FLUSHDB/ALL, SLOWLOG RESET | no | no | yes |
 //!
 //! The `app` role is deliberately stricter than a Redis user with `+@read +@write`: it
 //! cannot enumerate keys, so that a leaked application password does not leak every session

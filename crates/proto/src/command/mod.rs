@@ -16,6 +16,7 @@ mod ping;
 mod rotate;
 mod set;
 mod set_session;
+mod slowlog;
 mod stats;
 mod touch;
 
@@ -30,6 +31,9 @@ pub use ping::{Ping, PingReply};
 pub use rotate::{Bind, Rotate, RotateOutcome, ROTATE_FLAG_BIND, ROTATE_FLAG_IF_VERSION};
 pub use set::{Set, SetMode, SetOutcome};
 pub use set_session::{SetSession, SetSessionOutcome};
+pub use slowlog::{
+    Slowlog, SlowlogEntry, SlowlogLen, SlowlogReply, SLOWLOG_GET, SLOWLOG_LEN, SLOWLOG_RESET,
+};
 pub use stats::{Stats, StatsReply};
 pub use touch::{Touch, TouchReply};
 
@@ -99,6 +103,8 @@ pub enum Request {
     Stats(Stats),
     /// `AUTH`
     Auth(Auth),
+    /// `SLOWLOG`
+    Slowlog(Slowlog),
     /// `SET_SESSION`
     SetSession(SetSession),
     /// `LIST_SESSIONS`
@@ -124,6 +130,7 @@ impl Request {
             Opcode::Del => Request::Del(Del::parse(frame)?),
             Opcode::Stats => Request::Stats(Stats::parse(frame)?),
             Opcode::Auth => Request::Auth(Auth::parse(frame)?),
+            Opcode::Slowlog => Request::Slowlog(Slowlog::parse(frame)?),
             Opcode::SetSession => Request::SetSession(SetSession::parse(frame, limits)?),
             Opcode::ListSessions => Request::ListSessions(ListSessions::parse(frame)?),
             Opcode::EndAll => Request::EndAll(EndAll::parse(frame)?),
@@ -142,6 +149,7 @@ impl Request {
             Request::Del(_) => Opcode::Del,
             Request::Stats(_) => Opcode::Stats,
             Request::Auth(_) => Opcode::Auth,
+            Request::Slowlog(_) => Opcode::Slowlog,
             Request::SetSession(_) => Opcode::SetSession,
             Request::ListSessions(_) => Opcode::ListSessions,
             Request::EndAll(_) => Opcode::EndAll,
@@ -160,6 +168,7 @@ impl Request {
             Request::Del(r) => r.to_frame(opaque),
             Request::Stats(r) => r.to_frame(opaque),
             Request::Auth(r) => r.to_frame(opaque),
+            Request::Slowlog(r) => r.to_frame(opaque),
             Request::SetSession(r) => r.to_frame(opaque),
             Request::ListSessions(r) => r.to_frame(opaque),
             Request::EndAll(r) => r.to_frame(opaque),

@@ -16,11 +16,13 @@ mod ping;
 mod rotate;
 mod set;
 mod set_session;
+mod slowlog;
 mod stats;
 mod touch;
 
 use std::time::Duration;
 
+use sessiond_proto::command::SLOWLOG_RESET;
 use sessiond_proto::{Opcode, Request, RequestFrame, ResponseFrame, Status};
 
 use crate::access::{Access, Category, Denied};
@@ -53,15 +55,20 @@ impl Outcome {
     }
 }
 
-/// The native command table's permission column: what each opcode does, for
+/// The native command table's permission column: what each request does, for
 /// [`crate::access::allows`]. `None` for an undefined opcode.
-pub(crate) fn category(opcode: u8) -> Option<Category> {
-    Some(match Opcode::from_u8(opcode)? {
+pub(crate) fn category(frame: &RequestFrame) -> Option<Category> {
+    Some(match Opcode::from_u8(frame.opcode)? {
         Opcode::Hello | Opcode::Auth | Opcode::Ping => Category::Handshake,
         Opcode::Get | Opcode::Set | Opcode::Touch | Opcode::Del => Category::Session,
         Opcode::SetSession | Opcode::Rotate => Category::Session,
         Opcode::ListSessions | Opcode::EndAll => Category::Owner,
         Opcode::Stats => Category::Stats,
+        // Clearing the slow log takes from other operators what they may be reading: only
+        // an admin may. Reading it is like reading the counters. (A malformed request is
+        // judged as a read, and then refused by its parser.)
+        Opcode::Slowlog if frame.extras.first() == Some(&SLOWLOG_RESET) => Category::Keyspace,
+        Opcode::Slowlog => Category::Stats,
     })
 }
 
@@ -111,7 +118,7 @@ fn out_of_memory(opcode: Opcode, opaque: u32) -> ResponseFrame {
 /// not a handshake: an unauthenticated client learns nothing about the server.
 pub(crate) fn execute(frame: RequestFrame, ctx: &Context, access: &mut Access) -> Outcome {
     let (opcode, opaque) = (frame.opcode, frame.opaque);
-    let allowed = match category(opcode) {
+    let allowed = match category(&frame) {
         Some(category) => access.check(category),
         None if access.is_authenticated() => Ok(()),
         None => Err(Denied::AuthRequired),
@@ -153,6 +160,7 @@ pub(crate) fn execute(frame: RequestFrame, ctx: &Context, access: &mut Access) -
         Request::Del(cmd) => del::apply(cmd, opaque, ctx),
         Request::Stats(cmd) => Outcome::reply(stats::apply(cmd, opaque, ctx)),
         Request::Auth(cmd) => auth::apply(cmd, opaque, ctx, access),
+        Request::Slowlog(cmd) => Outcome::reply(slowlog::apply(cmd, opaque, ctx)),
         Request::SetSession(cmd) => set_session::apply(cmd, opaque, ctx),
         Request::ListSessions(cmd) => list_sessions::apply(cmd, opaque, ctx),
         Request::EndAll(cmd) => end_all::apply(cmd, opaque, ctx),

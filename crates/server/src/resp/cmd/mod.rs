@@ -932,6 +932,28 @@ pub(super) static COMMANDS: &[Spec] = &[
         run: server::config,
     },
     Spec {
+        name: "slowlog",
+        arity: -2,
+        flags: &["admin", "loading", "stale"],
+        keys: (0, 0, 0),
+        // RESET is admin only: `server::slowlog` checks it, as INFO checks its keyspace
+        // section.
+        category: Category::Stats,
+        group: "server",
+        since: "2.2.12",
+        summary: "SLOWLOG GET [count], LEN, RESET: the log of slow requests (keys not shown).",
+        args: &[arg(
+            "subcommand",
+            ArgKind::OneOf(&[
+                token("count", "GET", ArgKind::Integer),
+                flag("len", "LEN"),
+                flag("reset", "RESET"),
+                flag("help", "HELP"),
+            ]),
+        )],
+        run: server::slowlog,
+    },
+    Spec {
         name: "command",
         arity: -1,
         flags: &[],

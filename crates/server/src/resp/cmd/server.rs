@@ -1,11 +1,13 @@
-//! Server commands: `INFO`, `COMMAND` and `CONFIG GET`.
+//! Server commands: `INFO`, `COMMAND`, `CONFIG GET` and `SLOWLOG`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::connection::REDIS_COMPAT_VERSION;
-use super::{is, lookup, unknown_subcommand, Call, Outcome, Result, COMMANDS};
-use crate::access::Category;
+use super::{
+    int_arg, is, lookup, unknown_subcommand, wrong_arity, Call, Outcome, Result, COMMANDS,
+};
+use crate::access::{Category, Denied};
 use crate::resp::frame::Value;
 use crate::resp::glob::Pattern;
 
@@ -249,4 +251,95 @@ fn redis_policy(policy: crate::memory::Policy) -> &'static str {
         crate::memory::Policy::RefuseNew => "noeviction",
         crate::memory::Policy::EvictSoonestExpiring => "volatile-ttl",
     }
+}
+
+/// `SLOWLOG GET [count]`, `SLOWLOG LEN`, `SLOWLOG RESET`, `SLOWLOG HELP`: the slow-request
+/// log ([`crate::slowlog`]) in Redis's reply shapes, so that `redis-cli` and redis-py's
+/// `slowlog_get()` read it. An entry is `[id, unix seconds, microseconds, [command,
+/// "<key: N bytes>"], client address, client name]`: the key is never shown (a session id is
+/// a credential), only its length, and the client name is empty (it is not kept). Like
+/// Redis, `GET` returns 10 entries without a count and all of them with -1. `RESET` needs
+/// the admin role, as the native `SLOWLOG RESET` does (PROTOCOL.md).
+pub(super) fn slowlog(call: &mut Call<'_>) -> Result {
+    let sub = &call.args[1];
+    let extra = call.args.len() - 2;
+    let log = &call.ctx.slowlog;
+    let value = if is(sub, "get") && extra <= 1 {
+        let count = match call.args.get(2) {
+            None => Some(10),
+            Some(arg) => match int_arg(arg)? {
+                -1 => None,
+                n if n < -1 => {
+                    return Err(Value::error(
+                        "ERR count should be greater than or equal to -1",
+                    ))
+                }
+                n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            },
+        };
+        Value::Array(log.get(count).iter().map(slowlog_entry).collect())
+    } else if is(sub, "len") && extra == 0 {
+        Value::Integer(i64::try_from(log.len()).unwrap_or(i64::MAX))
+    } else if is(sub, "reset") && extra == 0 {
+        match call.client.access.check(Category::Keyspace) {
+            Ok(()) => {}
+            Err(Denied::AuthRequired) => {
+                return Err(Value::error("NOAUTH Authentication required."))
+            }
+            // Redis's wording for a subcommand a user may not run.
+            Err(Denied::NoPermission { user, .. }) => {
+                return Err(Value::error(format!(
+                    "NOPERM User {user} has no permissions to run the 'slowlog|reset' command"
+                )))
+            }
+        }
+        log.reset();
+        Value::Simple("OK")
+    } else if is(sub, "help") && extra == 0 {
+        Value::Array(
+            [
+                "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GET [<count>]",
+                "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                "    Entries are made of:",
+                "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+                "    client name",
+                "LEN",
+                "    Return the length of the slowlog.",
+                "RESET",
+                "    Reset the slowlog.",
+                "HELP",
+                "    Print this help.",
+            ]
+            .into_iter()
+            .map(Value::Simple)
+            .collect(),
+        )
+    } else if ["get", "len", "reset", "help"].iter().any(|s| is(sub, s)) {
+        return Err(wrong_arity("slowlog"));
+    } else {
+        return Err(unknown_subcommand(sub, "slowlog"));
+    };
+    Ok(Outcome::reply(value))
+}
+
+/// One slow-log entry as Redis shapes it.
+fn slowlog_entry(logged: &crate::slowlog::Logged) -> Value {
+    let entry = &logged.entry;
+    let mut command = vec![Value::bulk_static(entry.command)];
+    if entry.key_len > 0 {
+        command.push(Value::bulk_string(format!(
+            "<key: {} bytes>",
+            entry.key_len
+        )));
+    }
+    let int = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+    Value::Array(vec![
+        int(logged.id),
+        int(entry.unix_ms / 1000),
+        int(u64::try_from(entry.duration.as_micros()).unwrap_or(u64::MAX)),
+        Value::Array(command),
+        Value::bulk_string(entry.client.to_string()),
+        Value::bulk_static(""),
+    ])
 }
