@@ -9,6 +9,7 @@ use sessiond_proto::command::{
     Del, DelOutcome, Entry, Get, GetReply, Ping, PingReply, Set, SetMode, SetOutcome, Stats,
     StatsReply, Touch, TouchReply,
 };
+use sessiond_proto::command::{Slowlog, SlowlogEntry, SlowlogLen, SlowlogReply};
 use sessiond_proto::{Limits, Request};
 
 use crate::credentials::Credentials;
@@ -333,6 +334,40 @@ impl Client {
     pub async fn stats(&self) -> Result<StatsReply, Error> {
         let reply = self.call(Request::Stats(Stats)).await?;
         Ok(StatsReply::from_frame(&reply)?)
+    }
+
+    /// `SLOWLOG GET`: the newest `count` entries of the server's slow-request log, newest
+    /// first (fewer if it holds fewer). Needs the `monitor` or `admin` role on a server
+    /// with users.
+    pub async fn slowlog(&self, count: u32) -> Result<Vec<SlowlogEntry>, Error> {
+        match self.slowlog_call(Slowlog::Get { count }).await? {
+            SlowlogReply::Entries(entries) => Ok(entries),
+            _ => Err(Error::Protocol(
+                "SLOWLOG GET answered with another reply".into(),
+            )),
+        }
+    }
+
+    /// `SLOWLOG LEN`: how many entries the slow-request log holds, how many it keeps at
+    /// most, its threshold, and how many requests it has recorded since the server started.
+    pub async fn slowlog_len(&self) -> Result<SlowlogLen, Error> {
+        match self.slowlog_call(Slowlog::Len).await? {
+            SlowlogReply::Len(len) => Ok(len),
+            _ => Err(Error::Protocol(
+                "SLOWLOG LEN answered with another reply".into(),
+            )),
+        }
+    }
+
+    /// `SLOWLOG RESET`: empties the slow-request log. Needs the `admin` role on a server
+    /// with users.
+    pub async fn slowlog_reset(&self) -> Result<(), Error> {
+        self.slowlog_call(Slowlog::Reset).await.map(drop)
+    }
+
+    async fn slowlog_call(&self, request: Slowlog) -> Result<SlowlogReply, Error> {
+        let reply = self.call(Request::Slowlog(request)).await?;
+        Ok(SlowlogReply::from_frame(&reply, &request)?)
     }
 }
 

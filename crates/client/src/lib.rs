@@ -91,4 +91,5 @@ pub use tls::TlsOptions;
 pub use sessiond_proto::command::{
     Entry, LimitPolicy, OwnerLimit, SessionInfo, SessionList, SetMode, StatsReply,
 };
+pub use sessiond_proto::command::{SlowlogEntry, SlowlogLen};
 pub use sessiond_proto::{Limits, Status};
