@@ -11,21 +11,25 @@ const AFTER_HELP: &str = "\
 Output:
   get      the value bytes exactly as stored; a newline is added only when stdout is a
            terminal. With --meta, `version N` and `ttl_ms N` lines go to stderr.
-  set      `version N` (the entry's new version)
+  set      `version N` (the entry's new version), then `ended N` if --end-lru ended
+           some of the owner's sessions
+  rotate   `version N` (the session's new version), then `ended N` as for set
+  sessions one line per session, most recently used first:
+           `KEY VERSION CREATED_MS LAST_ACCESS_MS TTL_MS DEADLINE_MS` (times in Unix ms,
+           DEADLINE_MS `-` without an absolute lifetime; KEY escaped like a message key);
+           `more N` on stderr when N sessions did not fit the reply
+  end-all  `ended N`
   touch    `version N` (the entry's version, unchanged by the touch)
   del      nothing
   ping     `PONG`
-  stats    the server's `name value` lines; with --watch, a header and then one line of
-           rates per --interval (every 20 lines the header again)
-  slowlog  get: one line per entry, newest first:
-           `ID UNIX_MS DURATION_US PROTOCOL COMMAND KEY_LEN CLIENT`; len: `len N`,
-           `max_len N`, `threshold_us N` (or `off`), `recorded_total N`; reset: nothing
+  stats    the server's `name value` lines
 
 Exit status:
   0  success
   1  the request was answered but not carried out: the key does not exist (get, touch, del,
-     set --xx, set --if-version), it already exists (set --nx) or has another version
-     (--if-version). A one-line reason starting with the status name is printed on stderr.
+     set --xx, set --if-version, rotate), it already exists (set --nx, rotate's NEW) or has
+     another version (--if-version), or the owner is at its limit (--owner-limit,
+     OWNER_LIMIT). A one-line reason starting with the status name is printed on stderr.
   2  anything else: a usage error, connection failure, timeout, or an error status from the
      server (whose message is printed on stderr)
 
@@ -130,6 +134,42 @@ pub enum Command {
         /// Only replace version N: fail with VERSION_MISMATCH or NOT_FOUND (exit 1) otherwise.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         if_version: Option<u64>,
+        /// End the session this long after the write at the latest, however often it is
+        /// touched (an absolute lifetime, e.g. 12h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+        lifetime: Option<u64>,
+        #[command(flatten)]
+        bind: OwnerArgs,
+    },
+
+    /// List OWNER's live sessions, most recently used first: one line each,
+    /// `KEY VERSION CREATED_MS LAST_ACCESS_MS TTL_MS DEADLINE_MS`.
+    Sessions {
+        /// The owner (e.g. a user id).
+        owner: OsString,
+    },
+
+    /// End every session of OWNER, atomically; prints `ended N`.
+    EndAll {
+        /// The owner.
+        owner: OsString,
+        /// Keep this session (e.g. the current device's).
+        #[arg(long, value_name = "KEY")]
+        except: Option<OsString>,
+    },
+
+    /// Move the session under OLD to NEW in one step (the old key is gone); prints
+    /// `version N`.
+    Rotate {
+        /// The session's key.
+        old: OsString,
+        /// The key it moves to; must not exist (EXISTS, exit 1).
+        new: OsString,
+        /// Only move version N: fail with VERSION_MISMATCH (exit 1) otherwise.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        if_version: Option<u64>,
+        #[command(flatten)]
+        bind: OwnerArgs,
     },
 
     /// Print the value stored under KEY.
@@ -162,45 +202,23 @@ pub enum Command {
         if_version: Option<u64>,
     },
 
-    /// Print the server's counters, one `name value` per line; with --watch, a line of
-    /// rates every interval until interrupted.
-    Stats {
-        /// Print a line of rates (requests/s by command, hits, misses, sessions, memory,
-        /// connections) every --interval, computed from successive STATS replies, until
-        /// Ctrl-C (or --count lines).
-        #[arg(long)]
-        watch: bool,
-        /// Time between two --watch lines.
-        #[arg(long, default_value = "1s", value_parser = parse_timeout, requires = "watch")]
-        interval: Duration,
-        /// Stop after this many --watch lines.
-        #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
-        count: Option<u64>,
-    },
-
-    /// Read or clear the server's log of slow requests (default: `get 10`).
-    Slowlog {
-        /// What to do with the log.
-        #[command(subcommand)]
-        op: Option<SlowlogOp>,
-    },
+    /// Print the server's counters, one `name value` per line.
+    Stats,
 }
 
-/// `slowlog`'s operations.
-#[derive(Debug, Clone, Copy, Subcommand)]
-pub enum SlowlogOp {
-    /// The newest N entries, newest first, one line each:
-    /// `ID UNIX_MS DURATION_US PROTOCOL COMMAND KEY_LEN CLIENT` (never the key itself).
-    Get {
-        /// How many entries at most.
-        #[arg(default_value_t = 10)]
-        count: u32,
-    },
-    /// `len`, `max_len`, `threshold_us` (`off` when the log is off) and `recorded_total`
-    /// lines.
-    Len,
-    /// Remove every entry (needs the admin role).
-    Reset,
+/// The owner a `set` or `rotate` binds the session to, and the limit that applies.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OwnerArgs {
+    /// Bind the session to this owner (e.g. a user id, at most 256 bytes).
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<OsString>,
+    /// The owner may have at most N live sessions, this one included: past it the write is
+    /// refused with OWNER_LIMIT (exit 1), or with --end-lru the least recently used end.
+    #[arg(long, value_name = "N", requires = "owner", value_parser = clap::value_parser!(u32).range(1..))]
+    pub owner_limit: Option<u32>,
+    /// With --owner-limit: end the owner's least recently used sessions to make room.
+    #[arg(long, requires = "owner_limit")]
+    pub end_lru: bool,
 }
 
 /// A TTL in milliseconds. Sub-millisecond parts are dropped (the wire carries whole

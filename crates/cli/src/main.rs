@@ -4,12 +4,15 @@
 //! sessiond-cli [--addr HOST:PORT] [--timeout 5s] [--user NAME [--password-file FILE]]
 //!              [--tls --cacert FILE [--cert FILE --key FILE] [--server-name NAME]] <command>
 //!   ping
-//!   set KEY VALUE --ttl 30s [--nx | --xx | --if-version N]
+//!   set KEY VALUE --ttl 30s [--nx | --xx | --if-version N] [--lifetime 12h]
+//!       [--owner OWNER [--owner-limit N [--end-lru]]]
 //!   get KEY [--touch 30m] [--meta]
 //!   touch KEY 30m
 //!   del KEY [--if-version N]
-//!   stats [--watch [--interval 1s] [--count N]]
-//!   slowlog [get [N] | len | reset]
+//!   stats
+//!   sessions OWNER
+//!   end-all OWNER [--except KEY]
+//!   rotate OLD NEW [--if-version N] [--owner OWNER [--owner-limit N [--end-lru]]]
 //! ```
 //!
 //! Each invocation opens one connection, sends one request and prints the reply; `--addr`
@@ -20,8 +23,7 @@
 //!   when stdout is a terminal, so `sessiond-cli get k > file` is byte-exact. `--meta` adds
 //!   `version N` and `ttl_ms N` lines on stderr.
 //! - `set` and `touch` print `version N`; `del` prints nothing; `ping` prints `PONG`; `stats`
-//!   prints the server's `name value` lines (`stats --watch`, a line of rates per interval:
-//!   [`watch`]); `slowlog` prints one line per slow request ([`slowlog`]).
+//!   prints the server's `name value` lines.
 //! - Exit 0 on success. Exit 1 when the server answered but did not carry the request out
 //!   (`NOT_FOUND`, `EXISTS`, `VERSION_MISMATCH`), with a one-line reason on stderr that starts
 //!   with the status name and, for a version mismatch, gives the current version. Exit 2 for
@@ -38,15 +40,15 @@
 //!
 //! The parts, mini-redis style: [`cli`] is the command line, [`client`] one framed
 //! connection over the protocol crate's codec, [`run`] turns a command into a request and a
-//! reply into output. This file only wires them together.
+//! reply into output ([`session`] for the commands about owners, absolute lifetimes and
+//! rotation). This file only wires them together.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod cli;
 mod client;
 mod run;
-mod slowlog;
-mod watch;
+mod session;
 
 use std::process::ExitCode;
 

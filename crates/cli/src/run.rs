@@ -15,7 +15,7 @@ use sessiond_proto::{Limits, Request, ResponseFrame};
 
 use crate::cli::{Cli, Command};
 use crate::client::{Client, OPAQUE};
-use crate::{slowlog, watch};
+use crate::session;
 
 /// The environment variable the password of `--user` is read from, unless
 /// `--password-file` is given.
@@ -42,14 +42,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let credentials = credentials(&cli)?;
     let connector = connector(&cli)?;
     let mut client = Client::connect(&cli.addr, &connector, cli.timeout).await?;
-    if let Command::Stats {
-        watch: true,
-        interval,
-        count,
-    } = cli.command
-    {
-        return watch::run(&mut client, credentials.as_ref(), interval, count).await;
-    }
     let reply = client
         .call(credentials.as_ref(), request.to_frame(OPAQUE))
         .await?;
@@ -81,6 +73,9 @@ fn connector(cli: &Cli) -> anyhow::Result<Connector> {
 }
 
 fn request(command: &Command) -> anyhow::Result<Request> {
+    if let Some(request) = session::request(command)? {
+        return Ok(request);
+    }
     Ok(match command {
         Command::Ping => Request::Ping(Ping {
             payload: Bytes::from_static(PING_PAYLOAD),
@@ -92,6 +87,7 @@ fn request(command: &Command) -> anyhow::Result<Request> {
             nx,
             xx,
             if_version,
+            ..
         } => Request::Set(Set {
             key: key_bytes(key)?,
             value: value_bytes(value)?,
@@ -115,12 +111,17 @@ fn request(command: &Command) -> anyhow::Result<Request> {
             key: key_bytes(key)?,
             if_version: *if_version,
         }),
-        Command::Stats { .. } => Request::Stats(Stats),
-        Command::Slowlog { op } => slowlog::request(*op),
+        Command::Stats => Request::Stats(Stats),
+        Command::Sessions { .. } | Command::EndAll { .. } | Command::Rotate { .. } => {
+            bail!("{command:?} has no request")
+        }
     })
 }
 
 fn report(command: &Command, reply: &ResponseFrame) -> anyhow::Result<Outcome> {
+    if let Some(outcome) = session::report(command, reply) {
+        return outcome;
+    }
     match command {
         Command::Ping => {
             let reply = PingReply::from_frame(reply)?;
@@ -169,8 +170,7 @@ fn report(command: &Command, reply: &ResponseFrame) -> anyhow::Result<Outcome> {
                 Ok(version_mismatch(key, current, *if_version))
             }
         },
-        Command::Slowlog { op } => slowlog::report(*op, reply),
-        Command::Stats { .. } => {
+        Command::Stats => {
             let stats = StatsReply::from_frame(reply)?;
             let text: String = stats
                 .stats
@@ -179,14 +179,17 @@ fn report(command: &Command, reply: &ResponseFrame) -> anyhow::Result<Outcome> {
                 .collect();
             print(text.as_bytes())
         }
+        Command::Sessions { .. } | Command::EndAll { .. } | Command::Rotate { .. } => {
+            bail!("{command:?} has no report")
+        }
     }
 }
 
-fn not_found(key: &OsStr) -> Outcome {
+pub(crate) fn not_found(key: &OsStr) -> Outcome {
     Outcome::Declined(format!("NOT_FOUND: key {} does not exist", show(key)))
 }
 
-fn version_mismatch(key: &OsStr, current: u64, expected: Option<u64>) -> Outcome {
+pub(crate) fn version_mismatch(key: &OsStr, current: u64, expected: Option<u64>) -> Outcome {
     // The server only sends VERSION_MISMATCH to an if-version request, but its reply is data
     // from the network, so `expected` is not assumed to be there.
     let expected = expected.map(|v| format!(", not {v}")).unwrap_or_default();
@@ -208,7 +211,7 @@ pub(crate) fn print(bytes: &[u8]) -> anyhow::Result<Outcome> {
 ///
 /// The length is checked here because a frame cannot represent a longer key (the field is
 /// 16 bits); the server applies its own, usually lower, limit.
-fn key_bytes(key: &OsStr) -> anyhow::Result<Bytes> {
+pub(crate) fn key_bytes(key: &OsStr) -> anyhow::Result<Bytes> {
     let bytes = key.as_encoded_bytes();
     if bytes.len() > Limits::HARD_MAX_KEY_LEN as usize {
         bail!(
@@ -221,7 +224,7 @@ fn key_bytes(key: &OsStr) -> anyhow::Result<Bytes> {
 }
 
 /// The value's bytes, like [`key_bytes`].
-fn value_bytes(value: &OsStr) -> anyhow::Result<Bytes> {
+pub(crate) fn value_bytes(value: &OsStr) -> anyhow::Result<Bytes> {
     let bytes = value.as_encoded_bytes();
     if bytes.len() > Limits::HARD_MAX_VALUE_LEN as usize {
         bail!(
@@ -234,6 +237,6 @@ fn value_bytes(value: &OsStr) -> anyhow::Result<Bytes> {
 }
 
 /// A key as it can be shown in a message: quoted, with non-printable bytes escaped.
-fn show(key: &OsStr) -> String {
+pub(crate) fn show(key: &OsStr) -> String {
     format!("\"{}\"", key.as_encoded_bytes().escape_ascii())
 }

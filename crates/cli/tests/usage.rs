@@ -19,7 +19,9 @@ fn help_lists_every_command() {
     let out = cli(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for command in ["ping", "set", "get", "touch", "del", "stats"] {
+    for command in [
+        "ping", "set", "get", "touch", "del", "stats", "sessions", "end-all", "rotate",
+    ] {
         assert!(
             help.contains(command),
             "--help does not mention {command}:\n{help}"
