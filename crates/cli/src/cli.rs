@@ -22,7 +22,11 @@ Output:
   touch    `version N` (the entry's version, unchanged by the touch)
   del      nothing
   ping     `PONG`
-  stats    the server's `name value` lines
+  stats    the server's `name value` lines; with --watch, a header and then one line of
+           rates per --interval (every 20 lines the header again)
+  slowlog  get: one line per entry, newest first:
+           `ID UNIX_MS DURATION_US PROTOCOL COMMAND KEY_LEN CLIENT`; len: `len N`,
+           `max_len N`, `threshold_us N` (or `off`), `recorded_total N`; reset: nothing
 
 Exit status:
   0  success
@@ -202,8 +206,45 @@ pub enum Command {
         if_version: Option<u64>,
     },
 
-    /// Print the server's counters, one `name value` per line.
-    Stats,
+    /// Print the server's counters, one `name value` per line; with --watch, a line of
+    /// rates every interval until interrupted.
+    Stats {
+        /// Print a line of rates (requests/s by command, hits, misses, sessions, memory,
+        /// connections) every --interval, computed from successive STATS replies, until
+        /// Ctrl-C (or --count lines).
+        #[arg(long)]
+        watch: bool,
+        /// Time between two --watch lines.
+        #[arg(long, default_value = "1s", value_parser = parse_timeout, requires = "watch")]
+        interval: Duration,
+        /// Stop after this many --watch lines.
+        #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+
+    /// Read or clear the server's log of slow requests (default: `get 10`).
+    Slowlog {
+        /// What to do with the log.
+        #[command(subcommand)]
+        op: Option<SlowlogOp>,
+    },
+}
+
+/// `slowlog`'s operations.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum SlowlogOp {
+    /// The newest N entries, newest first, one line each:
+    /// `ID UNIX_MS DURATION_US PROTOCOL COMMAND KEY_LEN CLIENT` (never the key itself).
+    Get {
+        /// How many entries at most.
+        #[arg(default_value_t = 10)]
+        count: u32,
+    },
+    /// `len`, `max_len`, `threshold_us` (`off` when the log is off) and `recorded_total`
+    /// lines.
+    Len,
+    /// Remove every entry (needs the admin role).
+    Reset,
 }
 
 /// The owner a `set` or `rotate` binds the session to, and the limit that applies.

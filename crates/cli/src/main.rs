@@ -9,7 +9,8 @@
 //!   get KEY [--touch 30m] [--meta]
 //!   touch KEY 30m
 //!   del KEY [--if-version N]
-//!   stats
+//!   stats [--watch [--interval 1s] [--count N]]
+//!   slowlog [get [N] | len | reset]
 //!   sessions OWNER
 //!   end-all OWNER [--except KEY]
 //!   rotate OLD NEW [--if-version N] [--owner OWNER [--owner-limit N [--end-lru]]]
@@ -23,7 +24,8 @@
 //!   when stdout is a terminal, so `sessiond-cli get k > file` is byte-exact. `--meta` adds
 //!   `version N` and `ttl_ms N` lines on stderr.
 //! - `set` and `touch` print `version N`; `del` prints nothing; `ping` prints `PONG`; `stats`
-//!   prints the server's `name value` lines.
+//!   prints the server's `name value` lines (`stats --watch`, a line of rates per interval:
+//!   [`watch`]); `slowlog` prints one line per slow request ([`slowlog`]).
 //! - Exit 0 on success. Exit 1 when the server answered but did not carry the request out
 //!   (`NOT_FOUND`, `EXISTS`, `VERSION_MISMATCH`), with a one-line reason on stderr that starts
 //!   with the status name and, for a version mismatch, gives the current version. Exit 2 for
@@ -49,6 +51,8 @@ mod cli;
 mod client;
 mod run;
 mod session;
+mod slowlog;
+mod watch;
 
 use std::process::ExitCode;
 

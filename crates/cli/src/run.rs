@@ -15,7 +15,7 @@ use sessiond_proto::{Limits, Request, ResponseFrame};
 
 use crate::cli::{Cli, Command};
 use crate::client::{Client, OPAQUE};
-use crate::session;
+use crate::{session, slowlog, watch};
 
 /// The environment variable the password of `--user` is read from, unless
 /// `--password-file` is given.
@@ -42,6 +42,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let credentials = credentials(&cli)?;
     let connector = connector(&cli)?;
     let mut client = Client::connect(&cli.addr, &connector, cli.timeout).await?;
+    if let Command::Stats {
+        watch: true,
+        interval,
+        count,
+    } = cli.command
+    {
+        return watch::run(&mut client, credentials.as_ref(), interval, count).await;
+    }
     let reply = client
         .call(credentials.as_ref(), request.to_frame(OPAQUE))
         .await?;
@@ -111,7 +119,8 @@ fn request(command: &Command) -> anyhow::Result<Request> {
             key: key_bytes(key)?,
             if_version: *if_version,
         }),
-        Command::Stats => Request::Stats(Stats),
+        Command::Stats { .. } => Request::Stats(Stats),
+        Command::Slowlog { op } => slowlog::request(*op),
         Command::Sessions { .. } | Command::EndAll { .. } | Command::Rotate { .. } => {
             bail!("{command:?} has no request")
         }
@@ -170,7 +179,8 @@ fn report(command: &Command, reply: &ResponseFrame) -> anyhow::Result<Outcome> {
                 Ok(version_mismatch(key, current, *if_version))
             }
         },
-        Command::Stats => {
+        Command::Slowlog { op } => slowlog::report(*op, reply),
+        Command::Stats { .. } => {
             let stats = StatsReply::from_frame(reply)?;
             let text: String = stats
                 .stats
