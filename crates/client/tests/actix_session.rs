@@ -13,8 +13,8 @@ use actix_web::cookie::Key;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::Value;
-use sessiond_client::actix::{SessiondStore, VERSION_KEY};
-use sessiond_client::{Client, SessionConfig, SessionId, Sessions};
+use sessiond_client::actix::{current_id, login, SessiondStore, VERSION_KEY};
+use sessiond_client::{Client, SessionConfig, SessionId, Sessions, OWNER_KEY};
 use sessiond_tests::Daemon;
 use tokio::sync::Barrier;
 
@@ -48,6 +48,23 @@ async fn race(session: Session, race: web::Data<Arc<Barrier>>) -> HttpResponse {
 async fn renew(session: Session) -> HttpResponse {
     session.renew();
     HttpResponse::Ok().body("renewed")
+}
+
+/// Logs in as the user in the path, and answers with the session's id before the login.
+async fn log_in(user: web::Path<String>, session: Session) -> HttpResponse {
+    let before = current_id(&session).map(|id| id.to_string());
+    login(&session, &user).unwrap();
+    HttpResponse::Ok().body(before.unwrap_or_default())
+}
+
+/// Ends the user's other sessions, keeping this one.
+async fn end_others(store: web::Data<SessiondStore>, session: Session) -> HttpResponse {
+    let owner: String = session.get(OWNER_KEY).unwrap().unwrap();
+    let ended = store
+        .end_all(&owner, current_id(&session).as_ref())
+        .await
+        .unwrap();
+    HttpResponse::Ok().body(ended.to_string())
 }
 
 async fn logout(session: Session) -> HttpResponse {
@@ -91,11 +108,14 @@ async fn app() -> ActixApp {
                             .build(),
                     )
                     .app_data(web::Data::new(barrier.clone()))
+                    .app_data(web::Data::new(SessiondStore::new(app_client.clone())))
                     .route("/", web::get().to(set))
                     .route("/get", web::get().to(read))
                     .route("/n", web::get().to(count))
                     .route("/race", web::get().to(race))
                     .route("/renew", web::get().to(renew))
+                    .route("/login/{user}", web::get().to(log_in))
+                    .route("/end-others", web::get().to(end_others))
                     .route("/logout", web::get().to(logout))
             })
             .workers(2)
@@ -341,4 +361,36 @@ async fn store_operations_map_to_conditional_commands() {
             .map(String::from),
         misses
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_binds_the_owner_under_a_new_id_and_end_all_keeps_the_current_one() {
+    let app = app().await;
+    let store = SessiondStore::new(app.client.clone());
+    let (laptop, phone) = (browser(), browser());
+    let anonymous = session_key(&app.get(&laptop, "/").await.2.unwrap());
+    let (status, before, cookie) = app.get(&laptop, "/login/alice").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        before,
+        anonymous.as_str(),
+        "current_id names the loaded session"
+    );
+    let laptop_id = session_key(&cookie.unwrap());
+    assert_ne!(laptop_id, anonymous);
+    assert_eq!(
+        app.client.get(store.key(anonymous.as_str())).await.unwrap(),
+        None
+    );
+    app.get(&phone, "/login/alice").await;
+
+    let devices = store.sessions_of("alice").await.unwrap();
+    assert_eq!(devices.len(), 2);
+    assert!(devices.iter().any(|d| d.id == laptop_id));
+
+    let (status, ended, _) = app.get(&laptop, "/end-others").await;
+    assert_eq!((status, ended.as_str()), (200, "1"));
+    assert_eq!(app.get(&phone, "/get").await.1, "Username: not set");
+    assert_eq!(app.get(&laptop, "/get").await.1, "Username: Alice");
+    app.stop().await;
 }

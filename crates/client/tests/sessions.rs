@@ -5,27 +5,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sessiond_client::{
-    Client, SessionConfig, SessionError, SessionId, Sessions, SetCookie, SetMode,
-};
+use sessiond_client::{SessionConfig, SessionError, SessionId, Sessions, SetCookie, SetMode};
 use sessiond_tests::Daemon;
 
+mod support;
+
+use support::{attribute, cookie_header, sessions, stale_session};
+
 const KEY: &[u8] = b"an example signing key, 32+ byte";
-
-async fn sessions(daemon: &Daemon, config: SessionConfig) -> (Client, Sessions) {
-    let client = Client::builder(daemon.addr().to_string())
-        .request_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .unwrap();
-    let sessions = Sessions::new(client.clone(), config).unwrap();
-    (client, sessions)
-}
-
-/// The `Cookie` header a browser would send back for `set_cookie`.
-fn cookie_header(set_cookie: &SetCookie) -> String {
-    set_cookie.as_str().split(';').next().unwrap().to_string()
-}
 
 fn cookie_value(set_cookie: &SetCookie) -> String {
     cookie_header(set_cookie)
@@ -33,13 +20,6 @@ fn cookie_value(set_cookie: &SetCookie) -> String {
         .unwrap()
         .1
         .to_string()
-}
-
-fn attribute(set_cookie: &SetCookie, name: &str) -> Option<String> {
-    set_cookie
-        .as_str()
-        .split("; ")
-        .find_map(|part| part.strip_prefix(&format!("{name}=")).map(str::to_string))
 }
 
 #[tokio::test]
@@ -382,15 +362,7 @@ async fn regenerate_moves_the_session_and_leaves_the_old_id_dead() {
 async fn regenerate_after_a_concurrent_update_changes_nothing() {
     let daemon = Daemon::start();
     let (client, sessions) = sessions(&daemon, SessionConfig::default()).await;
-    let mut session = sessions.load(None).await.unwrap();
-    session.insert("n", 1).unwrap();
-    let header = cookie_header(&sessions.save(&mut session).await.unwrap().unwrap());
-
-    let mut stale = sessions.load([header.as_str()]).await.unwrap();
-    let mut other = sessions.load([header.as_str()]).await.unwrap();
-    other.insert("n", 2).unwrap();
-    sessions.save(&mut other).await.unwrap();
-
+    let (mut stale, header) = stale_session(&sessions).await;
     assert!(matches!(
         sessions.regenerate(&mut stale).await,
         Err(SessionError::Conflict { .. })

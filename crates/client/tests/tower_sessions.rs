@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
-use sessiond_client::tower::{is_conflict, SessiondStore, VERSION_KEY};
-use sessiond_client::{Client, SetMode};
+use sessiond_client::tower::{is_conflict, login, SessiondStore, VERSION_KEY};
+use sessiond_client::{Client, SetMode, OWNER_KEY};
 use sessiond_tests::Daemon;
 use time::OffsetDateTime;
 use tokio::sync::Barrier;
@@ -75,6 +75,12 @@ async fn cycle(session: Session) -> &'static str {
     "cycled"
 }
 
+/// Logs in as the user in the path: binds the owner and cycles the id.
+async fn log_in(Path(user): Path<String>, session: Session) -> &'static str {
+    login(&session, &user).await.unwrap();
+    "logged in"
+}
+
 async fn logout(session: Session) -> &'static str {
     session.flush().await.unwrap();
     "logged out"
@@ -102,6 +108,7 @@ async fn app() -> App {
         .route("/race", get(race_increment))
         .route("/race-retry", get(race_increment_with_retry))
         .route("/cycle", get(cycle))
+        .route("/login/{user}", get(log_in))
         .route("/logout", get(logout))
         .with_state(Race(Arc::new(Barrier::new(2))))
         .layer(SessionManagerLayer::new(store.clone()).with_secure(false));
@@ -312,4 +319,38 @@ async fn ttls_follow_the_expiry_date_within_the_servers_max_ttl() {
     assert!(entry.ttl_ms <= 3_600_000 && entry.ttl_ms > 3_500_000);
     let loaded = store.load(&record.id).await.unwrap().unwrap();
     assert!(loaded.expiry_date - OffsetDateTime::now_utc() <= time::Duration::hours(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_binds_the_owner_under_a_new_id_and_end_all_ends_the_others() {
+    let app = app().await;
+    let (laptop, phone) = (browser(), browser());
+    let anonymous = id_of(&app.get(&laptop, "/").await.2.unwrap());
+    let (status, _, cookie) = app.get(&laptop, "/login/alice").await;
+    assert_eq!(status, StatusCode::OK);
+    let laptop_id = id_of(&cookie.unwrap());
+    assert_ne!(laptop_id, anonymous);
+    assert_eq!(app.stored(&anonymous).await, None, "the old id is dead");
+    let stored = app.stored(&laptop_id).await.unwrap();
+    assert_eq!(stored["username"], "Alice");
+    assert_eq!(stored[OWNER_KEY], "alice");
+    let phone_id = id_of(&app.get(&phone, "/login/alice").await.2.unwrap());
+
+    let mut devices: Vec<String> = app
+        .store
+        .sessions_of("alice")
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id.to_string())
+        .collect();
+    devices.sort();
+    let mut expected = vec![laptop_id.clone(), phone_id];
+    expected.sort();
+    assert_eq!(devices, expected);
+
+    let keep: Id = laptop_id.parse().unwrap();
+    assert_eq!(app.store.end_all("alice", Some(keep)).await.unwrap(), 1);
+    assert_eq!(app.get(&phone, "/get").await.1, "Username: not set");
+    assert_eq!(app.get(&laptop, "/get").await.1, "Username: Alice");
 }
