@@ -31,8 +31,13 @@
 //! connections it prints `listening on ADDR` on stdout. SIGINT or SIGTERM stops it
 //! gracefully.
 //!
+//! Besides the Flask example's `/` and `/get` (and `/logout`), it shows what sessiond knows
+//! about users: `/login/<user>` binds the session to the user and moves it to a new id,
+//! `/devices` lists the user's sessions, `/logout-everywhere` ends them all (see [`app`]).
+//!
 //! Since the sessions live in sessiond, not in the process, any number of instances
-//! pointed at one sessiond serve the same sessions: set on one, read on another.
+//! pointed at one sessiond serve the same sessions: set on one, read on another, and log
+//! out everywhere from any.
 //!
 //! [`app`] is the web application; this file only parses arguments and wires it up.
 

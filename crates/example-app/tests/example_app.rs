@@ -213,3 +213,108 @@ async fn the_example_logs_in_to_sessiond_over_tls() {
     assert_eq!(get(&browser, refused.url("/get")).await.0, 500);
     assert_eq!(get(&browser, app.url("/get")).await.1, "Username: Alice");
 }
+
+/// The `session` cookie a response sets, if any.
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .cookies()
+        .find(|c| c.name() == "session")
+        .map(|c| c.value().to_string())
+}
+
+/// A request carrying exactly `cookie` as the session cookie, with no cookie jar.
+async fn get_with_cookie(url: String, cookie: &str) -> String {
+    reqwest::Client::new()
+        .get(url)
+        .header("Cookie", format!("session={cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn login_moves_the_session_to_a_new_id() {
+    let daemon = Daemon::start();
+    let app = ExampleApp::start(daemon.addr(), None);
+    let browser = browser();
+    let before = session_cookie(&browser.get(app.url("/")).send().await.unwrap()).unwrap();
+    let login = browser.get(app.url("/login/alice")).send().await.unwrap();
+    let after = session_cookie(&login).unwrap();
+    assert_eq!(login.text().await.unwrap(), "Logged in as alice");
+    assert_ne!(before, after);
+    // The id from before the login (one an attacker could have planted) is dead; the new
+    // one is alice's.
+    assert_eq!(
+        get_with_cookie(app.url("/get"), &before).await,
+        "Username: not set"
+    );
+    assert_eq!(
+        get_with_cookie(app.url("/get"), &after).await,
+        "Username: alice"
+    );
+    // A browser that is not logged in has no devices to list.
+    assert_eq!(get(&self::browser(), app.url("/devices")).await.0, 401);
+    // An owner the store cannot take is the client's mistake.
+    let long = "u".repeat(300);
+    assert_eq!(
+        get(&self::browser(), app.url(&format!("/login/{long}")))
+            .await
+            .0,
+        400
+    );
+}
+
+#[tokio::test]
+async fn logout_everywhere_from_one_replica_logs_out_every_browser_on_both() {
+    let daemon = Daemon::start();
+    let replicas = [
+        ExampleApp::start(daemon.addr(), None),
+        ExampleApp::start(daemon.addr(), None),
+    ];
+    // Three browsers (cookie jars) of alice, logging in through either replica, and bob.
+    let jars = [browser(), browser(), browser()];
+    for (n, jar) in jars.iter().enumerate() {
+        let replica = &replicas[n % 2];
+        assert_eq!(
+            get(jar, replica.url("/login/alice")).await,
+            (200, "Logged in as alice".into())
+        );
+    }
+    let bob = browser();
+    assert_eq!(get(&bob, replicas[1].url("/login/bob")).await.0, 200);
+
+    // Every browser sees alice's three sessions from either replica, itself marked once.
+    for replica in &replicas {
+        for jar in &jars {
+            let (status, body) = get(jar, replica.url("/devices")).await;
+            assert_eq!(status, 200, "{body}");
+            let lines: Vec<&str> = body.lines().collect();
+            assert_eq!(lines[0], "3 sessions of alice", "{body}");
+            assert_eq!(lines.len(), 4, "{body}");
+            let marked = lines.iter().filter(|l| l.ends_with(", this device"));
+            assert_eq!(marked.count(), 1, "{body}");
+        }
+    }
+
+    assert_eq!(
+        get(&jars[1], replicas[1].url("/logout-everywhere")).await,
+        (200, "Ended 3 sessions of alice".into())
+    );
+    for replica in &replicas {
+        for jar in &jars {
+            assert_eq!(
+                get(jar, replica.url("/get")).await,
+                (200, "Username: not set".into())
+            );
+            assert_eq!(get(jar, replica.url("/devices")).await.0, 401);
+        }
+    }
+    // Bob was not alice.
+    assert_eq!(
+        get(&bob, replicas[0].url("/get")).await,
+        (200, "Username: bob".into())
+    );
+}
