@@ -645,3 +645,129 @@ fn mutual_tls_with_a_client_certificate_and_credentials() {
     );
     assert_exit(&out, 2);
 }
+
+/// The keys `sessiond-cli sessions OWNER` lists, in its order.
+#[track_caller]
+fn listed_keys(out: &Output) -> Vec<String> {
+    assert_exit(out, 0);
+    stdout(out)
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            assert_eq!(
+                fields.len(),
+                6,
+                "KEY VERSION CREATED LAST_ACCESS TTL DEADLINE: {line}"
+            );
+            fields[0].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn owner_sessions_are_listed_rotated_and_ended() {
+    let daemon = Daemon::start();
+    let bind = ["--ttl", "30m", "--owner", "alice"];
+    for key in ["s:1", "s:2"] {
+        assert_exit(&cli(&daemon, &[&["set", key, "v"][..], &bind].concat()), 0);
+    }
+    let out = cli(
+        &daemon,
+        &[
+            "set",
+            "s:3",
+            "v",
+            "--ttl",
+            "30m",
+            "--owner",
+            "alice",
+            "--lifetime",
+            "1h",
+        ],
+    );
+    assert_exit(&out, 0);
+    let mut keys = listed_keys(&cli(&daemon, &["sessions", "alice"]));
+    keys.sort();
+    assert_eq!(keys, ["s:1", "s:2", "s:3"]);
+    let listing = stdout(&cli(&daemon, &["sessions", "alice"])).to_string();
+    let deadline = |key: &str| {
+        let line = listing
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap();
+        line.rsplit(' ').next().unwrap().to_string()
+    };
+    assert_eq!(deadline("s:1"), "-");
+    assert!(deadline("s:3").parse::<u64>().is_ok());
+
+    // A limit of 3 refusing the fourth: OWNER_LIMIT, exit 1; with --end-lru, the least
+    // recently used one ends instead.
+    let limited = ["--owner-limit", "3"];
+    let out = cli(
+        &daemon,
+        &[&["set", "s:4", "v"][..], &bind, &limited].concat(),
+    );
+    assert_exit(&out, 1);
+    assert!(stderr(&out).starts_with("OWNER_LIMIT"), "{}", stderr(&out));
+    let out = cli(
+        &daemon,
+        &[&["set", "s:4", "v"][..], &bind, &limited, &["--end-lru"]].concat(),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out).lines().nth(1), Some("ended 1"));
+    assert_eq!(listed_keys(&cli(&daemon, &["sessions", "alice"])).len(), 3);
+
+    // Rotation: the old key is gone, the new one is still alice's; a taken new key or a
+    // missing old one exits 1.
+    let out = cli(&daemon, &["rotate", "s:4", "s:5"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).starts_with("version "));
+    assert_exit(&cli(&daemon, &["get", "s:4"]), 1);
+    assert!(listed_keys(&cli(&daemon, &["sessions", "alice"])).contains(&"s:5".to_string()));
+    let out = cli(&daemon, &["rotate", "s:4", "s:6"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).starts_with("NOT_FOUND"), "{}", stderr(&out));
+    assert_exit(&cli(&daemon, &["set", "taken", "x", "--ttl", "1m"]), 0);
+    let out = cli(&daemon, &["rotate", "s:5", "taken"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).starts_with("EXISTS"), "{}", stderr(&out));
+
+    // End all but s:5, then all.
+    let out = cli(&daemon, &["end-all", "alice", "--except", "s:5"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "ended 2\n");
+    assert_eq!(listed_keys(&cli(&daemon, &["sessions", "alice"])), ["s:5"]);
+    assert_eq!(stdout(&cli(&daemon, &["end-all", "alice"])), "ended 1\n");
+    assert_eq!(
+        listed_keys(&cli(&daemon, &["sessions", "alice"])),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn owner_options_are_checked_before_sending() {
+    let daemon = Daemon::start();
+    for args in [
+        &["set", "k", "v", "--ttl", "1m", "--owner-limit", "2"][..],
+        &["set", "k", "v", "--ttl", "1m", "--owner", "a", "--end-lru"],
+        &[
+            "set",
+            "k",
+            "v",
+            "--ttl",
+            "1m",
+            "--owner",
+            "a",
+            "--owner-limit",
+            "0",
+        ],
+        &["rotate", "a"],
+        &["sessions"],
+    ] {
+        assert_exit(&cli(&daemon, args), 2);
+    }
+    let long = "o".repeat(257);
+    let out = cli(&daemon, &["sessions", &long]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("owner"), "{}", stderr(&out));
+}
