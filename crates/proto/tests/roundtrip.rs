@@ -13,6 +13,7 @@ use sessiond_proto::command::{
     Auth, AuthReply, Del, DelOutcome, Entry, Get, GetReply, Hello, HelloReply, Ping, PingReply,
     Set, SetMode, SetOutcome, Stats, StatsReply, Touch, TouchReply,
 };
+use sessiond_proto::command::{Slowlog, SlowlogEntry, SlowlogLen, SlowlogReply};
 use sessiond_proto::header::HEADER_LEN;
 use sessiond_proto::{
     ClientCodec, Limits, Request, RequestFrame, ResponseFrame, ServerCodec, Status,
@@ -121,6 +122,51 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Stats(Stats)),
         ("[a-z]{1,255}", bytes(1..=1024))
             .prop_map(|(user, password)| Request::Auth(Auth { user, password })),
+        prop_oneof![
+            any::<u32>().prop_map(|count| Slowlog::Get { count }),
+            Just(Slowlog::Len),
+            Just(Slowlog::Reset),
+        ]
+        .prop_map(Request::Slowlog),
+    ]
+}
+
+/// A `SLOWLOG` reply of any of the three kinds, with the request it answers.
+fn slowlog_reply() -> impl Strategy<Value = (Slowlog, SlowlogReply)> {
+    // Texts up to the 255 bytes an entry's length byte can say, multi-byte UTF-8 included.
+    let text = || "[ -~é]{0,100}";
+    let entry = (
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()),
+        (text(), text(), text()),
+    )
+        .prop_map(
+            |((id, unix_ms, duration_us, key_len), (command, protocol, client))| SlowlogEntry {
+                id,
+                unix_ms,
+                duration_us,
+                key_len,
+                command,
+                protocol,
+                client,
+            },
+        );
+    let len = (
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(0..u64::MAX),
+        any::<u64>(),
+    )
+        .prop_map(|(len, max_len, threshold_us, recorded_total)| SlowlogLen {
+            len,
+            max_len,
+            threshold_us,
+            recorded_total,
+        });
+    prop_oneof![
+        (vec(entry, 0..20), any::<u32>())
+            .prop_map(|(entries, count)| (Slowlog::Get { count }, SlowlogReply::Entries(entries))),
+        len.prop_map(|len| (Slowlog::Len, SlowlogReply::Len(len))),
+        Just((Slowlog::Reset, SlowlogReply::Reset)),
     ]
 }
 
@@ -408,6 +454,13 @@ proptest! {
         let frame = decode_response(encode_response(&reply.to_frame(opaque)));
         prop_assert_eq!(frame.opaque, opaque);
         prop_assert_eq!(StatsReply::from_frame(&frame), Ok(reply));
+    }
+
+    #[test]
+    fn slowlog_replies_round_trip((request, reply) in slowlog_reply(), opaque in any::<u32>()) {
+        let frame = decode_response(encode_response(&reply.to_frame(opaque)));
+        prop_assert_eq!(frame.opaque, opaque);
+        prop_assert_eq!(SlowlogReply::from_frame(&frame, &request), Ok(reply));
     }
 
     /// Random bytes, and random headers that get past the magic and version checks with
