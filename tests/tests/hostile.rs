@@ -27,6 +27,10 @@ use tokio_util::codec::Decoder;
 const MIB: u64 = 1024 * 1024;
 const HOUR_MS: u64 = 60 * 60 * 1000;
 
+/// The tests that open ten thousand connections take turns: two at once would need twice
+/// the open-file limit that [`connections`] fits one of them into.
+static FLOOD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Connections a test may open: what it asks for, or fewer if the open-file limit (which the
 /// daemon inherits) is too low for both ends.
 fn connections(wanted: usize) -> usize {
@@ -459,6 +463,7 @@ fn slowloris(addr: SocketAddr, n: usize, per_address: usize, reconnect: bool) ->
 /// timeout (freeing their slots), and do not hold up shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_do_not_read_are_cut_off_and_do_not_hold_up_shutdown() {
+    let _flood = FLOOD.lock().await;
     let n = connections(10_000);
     // Without the output budget, which would cut most of them off sooner (tested below).
     let (mut daemon, requests) =
@@ -565,6 +570,7 @@ async fn open_non_readers(daemon: &Daemon, n: usize, requests: &[u8]) -> Vec<Tcp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_do_not_read_are_cut_off_at_the_output_budget() {
     const BUDGET: u64 = 16 * MIB;
+    let _flood = FLOOD.lock().await;
     let n = connections(10_000);
     let (mut daemon, requests) = daemon_for_non_readers(&format!(
         "write_timeout = \"60s\"\nmax_pending_output_bytes = {BUDGET}"
