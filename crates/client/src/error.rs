@@ -103,13 +103,18 @@ impl Error {
     }
 
     /// Whether the request may succeed if tried again later: timeouts, lost connections,
-    /// and the server's transient statuses (`BUSY`, `SHUTTING_DOWN`, `PERSISTENCE_FAILED`).
+    /// and the server's transient statuses (`BUSY`, `SHUTTING_DOWN`, `PERSISTENCE_FAILED`,
+    /// and `OUT_OF_MEMORY`: the server is at its memory limit, and a create succeeds again
+    /// once sessions are deleted or expire, PROTOCOL.md 6.3).
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Timeout { .. } | Error::Connection { .. } => true,
             Error::Server { status, .. } => matches!(
                 status,
-                Status::Busy | Status::ShuttingDown | Status::PersistenceFailed
+                Status::Busy
+                    | Status::ShuttingDown
+                    | Status::PersistenceFailed
+                    | Status::OutOfMemory
             ),
             _ => false,
         }
@@ -168,5 +173,19 @@ impl From<ReplyError> for Error {
             ReplyError::Server { status, message } => Error::from_status(status, message),
             malformed @ ReplyError::Malformed { .. } => Error::Protocol(malformed.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_at_its_memory_limit_is_transient_not_declined() {
+        let full = Error::from_status(Status::OutOfMemory, "at the limit".into());
+        assert!(full.is_transient());
+        assert!(!full.is_declined());
+        // A request the server will never accept is not.
+        assert!(!Error::from_status(Status::TooLarge, "too large".into()).is_transient());
     }
 }
