@@ -529,7 +529,7 @@ fn run(ops: &[Op]) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 64,
+        cases: 128,
         ..ProptestConfig::default()
     })]
 
@@ -537,6 +537,39 @@ proptest! {
     fn sessions_of_is_exactly_the_live_sessions_of_each_owner(ops in prop::collection::vec(op(), 1..60)) {
         run(&ops);
     }
+}
+
+#[test]
+fn replay_keeps_a_session_whose_touch_comes_after_a_set_that_has_expired_by_then() {
+    // Replayed a second later, the second SET's deadline has passed, and the TOUCH after it
+    // brings the session back: the index must still hold it (it once dropped the key as
+    // soon as the expired SET replaced the first one).
+    use Op::*;
+    run(&[
+        Set {
+            key: 3,
+            mode: 0,
+            ttl_s: 1,
+            owner: Some(2),
+            absolute_s: None,
+            limit: None,
+        },
+        Set {
+            key: 3,
+            mode: 0,
+            ttl_s: 1,
+            owner: None,
+            absolute_s: None,
+            limit: None,
+        },
+        Touch {
+            key: 3,
+            ttl_s: 2,
+            get: false,
+        },
+        Advance { ms: 1_000 },
+        Restart,
+    ]);
 }
 
 #[test]

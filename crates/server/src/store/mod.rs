@@ -197,6 +197,7 @@ impl Store {
 
     /// Writes `value` under `key` with the deadline `expiry` gives, subject to `mode`. Not
     /// held to the memory limit.
+    #[inline]
     pub fn set_with(&self, key: &[u8], value: &[u8], expiry: Expiry, mode: SetMode) -> SetOutcome {
         let write = self.plain_write(value, expiry, mode, false);
         self.unlimited(self.write(key, write, None))
@@ -220,6 +221,7 @@ impl Store {
     }
 
     /// A write that binds no owner and sets no absolute deadline of its own.
+    #[inline]
     fn plain_write<'a>(
         &self,
         value: &'a [u8],
@@ -261,6 +263,7 @@ impl Store {
     /// Applies `write` to `key`; then, if the write took the key from an owner (a create
     /// over an expired session, or a binding to another owner), drops it from that owner's
     /// index, after the shard lock is released ([`owner`] says why after).
+    #[inline]
     fn write(
         &self,
         key: &[u8],
@@ -269,8 +272,8 @@ impl Store {
     ) -> Result<SetOutcome, OutOfMemory> {
         let mut unbound = None;
         let outcome = self.write_locked(key, write, previous, &mut unbound);
-        if let Some(owner) = unbound {
-            self.unindex(&owner, key);
+        if unbound.is_some() {
+            self.unindex_unbound(unbound, key);
         }
         outcome
     }
@@ -391,7 +394,16 @@ impl Store {
                 .fetch_add(1, Ordering::Relaxed);
         }
         let deadline = expiry.deadline(now, live.then_some(current.expires_at_ms()));
-        let absolute = self.rewrite_meta(&mut slot, live, session, now, unbound);
+        // The common case, a plain SET over a plain entry, has no session fields to keep.
+        let plain = !current.has_meta()
+            && session.owner.is_none()
+            && session.absolute_deadline_ms.is_none()
+            && (live || self.shared.default_lifetime_ms.load(Ordering::Relaxed) == 0);
+        let absolute = if plain {
+            None
+        } else {
+            self.rewrite_meta(&mut slot, live, session, now, unbound)
+        };
         self.value_replaced(slot.slot().value().len(), value.len());
         slot.replace_value(value);
         slot.set_expires_at_ms(clamp(deadline, absolute));
@@ -406,6 +418,7 @@ impl Store {
     /// absolute deadlines, and records the access; a write over an expired entry is a create
     /// and starts afresh. Sets `unbound` to the owner the key leaves, if any. Returns the
     /// absolute deadline the slot now has.
+    #[inline(never)]
     fn rewrite_meta(
         &self,
         slot: &mut SlotMut<'_>,
@@ -834,16 +847,28 @@ impl Store {
 
     /// Moves a live entry's deadline (never past its absolute deadline) and records the
     /// TOUCH; for a session, also its last access.
+    #[inline]
     fn move_deadline(&self, slot: &mut SlotMut<'_>, expires_at_ms: u64) {
-        let Some(meta) = slot.slot().meta() else {
-            slot.set_expires_at_ms(expires_at_ms);
-            return self.record(Mutation::Touch {
-                key: slot.slot().key(),
-                expires_at_ms: slot.slot().expires_at_ms(),
-            });
-        };
+        if slot.slot().has_meta() {
+            return self.move_session_deadline(slot, expires_at_ms);
+        }
+        slot.set_expires_at_ms(expires_at_ms);
+        self.record(Mutation::Touch {
+            key: slot.slot().key(),
+            expires_at_ms: slot.slot().expires_at_ms(),
+        });
+    }
+
+    /// [`Store::move_deadline`] for a slot with session fields, apart so that the plain
+    /// path stays small enough to inline into every read with touch.
+    #[inline(never)]
+    fn move_session_deadline(&self, slot: &mut SlotMut<'_>, expires_at_ms: u64) {
+        let absolute = slot
+            .slot()
+            .meta()
+            .and_then(|meta| meta.absolute_deadline_ms);
         let now = self.shared.clock.now_ms();
-        slot.set_expires_at_ms(clamp(expires_at_ms, meta.absolute_deadline_ms));
+        slot.set_expires_at_ms(clamp(expires_at_ms, absolute));
         slot.set_last_access_ms(now);
         self.record(Mutation::SessionTouch {
             key: slot.slot().key(),
@@ -852,22 +877,30 @@ impl Store {
         });
     }
 
+    #[inline]
     fn record_set(&self, slot: &Slot) {
-        let Some(meta) = slot.meta() else {
-            return self.record(Mutation::Set {
-                key: slot.key(),
-                value: slot.value(),
-                expires_at_ms: slot.expires_at_ms(),
-                version: slot.version(),
-            });
-        };
-        self.record(Mutation::SessionSet(SessionState {
+        if slot.has_meta() {
+            return self.record_session_set(slot);
+        }
+        self.record(Mutation::Set {
             key: slot.key(),
             value: slot.value(),
             expires_at_ms: slot.expires_at_ms(),
             version: slot.version(),
-            meta,
-        }));
+        });
+    }
+
+    #[inline(never)]
+    fn record_session_set(&self, slot: &Slot) {
+        if let Some(meta) = slot.meta() {
+            self.record(Mutation::SessionSet(SessionState {
+                key: slot.key(),
+                value: slot.value(),
+                expires_at_ms: slot.expires_at_ms(),
+                version: slot.version(),
+                meta,
+            }));
+        }
     }
 
     fn record(&self, mutation: Mutation<'_>) {

@@ -3,8 +3,9 @@
 //! # What it promises
 //!
 //! Every live session bound to owner X has its key in X's set, at every moment. The set may
-//! also hold, for a short while, keys that are no longer X's sessions (deleted, expired,
-//! evicted, rotated away or bound to another owner): every operation that reads the set
+//! also hold keys that are not X's live sessions: those of expired entries still in the map
+//! (until the sweep or an access removes them), and, for a short while, keys deleted,
+//! evicted, rotated away or bound to another owner: every operation that reads the set
 //! (`sessions_of`, `end_all`, the per-owner limit) checks each key against the map under
 //! X's lock and drops the ones that are not X's live sessions, so what a client observes is
 //! exactly "the live sessions whose owner is X". A key that leaves the map is also dropped

@@ -587,6 +587,17 @@ impl Store {
         Ok(limit)
     }
 
+    /// Whether `key` holds an entry bound to `owner`, live or not. The index keeps such a
+    /// key until the entry leaves the map: replay can bring an entry it holds back to life
+    /// (a TOUCH record after a SET whose deadline has passed by the time of the replay), and
+    /// removing the entry calls [`Store::unindex`] anyway.
+    fn is_bound_to(&self, key: &[u8], owner: &[u8]) -> bool {
+        self.shared
+            .map
+            .get(key)
+            .is_some_and(|found| found.key().owner() == Some(owner))
+    }
+
     /// Whether `key` is a live session bound to `owner`.
     fn is_live_session_of(&self, key: &[u8], owner: &[u8], now: u64) -> bool {
         self.shared
@@ -624,7 +635,8 @@ impl Store {
             });
             match info {
                 Some(info) => sessions.push(info),
-                None => guard.remove(&key),
+                None if !self.is_bound_to(&key, guard.owner()) => guard.remove(&key),
+                None => {}
             }
         }
         sessions
@@ -686,13 +698,23 @@ impl Store {
         }
     }
 
-    /// Drops `key` from `owner`'s set unless it is the owner's live session. Called after a
-    /// session bound to `owner` left the map (or the owner), with no lock held.
+    /// Drops `key` from `owner`'s set unless the map still holds it bound to `owner`. Called
+    /// after a session bound to `owner` left the map (or the owner), with no lock held.
+    #[inline(never)]
     pub(super) fn unindex(&self, owner: &[u8], key: &[u8]) {
-        let now = self.shared.clock.now_ms();
         let mut guard = self.shared.owners.lock(owner);
-        if guard.contains(key) && !self.is_live_session_of(key, owner, now) {
+        if guard.contains(key) && !self.is_bound_to(key, owner) {
             guard.remove(key);
+        }
+    }
+
+    /// [`Store::unindex`] for the owner a write took `key` from (out of the hot path of
+    /// plain writes, which have none).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn unindex_unbound(&self, owner: Option<Box<[u8]>>, key: &[u8]) {
+        if let Some(owner) = owner {
+            self.unindex(&owner, key);
         }
     }
 

@@ -220,9 +220,16 @@ impl Slot {
         unsafe { std::slice::from_raw_parts(value, len as usize) }
     }
 
+    /// Whether the slot has the session extension (an owner or an absolute deadline): one
+    /// bit test, for the hot paths that only need to know.
+    #[inline]
+    pub fn has_meta(&self) -> bool {
+        self.header().value_len & EXT_FLAG != 0
+    }
+
     /// The session extension, if the slot has one.
     pub fn meta(&self) -> Option<Meta<'_>> {
-        if self.header().value_len & EXT_FLAG == 0 {
+        if !self.has_meta() {
             return None;
         }
         let ext = self.ext_ptr();
@@ -362,7 +369,7 @@ impl<'a> SlotMut<'a> {
     /// Records an access (a write or a touch) at `now_ms` in the session extension; nothing
     /// for a slot without one.
     pub fn set_last_access_ms(&mut self, now_ms: u64) {
-        if self.slot.meta().is_none() {
+        if !self.slot.has_meta() {
             return;
         }
         let ext = self.slot.ext_ptr();
