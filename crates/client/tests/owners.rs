@@ -298,6 +298,15 @@ async fn client_session_commands_are_typed() {
     ));
     assert!(Error::OwnerLimitReached.is_declined());
 
+    // A login as an owner the wire cannot carry changes nothing.
+    let (_, sessions) = sessions(&daemon, SessionConfig::default()).await;
+    let mut session = sessions.load(None).await.unwrap();
+    assert!(matches!(
+        sessions.login(&mut session, "").await,
+        Err(SessionError::Client(Error::InvalidArgument(_)))
+    ));
+    assert!(session.is_new() && !session.is_modified() && session.owner().is_none());
+
     // Arguments the wire cannot carry are refused before sending.
     for bad in ["", &"o".repeat(257)] {
         assert!(matches!(

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::{codec, Session, SessionError, Sessions, SetCookie};
 use crate::id::fingerprint;
+use crate::session_commands::checked_owner;
 use crate::SessionId;
 
 /// The session data entry that names the session's owner. The tower-sessions and
@@ -100,6 +101,8 @@ impl Sessions {
         if session.destroyed {
             return Err(SessionError::Gone);
         }
+        // Checked before the session is touched, so that a refused owner leaves it as it was.
+        checked_owner(owner.as_bytes())?;
         session.insert(OWNER_KEY, owner)?;
         match (session.id.clone(), session.version) {
             (Some(old), Some(version)) => {
