@@ -79,7 +79,7 @@ pub enum Part {
     Aof,
     /// Connections' read and write buffers.
     Connections,
-    /// How far the process's resident set, less what it held when the cap was set, is past
+    /// How far the process's resident set, less what it held once started, is past
     /// the cap and the allowance for partly used pages ([`RESIDENT_SHARE`],
     /// [`RESIDENT_SLACK`]): memory the allocator holds that the other parts do not count
     /// (see the module docs). Set by [`Accounting::observe_resident`]; 0 short of that.
@@ -122,9 +122,12 @@ pub const EVICT_AHEAD: u64 = 32;
 pub const RESIDENT_SHARE: u64 = 32;
 
 /// ... and by this many bytes: what the process takes once it serves, beyond what it held
-/// when the cap was set (thread stacks and allocator caches as the workers first run, the
+/// at the first look (thread stacks and allocator caches as the workers first run, the
 /// first connections), about 1 to 2 MiB.
 pub const RESIDENT_SLACK: u64 = 2 << 20;
+
+/// [`Accounting::observe_resident`] has not taken the resident set's base yet.
+const BASE_PENDING: u64 = u64::MAX - 1;
 
 /// No limit: what a store made outside the daemon (tests, tools) starts with.
 const UNLIMITED: u64 = u64::MAX;
@@ -148,8 +151,8 @@ pub struct Accounting {
     /// Live entries evicted to bring memory back under the limit.
     evicted: AtomicU64,
     /// The resident set the process would have with nothing counted: its resident set when
-    /// the cap was set, less what was counted then (the runtime, thread stacks, the empty
-    /// tables). [`UNLIMITED`] when unknown (no cap, or not Linux).
+    /// the pressure task first looked, less what was counted then (the runtime, thread
+    /// stacks, the empty tables). [`UNLIMITED`] without a cap, [`BASE_PENDING`] until then.
     resident_base: AtomicU64,
 }
 
@@ -179,9 +182,10 @@ impl Accounting {
             (Some(limit), Policy::EvictSoonestExpiring) => limit - limit / EVICT_AHEAD,
         };
         self.acts_at.store(acts_at, Ordering::Relaxed);
-        let base = match (limit, resident_set()) {
-            (Some(_), Some(resident)) => resident.saturating_sub(self.counted()),
-            _ => UNLIMITED,
+        let base = if limit.is_some() {
+            BASE_PENDING
+        } else {
+            UNLIMITED
         };
         self.resident_base.store(base, Ordering::Relaxed);
     }
@@ -198,6 +202,14 @@ impl Accounting {
         let Some(resident) = resident_set() else {
             return;
         };
+        if base == BASE_PENDING {
+            // The first look, once the server has started: its listeners bound and its
+            // workers running, which a base taken when the cap is set (before the listeners
+            // are bound) would count as excess.
+            let base = resident.saturating_sub(self.counted());
+            self.resident_base.store(base, Ordering::Relaxed);
+            return;
+        }
         let allowed = limit + limit / RESIDENT_SHARE + RESIDENT_SLACK;
         let excess = resident.saturating_sub(base).saturating_sub(allowed);
         self.parts[Part::ResidentExcess as usize]
