@@ -207,6 +207,11 @@ async fn a_scrape_counts_each_request_of_both_protocols_exactly() {
     );
     assert_eq!(value(&s, "sessiond_sessions_deleted_total", &[]), Some(1.0));
     assert_eq!(
+        value(&s, "sessiond_owners", &[]),
+        Some(0.0),
+        "no session has an owner"
+    );
+    assert_eq!(
         value(
             &s,
             "sessiond_connections_accepted_total",

@@ -150,13 +150,13 @@ fn tag(opcode: u8, key_len: usize, status: u16) -> RequestTag {
         (Some(Status::NotFound), _) => Outcome::Miss,
         (Some(Status::Exists), _) => Outcome::Exists,
         (Some(Status::VersionMismatch), _) => Outcome::VersionMismatch,
+        (Some(Status::OwnerLimit), _) => Outcome::OwnerLimit,
         (Some(Status::AuthRequired | Status::AuthFailed | Status::NoPermission), _) => {
             Outcome::Denied
         }
         (
             Some(
                 Status::OutOfMemory
-                | Status::OwnerLimit
                 | Status::PersistenceFailed
                 | Status::Busy
                 | Status::ShuttingDown,
@@ -185,5 +185,41 @@ fn fatal_response(error: &FrameError) -> Option<ResponseFrame> {
             error.to_string(),
         )),
         FrameError::ResponseTooLarge { .. } | FrameError::Io(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_onto_the_metrics_outcomes() {
+        let outcome = |op: Opcode, status: Status| tag(op.into(), 5, status as u16).outcome;
+        assert_eq!(outcome(Opcode::Get, Status::Ok), Outcome::Hit);
+        assert_eq!(outcome(Opcode::Get, Status::NotFound), Outcome::Miss);
+        assert_eq!(outcome(Opcode::Set, Status::Ok), Outcome::Stored);
+        assert_eq!(outcome(Opcode::SetSession, Status::Ok), Outcome::Stored);
+        assert_eq!(outcome(Opcode::Set, Status::Exists), Outcome::Exists);
+        assert_eq!(
+            outcome(Opcode::Set, Status::VersionMismatch),
+            Outcome::VersionMismatch
+        );
+        assert_eq!(outcome(Opcode::Del, Status::Ok), Outcome::Deleted);
+        assert_eq!(
+            outcome(Opcode::SetSession, Status::OwnerLimit),
+            Outcome::OwnerLimit
+        );
+        assert_eq!(outcome(Opcode::Set, Status::OutOfMemory), Outcome::Refused);
+        assert_eq!(outcome(Opcode::Get, Status::AuthRequired), Outcome::Denied);
+        assert_eq!(outcome(Opcode::Ping, Status::Ok), Outcome::Ok);
+        assert_eq!(
+            outcome(Opcode::Get, Status::InvalidArgument),
+            Outcome::Error
+        );
+        let unknown = tag(0xee, 0, Status::UnknownOpcode as u16);
+        assert_eq!(
+            (unknown.command, unknown.outcome),
+            ("unknown", Outcome::Error)
+        );
     }
 }

@@ -143,6 +143,14 @@ pub const SESSIONS: Def = def(
     &[],
     "Sessions held, including expired ones not yet reclaimed.",
 );
+/// Owners with sessions.
+pub const OWNERS: Def = def(
+    "sessiond_owners",
+    Gauge,
+    None,
+    &[],
+    "Owners (users) with at least one session bound to them.",
+);
 /// Writes that stored a session.
 pub const SESSIONS_STORED: Def = def(
     "sessiond_sessions_stored",
@@ -343,6 +351,7 @@ pub const ALL: &[Def] = &[
     SLOW_REQUESTS,
     PROTOCOL_ERRORS,
     SESSIONS,
+    OWNERS,
     SESSIONS_STORED,
     SESSIONS_EXPIRED,
     SESSIONS_DELETED,

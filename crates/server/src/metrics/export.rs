@@ -269,6 +269,8 @@ fn encode_context(e: &mut DescriptorEncoder<'_>, ctx: &Context) -> fmt::Result {
         stats.protocol_errors.load(Relaxed),
     )?;
     gauge(e, &defs::SESSIONS, ctx.store.len() as f64)?;
+    // One lock per owner-index shard, not a walk of the sessions.
+    gauge(e, &defs::OWNERS, ctx.store.owner_count() as f64)?;
     counter(e, &defs::SESSIONS_STORED, stats.set_stored.load(Relaxed))?;
     counter(e, &defs::SESSIONS_EXPIRED, ctx.store.expired_reclaimed())?;
     counter(e, &defs::SESSIONS_DELETED, stats.del_deleted.load(Relaxed))?;

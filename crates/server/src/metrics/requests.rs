@@ -75,13 +75,15 @@ pub enum Outcome {
     Denied,
     /// Not run: the memory limit, a failed append-only file, or shutdown.
     Refused,
+    /// A login refused because its owner has `max_sessions_per_owner` sessions.
+    OwnerLimit,
     /// A malformed or invalid request.
     Error,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Ok,
         Outcome::Hit,
         Outcome::Miss,
@@ -91,6 +93,7 @@ impl Outcome {
         Outcome::Deleted,
         Outcome::Denied,
         Outcome::Refused,
+        Outcome::OwnerLimit,
         Outcome::Error,
     ];
 
@@ -106,6 +109,7 @@ impl Outcome {
             Outcome::Deleted => "deleted",
             Outcome::Denied => "denied",
             Outcome::Refused => "refused",
+            Outcome::OwnerLimit => "owner_limit",
             Outcome::Error => "error",
         }
     }
