@@ -10,10 +10,10 @@ use crate::config::{LogConfig, LogFormat};
 /// Installs the global subscriber. `RUST_LOG`, when set, takes precedence over the
 /// configured level so that an operator can turn up logging without editing the file.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::builder()
-        .with_regex(false)
-        .try_from_env()
-        .or_else(|_| parse_filter(&config.level))
+    let filter = std::env::var(EnvFilter::DEFAULT_ENV)
+        .map_err(|_| ())
+        .and_then(|directives| parse_filter(&directives).map_err(|_| ()))
+        .or_else(|()| parse_filter(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -33,6 +33,29 @@ pub fn init(config: &LogConfig) {
 /// pattern: a 165-byte `log.level` found by fuzzing the configuration parser took more than
 /// 4 GiB and nine minutes in `--check-config` (its docs advise turning regexes off for
 /// input that is not trusted, and no session-store filter needs one).
-pub fn parse_filter(directives: &str) -> Result<EnvFilter, ParseError> {
-    EnvFilter::builder().with_regex(false).parse(directives)
+///
+/// Only ASCII is accepted. Every level, target and field name is ASCII, and
+/// tracing-subscriber 0.3.23 slices a directive at byte offsets that can fall inside a
+/// multi-byte character, which panics: fuzzing the configuration parser found a `log.level`
+/// holding the two-byte letter `Բ` (`fuzz/corpus/config/non-ascii-log-level`) that ended the
+/// daemon at startup instead of failing validation.
+pub fn parse_filter(directives: &str) -> Result<EnvFilter, FilterError> {
+    if let Some(position) = directives.find(|c: char| !c.is_ascii()) {
+        return Err(FilterError::NotAscii { position });
+    }
+    Ok(EnvFilter::builder().with_regex(false).parse(directives)?)
+}
+
+/// Why a log filter was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// The filter holds a character outside ASCII, which no directive needs.
+    #[error("only ASCII is allowed; found a non-ASCII character at byte {position}")]
+    NotAscii {
+        /// Byte offset of the first non-ASCII character.
+        position: usize,
+    },
+    /// tracing-subscriber did not accept the directives.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
 }

@@ -59,6 +59,21 @@ fn a_log_level_with_a_field_value_pattern_is_validated_in_bounded_time() {
     );
 }
 
+/// Found by the `config` fuzz target: a `log.level` holding a two-byte UTF-8 letter made
+/// tracing-subscriber slice the directive inside the character and panic, so the daemon died
+/// at startup instead of naming the bad setting. Filters are now refused unless ASCII.
+#[test]
+fn a_non_ascii_log_level_is_refused_not_a_panic() {
+    let data = corpus::seed("config", "non-ascii-log-level");
+    config::check(&data);
+    let text = std::str::from_utf8(&data).expect("the seed is UTF-8");
+    let parsed: sessiond::Config = toml::from_str(text).expect("the seed parses as a config");
+    let error = parsed
+        .validate()
+        .expect_err("a non-ASCII log.level is refused");
+    assert!(error.to_string().contains("log.level"), "{error}");
+}
+
 fn bytes() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), 0..1024)
 }
