@@ -338,7 +338,8 @@ pub struct LimitsConfig {
     /// unless the write gives one; absent: none.
     #[serde(with = "humantime_serde")]
     pub max_session_lifetime: Option<Duration>,
-    /// The most live sessions one owner may have; absent: no limit.
+    /// The most live sessions one owner may have; absent: no limit. A request may set a lower
+    /// limit for itself, never a higher one.
     pub max_sessions_per_owner: Option<u32>,
     /// What binding one more session to an owner at `max_sessions_per_owner` does.
     pub owner_limit_policy: OwnerLimitPolicy,

@@ -418,6 +418,41 @@ fn end_all_ends_every_session_but_the_one_kept() {
     assert_eq!(store.end_all(b"nobody", None), 0);
 }
 
+/// The configured limit is the deployment's: a request may ask for a lower one, and a higher
+/// one does not raise it.
+#[test]
+fn a_request_can_lower_the_configured_owner_limit_but_not_raise_it() {
+    let store = Store::new();
+    store.set_session_defaults(SessionDefaults {
+        owner_limit: Some(OwnerLimit {
+            max: 2,
+            policy: LimitPolicy::Refuse,
+        }),
+        ..SessionDefaults::default()
+    });
+    let with_limit = |max| SessionOptions {
+        owner_limit: Some(OwnerLimit {
+            max,
+            policy: LimitPolicy::Refuse,
+        }),
+        ..owned(b"kim")
+    };
+    let set = |key: &[u8], options: &SessionOptions<'_>| {
+        store.set_session(key, b"v", Expiry::In(60 * SECOND), SetMode::Upsert, options)
+    };
+    stored(set(b"1", &with_limit(1)));
+    assert_eq!(
+        set(b"2", &with_limit(1)),
+        Ok(SessionSetOutcome::OwnerLimitReached)
+    );
+    stored(set(b"2", &with_limit(10)));
+    assert_eq!(
+        set(b"3", &with_limit(10)),
+        Ok(SessionSetOutcome::OwnerLimitReached)
+    );
+    assert_eq!(store.sessions_of(b"kim").len(), 2);
+}
+
 #[test]
 fn owners_are_bounded_and_limits_at_least_one() {
     let store = Store::new();

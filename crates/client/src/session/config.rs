@@ -120,7 +120,8 @@ impl SessionConfig {
     /// ([`Sessions::login`](super::Sessions::login)): refuse
     /// ([`SessionError::OwnerLimitReached`]) or end the user's least recently used
     /// sessions. Enforced atomically by the server, so racing logins cannot pass it. Unset,
-    /// the server's `limits.max_sessions_per_owner` applies (by default, none).
+    /// the server's `limits.max_sessions_per_owner` applies (by default, none); set, the
+    /// lower of the two does.
     pub fn owner_limit(mut self, limit: OwnerLimit) -> Self {
         self.owner_limit = Some(limit);
         self

@@ -62,7 +62,8 @@ pub struct SessionOptions<'a> {
     /// earlier of this and the deadline it has.
     pub absolute_deadline: Option<u64>,
     /// The limit on the owner's live sessions for this request; without it,
-    /// `limits.max_sessions_per_owner`.
+    /// `limits.max_sessions_per_owner`. It can only be lower than that one: with both, the
+    /// lower applies.
     pub owner_limit: Option<OwnerLimit>,
 }
 
@@ -575,16 +576,25 @@ impl Store {
         }
     }
 
-    /// The owner limit that applies: the request's, else the configured one.
+    /// The owner limit that applies: the request's, else the configured one; with both, the
+    /// lower number with the request's policy. A request may tighten the operator's limit
+    /// but never loosen it: `limits.max_sessions_per_owner` is a policy of the deployment
+    /// (how many devices one account may hold), and an application credential that could
+    /// raise it per request would make it advice.
     fn owner_limit(
         &self,
         requested: Option<OwnerLimit>,
     ) -> Result<Option<OwnerLimit>, SessionError> {
-        let limit = requested.or(self.session_defaults().owner_limit);
-        if limit.is_some_and(|limit| limit.max == 0) {
+        if requested.is_some_and(|limit| limit.max == 0) {
             return Err(SessionError::InvalidLimit);
         }
-        Ok(limit)
+        Ok(match (requested, self.session_defaults().owner_limit) {
+            (Some(requested), Some(configured)) => Some(OwnerLimit {
+                max: requested.max.min(configured.max),
+                policy: requested.policy,
+            }),
+            (requested, configured) => requested.or(configured),
+        })
     }
 
     /// Whether `key` holds an entry bound to `owner`, live or not. The index keeps such a
