@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use sessiond_proto::command::OwnerLimit;
+use sessiond_proto::Limits;
 
 use super::cookie::{is_attribute_value, is_token, CookieAttributes, SameSite};
 use super::SessionError;
@@ -120,8 +121,8 @@ impl SessionConfig {
     /// ([`Sessions::login`](super::Sessions::login)): refuse
     /// ([`SessionError::OwnerLimitReached`]) or end the user's least recently used
     /// sessions. Enforced atomically by the server, so racing logins cannot pass it. Unset,
-    /// the server's `limits.max_sessions_per_owner` applies (by default, none); set, the
-    /// lower of the two does.
+    /// the server's `limits.max_sessions_per_owner` applies (by default 1000, refusing); set,
+    /// the lower of the two does.
     pub fn owner_limit(mut self, limit: OwnerLimit) -> Self {
         self.owner_limit = Some(limit);
         self
@@ -182,24 +183,62 @@ impl SessionConfig {
                 return invalid("domain", domain);
             }
         }
-        if self.lifetime < Duration::from_secs(1) {
-            return Err(SessionError::Config(
-                "the session lifetime must be at least 1 s".into(),
-            ));
-        }
+        check_lifetime("session lifetime", self.lifetime)?;
         if self.owner_limit.is_some_and(|l| l.max == 0) {
             return Err(SessionError::Config(
                 "the owner limit must allow at least 1 session".into(),
             ));
         }
-        if self
-            .absolute_lifetime
-            .is_some_and(|a| a < Duration::from_secs(1))
-        {
-            return Err(SessionError::Config(
-                "the absolute session lifetime must be at least 1 s".into(),
-            ));
+        if let Some(absolute) = self.absolute_lifetime {
+            check_lifetime("absolute session lifetime", absolute)?;
         }
         Ok(())
+    }
+}
+
+/// A lifetime the server accepts: at least 1 s (shorter ones round to nothing in a cookie's
+/// `Max-Age`) and at most the protocol's longest TTL, so that a configuration the server
+/// would refuse on every write is refused once, here, and `SystemTime::now() + lifetime`
+/// cannot overflow.
+fn check_lifetime(what: &str, lifetime: Duration) -> Result<(), SessionError> {
+    let longest = Duration::from_millis(Limits::HARD_MAX_TTL_MS);
+    if lifetime < Duration::from_secs(1) || lifetime > longest {
+        return Err(SessionError::Config(format!(
+            "the {what} must be between 1 s and {} days",
+            longest.as_secs() / 86_400
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: an absolute lifetime past `SystemTime`'s range passed validation and
+    /// panicked on the first session created; one past ten years failed every create at
+    /// run time instead of at configuration.
+    #[test]
+    fn lifetimes_beyond_the_longest_ttl_are_refused_at_configuration() {
+        let ten_years = Duration::from_millis(Limits::HARD_MAX_TTL_MS);
+        assert!(SessionConfig::default()
+            .absolute_lifetime(ten_years)
+            .validate()
+            .is_ok());
+        for lifetime in [ten_years + Duration::from_secs(1), Duration::MAX] {
+            let absolute = SessionConfig::default()
+                .absolute_lifetime(lifetime)
+                .validate();
+            assert!(
+                matches!(absolute, Err(SessionError::Config(_))),
+                "{absolute:?}"
+            );
+            let idle = SessionConfig::default().lifetime(lifetime).validate();
+            assert!(matches!(idle, Err(SessionError::Config(_))), "{idle:?}");
+        }
+        let short = SessionConfig::default()
+            .absolute_lifetime(Duration::from_millis(999))
+            .validate();
+        assert!(matches!(short, Err(SessionError::Config(_))), "{short:?}");
     }
 }
