@@ -338,12 +338,29 @@ pub struct LimitsConfig {
     /// unless the write gives one; absent: none.
     #[serde(with = "humantime_serde")]
     pub max_session_lifetime: Option<Duration>,
-    /// The most live sessions one owner may have; absent: no limit. A request may set a lower
-    /// limit for itself, never a higher one.
-    pub max_sessions_per_owner: Option<u32>,
+    /// The most live sessions one owner may have, 1 to [`MAX_MAX_SESSIONS_PER_OWNER`];
+    /// default [`DEFAULT_MAX_SESSIONS_PER_OWNER`]. A request may set a lower limit for itself,
+    /// never a higher one.
+    pub max_sessions_per_owner: u32,
     /// What binding one more session to an owner at `max_sessions_per_owner` does.
     pub owner_limit_policy: OwnerLimitPolicy,
 }
+
+/// The default of `limits.max_sessions_per_owner`.
+///
+/// Finite because listing (`LIST_SESSIONS`, `SESSIOND.SESSIONS`) and ending (`END_ALL`) an
+/// owner's sessions walk all of them while holding the owner's shard lock on a runtime
+/// worker: an owner with hundreds of thousands of sessions made every such request take
+/// seconds and stalled unrelated requests. A person has a handful of devices; a thousand
+/// leaves room for service accounts and shared kiosks while keeping those walks well under a
+/// millisecond. Refusing past it (the default policy) is visible to the application, where
+/// silently ending sessions would not be.
+pub const DEFAULT_MAX_SESSIONS_PER_OWNER: u32 = 1_000;
+
+/// The highest `limits.max_sessions_per_owner` the server accepts: an owner at this size
+/// still costs a listing or an end-all tens of milliseconds of one worker (proto/PROTOCOL.md 6.4),
+/// and nothing higher is a per-owner limit in any useful sense.
+pub const MAX_MAX_SESSIONS_PER_OWNER: u32 = 100_000;
 
 /// `limits.owner_limit_policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -456,7 +473,7 @@ impl Default for LimitsConfig {
             max_memory: MaxMemory::Auto,
             memory_policy: crate::memory::Policy::RefuseNew,
             max_session_lifetime: None,
-            max_sessions_per_owner: None,
+            max_sessions_per_owner: DEFAULT_MAX_SESSIONS_PER_OWNER,
             owner_limit_policy: OwnerLimitPolicy::Refuse,
         }
     }
@@ -565,8 +582,11 @@ impl Config {
                 );
             }
         }
-        if self.limits.max_sessions_per_owner == Some(0) {
-            return invalid("limits.max_sessions_per_owner", "must be at least 1".into());
+        if !(1..=MAX_MAX_SESSIONS_PER_OWNER).contains(&self.limits.max_sessions_per_owner) {
+            return invalid(
+                "limits.max_sessions_per_owner",
+                format!("must be between 1 and {MAX_MAX_SESSIONS_PER_OWNER}"),
+            );
         }
         if self.expiry.sweep_interval.is_zero() {
             return invalid("expiry.sweep_interval", "must be greater than 0".into());
@@ -801,17 +821,15 @@ impl Config {
         let limits = &self.limits;
         crate::store::SessionDefaults {
             max_lifetime_ms: limits.max_session_lifetime.map(|d| d.as_millis() as u64),
-            owner_limit: limits
-                .max_sessions_per_owner
-                .map(|max| crate::store::OwnerLimit {
-                    max,
-                    policy: match limits.owner_limit_policy {
-                        OwnerLimitPolicy::Refuse => crate::store::LimitPolicy::Refuse,
-                        OwnerLimitPolicy::EndLeastRecentlyUsed => {
-                            crate::store::LimitPolicy::EndLeastRecentlyUsed
-                        }
-                    },
-                }),
+            owner_limit: Some(crate::store::OwnerLimit {
+                max: limits.max_sessions_per_owner,
+                policy: match limits.owner_limit_policy {
+                    OwnerLimitPolicy::Refuse => crate::store::LimitPolicy::Refuse,
+                    OwnerLimitPolicy::EndLeastRecentlyUsed => {
+                        crate::store::LimitPolicy::EndLeastRecentlyUsed
+                    }
+                },
+            }),
         }
     }
 
@@ -1000,9 +1018,26 @@ mod tests {
                 policy: crate::store::LimitPolicy::EndLeastRecentlyUsed
             })
         );
-        assert_eq!(parse("").unwrap().session_defaults(), Default::default());
-        let err = parse("[limits]\nmax_sessions_per_owner = 0\n").unwrap_err();
-        assert!(err.contains("limits.max_sessions_per_owner"), "{err}");
+        // Without a word about it, an owner is held to the default limit, refusing.
+        let defaults = parse("").unwrap().session_defaults();
+        assert_eq!(defaults.max_lifetime_ms, None);
+        assert_eq!(
+            defaults.owner_limit,
+            Some(crate::store::OwnerLimit {
+                max: DEFAULT_MAX_SESSIONS_PER_OWNER,
+                policy: crate::store::LimitPolicy::Refuse
+            })
+        );
+        for bad in [0, u64::from(MAX_MAX_SESSIONS_PER_OWNER) + 1] {
+            let err = parse(&format!("[limits]\nmax_sessions_per_owner = {bad}\n")).unwrap_err();
+            assert!(err.contains("limits.max_sessions_per_owner"), "{err}");
+            assert!(err.contains("between 1 and 100000"), "{err}");
+        }
+        let highest = format!("[limits]\nmax_sessions_per_owner = {MAX_MAX_SESSIONS_PER_OWNER}\n");
+        assert_eq!(
+            parse(&highest).unwrap().limits.max_sessions_per_owner,
+            MAX_MAX_SESSIONS_PER_OWNER
+        );
         let size = |text: &str| parse(&format!("[limits]\nmax_memory = {text}\n"));
         assert_eq!(
             size("\"2GiB\"").unwrap().limits.max_memory,
