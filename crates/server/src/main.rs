@@ -318,6 +318,28 @@ fn protected_mode(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Holds the sessions replayed from the file to `limits.max_session_lifetime` (store's
+/// `lifetime_cap` says how and why), a shard at a time, letting the AOF writer take the
+/// records between shards so that a large store does not queue them all in memory.
+async fn cap_existing_lifetimes(store: &Store, aof: Option<&Aof>, max_lifetime_ms: Option<u64>) {
+    let Some(max_lifetime_ms) = max_lifetime_ms else {
+        return;
+    };
+    let started_ms = store.clock().now_ms();
+    let mut capped = 0;
+    for shard in 0..store.shard_count() {
+        capped += store.cap_lifetime_in_shard(shard, max_lifetime_ms, started_ms);
+        if let Some(aof) = aof {
+            aof.relieve_backlog().await;
+        }
+    }
+    tracing::info!(
+        capped,
+        max_lifetime_ms,
+        "sessions that existed at start held to limits.max_session_lifetime"
+    );
+}
+
 async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
     // Before the listeners, like the other handlers: a SIGHUP must never kill the daemon.
@@ -396,6 +418,12 @@ async fn serve(config: Config, auth: Arc<Authenticator>, repair_aof: bool) -> an
     // Session lifetime and per-owner limit (limits.max_session_lifetime,
     // max_sessions_per_owner): after replay, which restores sessions as they were.
     store.set_session_defaults(config.session_defaults());
+    cap_existing_lifetimes(
+        &store,
+        aof.as_ref(),
+        config.session_defaults().max_lifetime_ms,
+    )
+    .await;
     tracing::info!(
         limit = ?max_memory,
         policy = config.limits.memory_policy.name(),

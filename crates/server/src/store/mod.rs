@@ -21,6 +21,7 @@
 //! (clamping deadlines to the absolute one, recording the last access) and tells the index
 //! when a session bound to an owner leaves the map.
 
+mod lifetime_cap;
 pub mod mutation;
 mod owner;
 mod prefetch;
@@ -474,14 +475,22 @@ impl Store {
         }
         // The new owner may be borrowed from the block being replaced: copy it first.
         let owner = wanted.owner.map(<[u8]>::to_vec);
-        let wanted = Meta {
-            owner: owner.as_deref(),
-            ..wanted
-        };
+        self.replace_meta(
+            slot,
+            Meta {
+                owner: owner.as_deref(),
+                ..wanted
+            },
+        );
+        absolute
+    }
+
+    /// Gives a slot the session fields `wanted` (which must not borrow from the slot),
+    /// counting the block's change of size.
+    fn replace_meta(&self, slot: &mut SlotMut<'_>, wanted: Meta<'_>) {
         let before = slot.slot().block_len();
         slot.set_meta(Some(&wanted));
         self.block_resized(before, slot.slot().block_len());
-        absolute
     }
 
     /// Moves `key`'s deadline to `at_ms` (Unix milliseconds). A deadline that has already
