@@ -352,14 +352,14 @@ pub struct LimitsConfig {
 /// owner's sessions walk all of them while holding the owner's shard lock on a runtime
 /// worker: an owner with hundreds of thousands of sessions made every such request take
 /// seconds and stalled unrelated requests. A person has a handful of devices; a thousand
-/// leaves room for service accounts and shared kiosks while keeping those walks well under a
-/// millisecond. Refusing past it (the default policy) is visible to the application, where
-/// silently ending sessions would not be.
+/// leaves room for service accounts and shared kiosks while keeping those walks under a
+/// millisecond (proto/PROTOCOL.md 6.4). Refusing past it (the default policy) is visible to
+/// the application, where silently ending sessions would not be.
 pub const DEFAULT_MAX_SESSIONS_PER_OWNER: u32 = 1_000;
 
 /// The highest `limits.max_sessions_per_owner` the server accepts: an owner at this size
-/// still costs a listing or an end-all tens of milliseconds of one worker (proto/PROTOCOL.md 6.4),
-/// and nothing higher is a per-owner limit in any useful sense.
+/// already costs a listing or an end-all a few hundred milliseconds of one worker
+/// (proto/PROTOCOL.md 6.4), and nothing higher is a per-owner limit in any useful sense.
 pub const MAX_MAX_SESSIONS_PER_OWNER: u32 = 100_000;
 
 /// `limits.owner_limit_policy`.
