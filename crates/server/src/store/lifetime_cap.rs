@@ -213,4 +213,23 @@ mod tests {
         advance_ms(500).await;
         assert!(matches!(store.get(b"plain", Some(HOUR_MS)), GetReply::Miss));
     }
+
+    /// A session created longer ago than a newly lowered lifetime ends at the start, and the
+    /// record says so: replay does not bring it back.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_older_than_the_lifetime_ends_at_once() {
+        let created = 1_000_000;
+        let sink = Arc::new(Recorded::default());
+        let store = Store::with_parts(Clock::following_tokio_from(created), Some(sink.clone()));
+        session(&store, b"old", Some(b"alice"), Some(created + HOUR_MS));
+        sink.take();
+        advance_ms(10_000).await;
+        assert_eq!(cap_all(&store, 5_000, store.clock().now_ms()), 1);
+        assert_eq!(
+            sink.take(),
+            vec![(b"old".to_vec(), Some(created + 5_000), created + 5_000)]
+        );
+        assert!(matches!(store.get(b"old", None), GetReply::Miss));
+        assert!(store.sessions_of(b"alice").is_empty());
+    }
 }
