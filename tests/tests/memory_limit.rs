@@ -239,24 +239,31 @@ async fn refuse_new_reclaims_expired_sessions_before_refusing() {
     daemon.assert_no_panic();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resp_writes_at_the_cap_are_refused_with_redis_oom_error() {
-    let daemon = Daemon::start_with_config(&format!(
+/// A daemon with the `refuse-new` cap and a RESP listener.
+fn refuse_new_with_resp() -> Daemon {
+    Daemon::start_with_config(&format!(
         "{}\n[resp]\nlisten = \"127.0.0.1:0\"\n",
         config("refuse-new")
-    ));
-    let mut conn = daemon.connect().await;
+    ))
+}
+
+/// Creates 1 KiB sessions, a thousand at a time, until one is refused `OUT_OF_MEMORY`.
+async fn fill_to_the_cap(conn: &mut sessiond_tests::Conn) {
     let mut i = 0;
-    loop {
-        let replies = create_batch(&mut conn, i, 1000, |_| HOUR_MS).await;
+    while !create_batch(conn, i, 1000, |_| HOUR_MS)
+        .await
+        .iter()
+        .any(|r| r.status() == Some(Status::OutOfMemory))
+    {
         i += 1000;
-        if replies
-            .iter()
-            .any(|r| r.status() == Some(Status::OutOfMemory))
-        {
-            break;
-        }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp_writes_at_the_cap_are_refused_with_redis_oom_error() {
+    let daemon = refuse_new_with_resp();
+    let mut conn = daemon.connect().await;
+    fill_to_the_cap(&mut conn).await;
     let mut resp = daemon.resp_connect().await;
     let reply = resp.call(&["SET", "brand-new", "value"]).await;
     assert_eq!(
@@ -467,5 +474,69 @@ async fn evicted_sessions_stay_evicted_after_a_restart() {
     assert_eq!(
         held_after, held_before,
         "evicted sessions came back, or held ones were lost"
+    );
+}
+
+/// At the cap, a session write is held to what it adds: re-saving an owned session with a
+/// value of the same size is served (as a plain `SET` is), while a rotation that binds a
+/// plain session to an owner grows it and is refused like a create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_session_updates_are_served_and_binding_rotations_refused() {
+    let daemon = refuse_new_with_resp();
+    let mut conn = daemon.connect().await;
+    let mut resp = daemon.resp_connect().await;
+    save_owned_and_plain(&mut resp, &"v".repeat(VALUE_LEN)).await;
+    // Fill with 1 KiB sessions until refused, then close the gap with tiny ones: what is left
+    // under the cap is then smaller than one tiny entry.
+    fill_to_the_cap(&mut conn).await;
+    let mut tiny = 0;
+    loop {
+        let reply = resp.call(&["SET", &format!("t{tiny}"), "x"]).await;
+        if reply.is_error("OOM") {
+            break;
+        }
+        assert_eq!(reply, Value::Simple("OK".into()));
+        tiny += 1;
+        assert!(tiny < 100_000, "tiny SETs never reached the cap");
+    }
+    // A long owner makes the binding grow the entry by far more than a tiny entry's size.
+    let owner = "o".repeat(256);
+    let rotated = resp
+        .call(&["SESSIOND.ROTATE", "plain", "bound", "OWNER", &owner])
+        .await;
+    assert!(rotated.is_error("OOM"), "{rotated:?}");
+    assert_eq!(
+        resp.call(&["EXISTS", "plain", "bound"]).await,
+        Value::Integer(1)
+    );
+    let listed = resp.call(&["SESSIOND.SESSIONS", &owner]).await;
+    assert_eq!(
+        listed.items()[..2],
+        [Value::bulk("total"), Value::Integer(0)]
+    );
+    // Re-saving the owned session, and a plain SET of the same size, are served.
+    let same = "w".repeat(VALUE_LEN);
+    save_owned_and_plain(&mut resp, &same).await;
+    assert_eq!(resp.call(&["GET", "owned"]).await, Value::bulk(&same));
+}
+
+/// Writes `value` to the session "owned" of alice and to the plain entry "plain", both for an
+/// hour; both must be stored.
+async fn save_owned_and_plain(resp: &mut sessiond_tests::resp::RespConn, value: &str) {
+    let owned = resp
+        .call(&[
+            "SESSIOND.SET",
+            "owned",
+            value,
+            "EX",
+            "3600",
+            "OWNER",
+            "alice",
+        ])
+        .await;
+    assert_eq!(owned.items().len(), 2, "{owned:?}");
+    assert_eq!(
+        resp.call(&["SET", "plain", value, "EX", "3600"]).await,
+        Value::Simple("OK".into())
     );
 }

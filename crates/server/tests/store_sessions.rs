@@ -568,3 +568,79 @@ async fn eviction_takes_evicted_sessions_out_of_their_owners_lists() {
     );
     assert_eq!(listed as u64, 1000 - evicted);
 }
+
+#[tokio::test(start_paused = true)]
+async fn at_the_memory_cap_session_writes_ask_only_for_what_they_add() {
+    use sessiond::memory::Policy;
+    use sessiond::store::OutOfMemory;
+    let store = paused_store();
+    let value = [b'v'; 100];
+    let minute = Expiry::In(60 * SECOND);
+    stored(store.set_session(b"s1", &value, minute, SetMode::Upsert, &owned(b"alice")));
+    stored(store.set_session(b"s2", &value, minute, SetMode::Upsert, &owned(b"alice")));
+    assert!(matches!(
+        store.set(b"plain", &value, 60 * SECOND, SetMode::Upsert),
+        SetOutcome::Stored { .. }
+    ));
+    // The cap is exactly what is in use: any byte more is refused, none less is asked for.
+    let used = store.memory().used();
+    store.memory().set_limit(Some(used), Policy::RefuseNew);
+    let oom = SessionError::OutOfMemory(OutOfMemory);
+
+    // Re-saving a session with its owner changes no size: served, as a plain SET would be.
+    let same = [b'w'; 100];
+    stored(store.set_session(b"s1", &same, minute, SetMode::Upsert, &owned(b"alice")));
+    assert!(matches!(
+        store.set_limited(b"s2", &same, minute, SetMode::UpdateOnly, None),
+        Ok(SetOutcome::Stored { .. })
+    ));
+    // Rotating to a key of the same length, keeping the owner, adds nothing either.
+    assert!(matches!(
+        store.rotate(b"s1", b"s3", None, None),
+        Ok(RotateOutcome::Rotated { .. })
+    ));
+    assert_eq!(store.memory().used(), used);
+
+    // Binding the plain entry grows it by the session fields and the owner: refused, by a
+    // write and by a rotation alike, and neither leaves a trace.
+    assert_eq!(
+        store.set_session(b"plain", &value, minute, SetMode::Upsert, &owned(b"alice")),
+        Err(oom)
+    );
+    assert_eq!(
+        store.rotate(b"plain", b"bound", None, Some((b"alice", None))),
+        Err(oom)
+    );
+    // So does a new session, and an absolute deadline given to the plain entry.
+    assert_eq!(
+        store.set_session(b"s4", &value, minute, SetMode::Upsert, &owned(b"alice")),
+        Err(oom)
+    );
+    let absolute = SessionOptions {
+        absolute_deadline: Some(3_600 * SECOND),
+        ..SessionOptions::default()
+    };
+    assert_eq!(
+        store.set_session(b"plain", &value, minute, SetMode::Upsert, &absolute),
+        Err(oom)
+    );
+    assert!(is_live(&store, b"plain"));
+    assert!(!is_live(&store, b"bound"));
+    assert_eq!(store.sessions_of(b"alice").len(), 2);
+    assert_eq!(store.memory().used(), used);
+
+    // Once a session is gone there is room, and the binding rotation fits.
+    assert_eq!(store.end_all(b"alice", Some(b"s3")), 1);
+    assert!(matches!(
+        store.rotate(b"plain", b"bound", None, Some((b"alice", None))),
+        Ok(RotateOutcome::Rotated { .. })
+    ));
+    assert!(store.memory().used() <= used);
+    let keys: Vec<Bytes> = store
+        .sessions_of(b"alice")
+        .into_iter()
+        .map(|info| info.key)
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.contains(&Bytes::from_static(b"bound")));
+}

@@ -46,8 +46,11 @@ use sessiond_proto::command::SetMode;
 use sessiond_proto::command::SetOutcome;
 
 use super::owner::OwnerGuard;
-use super::raw::{find_slot, insert_slot, take_slot, Meta, ShardTable, Slot};
+use super::raw::{
+    find_slot, insert_slot, take_slot, Meta, ShardTable, Slot, EXT_FIXED_LEN, HEADER_LEN,
+};
 use super::{Expiry, Mutation, OutOfMemory, SessionState, SessionWrite, Store, Write};
+use crate::memory::allocated_size;
 
 /// The owner limit types and the owner length bound are the protocol's: the store enforces
 /// exactly what the wire carries.
@@ -181,7 +184,13 @@ enum Locked {
     /// The old key's owner changed between the look that chose the owner lock and the shard
     /// locks: try again with the right lock.
     OwnerChanged,
+    /// The moved entry would grow (a longer key, or session fields for a plain entry) and
+    /// the memory limit refused it. Nothing was changed.
+    OutOfMemory(OutOfMemory),
 }
+
+/// The refuse policy turned a binding down (see [`Store::bind_ahead`]).
+struct LimitReached;
 
 impl Store {
     /// Sets the configured defaults: `limits.max_session_lifetime`,
@@ -237,33 +246,38 @@ impl Store {
             },
         };
         let Some(owner) = options.owner else {
+            if options.absolute_deadline.is_some() {
+                // Session fields grow a plain entry's block, which the overwrite (checking
+                // only the value) would not ask for; a create asks for itself.
+                if let Some(growth @ 1..) = self.update_growth(key, value.len(), write.session, now)
+                {
+                    self.admit(growth)?;
+                }
+            }
             return Ok(self.write(key, write, None)?.into());
         };
         check_owner(owner)?;
         let limit = self.owner_limit(options.owner_limit)?;
         // Admission may reclaim expired entries, which cleans the owner index: it must run
-        // before the owner's lock is taken.
-        self.admit(super::entry_bytes(
-            key.len() + super::raw::EXT_FIXED_LEN + owner.len(),
-            value.len(),
-        ))?;
+        // before the owner's lock is taken. An update asks only for what it adds, as a plain
+        // overwrite does: one that changes no size never asks. (Should the entry go between
+        // this look and the write, the create is not asked for again: one entry, at most,
+        // per write racing a delete.)
+        match self.update_growth(key, value.len(), write.session, now) {
+            Some(0) => {}
+            Some(growth) => self.admit(growth)?,
+            None => self.admit(super::entry_bytes(
+                key.len() + EXT_FIXED_LEN + owner.len(),
+                value.len(),
+            ))?,
+        }
         write.admitted = true;
 
         let mut guard = self.shared.owners.lock(owner);
         let bound = self.is_live_session_of(key, owner, now);
-        // Into the index before the binding, so that the index holds every live session
-        // of the owner at every moment.
-        let added = guard.add(key);
-        if let (Some(limit), false) = (limit, bound) {
-            if limit.policy == LimitPolicy::Refuse
-                && self.live_sessions(&mut guard, now, Some(key)).len() >= limit.max as usize
-            {
-                if added {
-                    guard.remove(key);
-                }
-                return Ok(SessionSetOutcome::OwnerLimitReached);
-            }
-        }
+        let Ok(added) = self.bind_ahead(&mut guard, key, bound, limit, now) else {
+            return Ok(SessionSetOutcome::OwnerLimitReached);
+        };
         let mut unbound = None;
         let written = self.write_locked(key, write, None, &mut unbound);
         let mut outcome = match written {
@@ -273,13 +287,10 @@ impl Store {
                 return Err(e.into());
             }
         };
-        match (&mut outcome, limit) {
-            (SessionSetOutcome::Stored { ended, .. }, Some(limit)) if !bound => {
-                if limit.policy == LimitPolicy::EndLeastRecentlyUsed {
-                    *ended = self.end_least_recent(&mut guard, now, key, limit.max);
-                }
+        match &mut outcome {
+            SessionSetOutcome::Stored { ended, .. } => {
+                *ended = self.ended_by_limit(&mut guard, now, key, bound, limit);
             }
-            (SessionSetOutcome::Stored { .. }, _) => {}
             _ => self.settle(&mut guard, key, added, now),
         }
         drop(guard);
@@ -354,23 +365,15 @@ impl Store {
                 self.unindex_all(unbound);
                 match locked {
                     Locked::Done(outcome) => return Ok(outcome),
+                    Locked::OutOfMemory(e) => return Err(e.into()),
                     Locked::OwnerChanged => continue,
                 }
             };
             let mut guard = self.shared.owners.lock(target);
             let bound = self.is_live_session_of(old_key, target, now);
-            let added = guard.add(new_key);
-            if let (Some(limit), false) = (limit, bound) {
-                if limit.policy == LimitPolicy::Refuse
-                    && self.live_sessions(&mut guard, now, Some(new_key)).len()
-                        >= limit.max as usize
-                {
-                    if added {
-                        guard.remove(new_key);
-                    }
-                    return Ok(RotateOutcome::OwnerLimitReached);
-                }
-            }
+            let Ok(added) = self.bind_ahead(&mut guard, new_key, bound, limit, now) else {
+                return Ok(RotateOutcome::OwnerLimitReached);
+            };
             let mut unbound = Vec::new();
             let bind_owner = bind.map(|(owner, _)| owner);
             let locked = self.rotate_locked(
@@ -384,19 +387,16 @@ impl Store {
             );
             let outcome = match locked {
                 Locked::Done(RotateOutcome::Rotated { version, .. }) => {
-                    let ended = match limit {
-                        Some(limit)
-                            if !bound && limit.policy == LimitPolicy::EndLeastRecentlyUsed =>
-                        {
-                            self.end_least_recent(&mut guard, now, new_key, limit.max)
-                        }
-                        _ => Vec::new(),
-                    };
-                    Some(RotateOutcome::Rotated { version, ended })
+                    let ended = self.ended_by_limit(&mut guard, now, new_key, bound, limit);
+                    Some(Ok(RotateOutcome::Rotated { version, ended }))
                 }
                 Locked::Done(other) => {
                     self.settle(&mut guard, new_key, added, now);
-                    Some(other)
+                    Some(Ok(other))
+                }
+                Locked::OutOfMemory(e) => {
+                    self.settle(&mut guard, new_key, added, now);
+                    Some(Err(e.into()))
                 }
                 Locked::OwnerChanged => {
                     self.settle(&mut guard, new_key, added, now);
@@ -406,7 +406,7 @@ impl Store {
             drop(guard);
             self.unindex_all(unbound);
             if let Some(outcome) = outcome {
-                return Ok(outcome);
+                return outcome;
             }
         }
     }
@@ -486,6 +486,15 @@ impl Store {
                     return Locked::Done(RotateOutcome::VersionMismatch {
                         current: old.version(),
                     });
+                }
+                // The moved entry's value is the old one's; its block grows with a longer
+                // key or with session fields a binding gives a plain entry. Under the shard
+                // locks, so no reclaiming here: the same rule as an overwrite.
+                let growth = block_growth(old, keys.new_key.len(), bind, false);
+                if growth > 0 {
+                    if let Err(e) = self.check_growth(growth) {
+                        return Locked::OutOfMemory(e);
+                    }
                 }
             }
             _ => return Locked::Done(RotateOutcome::NotFound),
@@ -595,6 +604,72 @@ impl Store {
             }),
             (requested, configured) => requested.or(configured),
         })
+    }
+
+    /// What a write of a `value_len`-byte value with `session`'s fields adds to the live
+    /// entry at `key`: its value's growth and its block's (session fields for a plain entry,
+    /// a longer owner). `None` when there is no live entry, so that the write creates one.
+    fn update_growth(
+        &self,
+        key: &[u8],
+        value_len: usize,
+        session: SessionWrite<'_>,
+        now: u64,
+    ) -> Option<usize> {
+        let found = self.shared.map.get(key)?;
+        let slot = found.key();
+        if !slot.is_live(now) {
+            return None;
+        }
+        let value_growth =
+            allocated_size(value_len).saturating_sub(allocated_size(slot.value().len()));
+        let absolute = session.absolute_deadline_ms.is_some();
+        Some(value_growth + block_growth(slot, key.len(), session.owner, absolute))
+    }
+
+    /// Puts `key` into the guard's owner set ahead of binding it, so that the index holds
+    /// every live session of the owner at every moment, and applies the refuse policy of
+    /// `limit` unless the key is already `bound` to the owner (an update adds no session).
+    /// Returns whether the key was added (for [`Store::settle`]); refused, leaves the set as
+    /// it was.
+    fn bind_ahead(
+        &self,
+        guard: &mut OwnerGuard<'_>,
+        key: &[u8],
+        bound: bool,
+        limit: Option<OwnerLimit>,
+        now: u64,
+    ) -> Result<bool, LimitReached> {
+        let added = guard.add(key);
+        if let (Some(limit), false) = (limit, bound) {
+            if limit.policy == LimitPolicy::Refuse
+                && self.live_sessions(guard, now, Some(key)).len() >= limit.max as usize
+            {
+                if added {
+                    guard.remove(key);
+                }
+                return Err(LimitReached);
+            }
+        }
+        Ok(added)
+    }
+
+    /// After `key` was bound (unless it was already `bound`): the sessions the
+    /// least-recently-used policy of `limit` ends to bring the owner back to its limit.
+    fn ended_by_limit(
+        &self,
+        guard: &mut OwnerGuard<'_>,
+        now: u64,
+        key: &[u8],
+        bound: bool,
+        limit: Option<OwnerLimit>,
+    ) -> Vec<Bytes> {
+        match limit {
+            Some(limit) if !bound && limit.policy == LimitPolicy::EndLeastRecentlyUsed => {
+                self.end_least_recent(guard, now, key, limit.max)
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Whether `key` holds an entry bound to `owner`, live or not. The index keeps such a
@@ -757,6 +832,21 @@ struct RotateKeys<'a> {
     old_hash: u64,
     new_key: &'a [u8],
     new_hash: u64,
+}
+
+/// What `slot`'s block grows by when rebuilt for a key of `key_len` bytes, bound to `owner`
+/// (`None`: the owner it has, if any) and, if `absolute`, with an absolute deadline. A block
+/// carries the session fields once it has any of them; an owner takes its length more.
+fn block_growth(slot: &Slot, key_len: usize, owner: Option<&[u8]>, absolute: bool) -> usize {
+    let current = slot.meta();
+    let owner = owner.or(current.and_then(|meta| meta.owner));
+    let extension = if current.is_some() || owner.is_some() || absolute {
+        EXT_FIXED_LEN + owner.map_or(0, <[u8]>::len)
+    } else {
+        0
+    };
+    allocated_size(HEADER_LEN + key_len + extension)
+        .saturating_sub(allocated_size(slot.block_len()))
 }
 
 fn check_owner(owner: &[u8]) -> Result<(), SessionError> {
