@@ -476,6 +476,21 @@ fn decode_body(buf: &Bytes, body: Range<usize>, format: Format) -> Result<Record
         rest.advance(len);
         Ok(buf.slice(start..start + len))
     };
+    // A value, the last field of a SET or a session record: its u32 length must be exactly
+    // what is left of the body.
+    let take_value = |rest: &mut &[u8]| -> Result<Bytes, String> {
+        need(rest, 4, "value length")?;
+        let len = rest.get_u32() as usize;
+        if rest.len() != len {
+            return Err(format!(
+                "value length {len} does not match the {} bytes left in the record",
+                rest.len()
+            ));
+        }
+        let start = body.end - rest.len();
+        *rest = &[];
+        Ok(buf.slice(start..start + len))
+    };
     // A session's fields after the kind (and, in a ROTATE, the old key): fills the rest of
     // the body exactly.
     let take_session = |rest: &mut &[u8]| -> Result<SessionRecord, String> {
@@ -493,19 +508,10 @@ fn decode_body(buf: &Bytes, body: Range<usize>, format: Format) -> Result<Record
             ));
         }
         let key = take_key(rest)?;
-        need(rest, 4, "value length")?;
-        let len = rest.get_u32() as usize;
-        if rest.len() != len {
-            return Err(format!(
-                "value length {len} does not match the {} bytes left in the record",
-                rest.len()
-            ));
-        }
-        let start = body.end - rest.len();
-        *rest = &[];
+        let value = take_value(rest)?;
         Ok(SessionRecord {
             key,
-            value: buf.slice(start..start + len),
+            value,
             expires_at_ms,
             version,
             created_ms,
@@ -539,19 +545,10 @@ fn decode_body(buf: &Bytes, body: Range<usize>, format: Format) -> Result<Record
             let version = rest.get_u64();
             let expires_at_ms = rest.get_u64();
             let key = take_key(&mut rest)?;
-            need(rest, 4, "value length")?;
-            let len = rest.get_u32() as usize;
-            if rest.len() != len {
-                return Err(format!(
-                    "value length {len} does not match the {} bytes left in the record",
-                    rest.len()
-                ));
-            }
-            let start = body.end - rest.len();
-            rest = &[];
+            let value = take_value(&mut rest)?;
             Record::Set {
                 key,
-                value: buf.slice(start..start + len),
+                value,
                 expires_at_ms,
                 version,
             }
