@@ -112,6 +112,16 @@ impl OwnerGuard<'_> {
             .unwrap_or_default()
     }
 
+    /// How many keys besides `key` the owner's set holds: an upper bound on its other live
+    /// sessions (the set may still hold keys whose entries expired), so that a limit check
+    /// can skip the walk of [`OwnerGuard::keys`] when even this is below the limit, which is
+    /// every login of an owner with fewer sessions than the limit.
+    pub(super) fn others_than(&self, key: &[u8]) -> usize {
+        self.owners
+            .get(self.owner)
+            .map_or(0, |keys| keys.len() - usize::from(keys.contains(key)))
+    }
+
     /// Whether `key` is in the owner's set.
     pub(super) fn contains(&self, key: &[u8]) -> bool {
         self.owners

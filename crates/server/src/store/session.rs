@@ -643,6 +643,7 @@ impl Store {
         let added = guard.add(key);
         if let (Some(limit), false) = (limit, bound) {
             if limit.policy == LimitPolicy::Refuse
+                && guard.others_than(key) >= limit.max as usize
                 && self.live_sessions(guard, now, Some(key)).len() >= limit.max as usize
             {
                 if added {
@@ -736,8 +737,11 @@ impl Store {
         keep: &[u8],
         max: u32,
     ) -> Vec<Bytes> {
-        let mut others = self.live_sessions(guard, now, Some(keep));
         let allowed = (max as usize).saturating_sub(1);
+        if guard.others_than(keep) <= allowed {
+            return Vec::new();
+        }
+        let mut others = self.live_sessions(guard, now, Some(keep));
         if others.len() <= allowed {
             return Vec::new();
         }
