@@ -64,8 +64,8 @@ impl SessionOptions {
     }
 
     /// The most live sessions the owner may have, this one included, and what happens when
-    /// this write would pass it; instead of the server's `limits.max_sessions_per_owner`.
-    /// Needs an owner.
+    /// this write would pass it. The server applies the lower of this and its
+    /// `limits.max_sessions_per_owner`. Needs an owner.
     pub fn owner_limit(mut self, limit: OwnerLimit) -> Self {
         self.owner_limit = Some(limit);
         self
