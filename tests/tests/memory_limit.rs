@@ -5,8 +5,9 @@
 //! sessions already held keep working, and creates succeed again after deletions; with
 //! `evict-soonest-expiring`, creates keep succeeding and the sessions with the earliest
 //! deadlines are the ones evicted. Every fill also measures the daemon's resident set size
-//! (`/proc/PID/status`) against the cap: it may pass the cap by [`RSS_SLACK`] plus 5% of it
-//! at most (run with `--nocapture` for the figures).
+//! (`/proc/PID/status`) against the cap: it may pass the cap by 5% of it plus [`RSS_SLACK`]
+//! with `refuse-new`, [`EVICT_RSS_SLACK`] with eviction (run with `--nocapture` for the
+//! figures).
 
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,16 @@ const CAP: u64 = 32 * MIB;
 /// holds it to the cap too (`Part::ResidentExcess` in `memory.rs`), so this covers what
 /// grows between two looks. Documented in `config/sessiond.toml` and `docs/MEMORY.md`.
 const RSS_SLACK: u64 = 4 * MIB;
-/// How far the resident set may grow, with either policy: the cap, 5%, and [`RSS_SLACK`].
+/// How far the resident set may grow with `refuse-new`: the cap, 5%, and [`RSS_SLACK`].
 const RSS_BOUND: u64 = CAP + CAP / 20 + RSS_SLACK;
+/// What eviction on two worker threads may hold beyond the cap and its empty-process size:
+/// blocks freed by the evicting thread stay in its heap while the other thread's creates take
+/// new pages (docs/MEMORY.md measured 4 to 10 MiB; a CI run on a fresh machine reached 6.5
+/// MiB over this cap). The daemon evicts more to make up for it, but only after it shows in
+/// the resident set. Documented in `docs/MEMORY.md`.
+const EVICT_RSS_SLACK: u64 = 10 * MIB;
+/// How far the resident set may grow with `evict-soonest-expiring`.
+const EVICT_RSS_BOUND: u64 = CAP + CAP / 20 + EVICT_RSS_SLACK;
 /// Value size of the sessions the tests write.
 const VALUE_LEN: usize = 1024;
 
@@ -314,7 +323,7 @@ async fn evict_soonest_expiring_evicts_the_nearest_deadlines_and_keeps_creating(
                 stat(&stats, "memory_table_bytes")
             );
             max_rss_growth =
-                max_rss_growth.max(check_rss(&daemon, base, RSS_BOUND, "evict, filling"));
+                max_rss_growth.max(check_rss(&daemon, base, EVICT_RSS_BOUND, "evict, filling"));
         }
     }
     // Let the last eviction finish.
@@ -336,7 +345,7 @@ async fn evict_soonest_expiring_evicts_the_nearest_deadlines_and_keeps_creating(
         refused * 20 <= wanted,
         "{refused} of {wanted} creates refused under the evicting policy"
     );
-    check_rss(&daemon, base, RSS_BOUND, "evict, filled to 2x");
+    check_rss(&daemon, base, EVICT_RSS_BOUND, "evict, filled to 2x");
 
     // Which ones go: sessions that outlive every other one, created now, make room by
     // evicting among those held. Every one evicted in this round expires no later than any
