@@ -243,7 +243,7 @@ impl Collector for Scrape {
             seconds(metrics.replay_duration()),
         )?;
         gauge(e, &defs::READY, f64::from(u8::from(source.ready().is_ok())))?;
-        if let Some(rss) = resident_bytes() {
+        if let Some(rss) = crate::memory::resident_set() {
             gauge(e, &defs::RESIDENT_MEMORY, rss as f64)?;
         }
         family(e, &defs::BUILD, |m| {
@@ -312,13 +312,4 @@ fn encode_context(e: &mut DescriptorEncoder<'_>, ctx: &Context) -> fmt::Result {
     gauge(e, &defs::AOF_LAST_REWRITE_DURATION, seconds(took))?;
     gauge(e, &defs::AOF_LAST_REWRITE_SUCCESS, f64::from(u8::from(ok)))?;
     counter(e, &defs::AOF_WRITE_ERRORS, aof.write_errors())
-}
-
-/// The resident set size, from `/proc/self/status` (`VmRSS`, in kB); `None` where there is
-/// no procfs.
-fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
