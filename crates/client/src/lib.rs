@@ -64,6 +64,7 @@ mod error;
 mod handshake;
 mod id;
 mod mux;
+pub mod placement;
 mod pool;
 pub mod session;
 mod session_commands;
