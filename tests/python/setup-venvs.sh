@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Creates the Python virtual environments that tests/tests/resp_clients.rs runs the real
-# Redis clients in: target/pyenv/redis5 (redis-py 5.x) and target/pyenv/redis8 (redis-py 8.x),
-# each with Flask, Flask-Session 0.8 and pytest. Safe to run again: an environment whose
-# requirements file has not changed since it was built is left alone.
+# Creates the Python virtual environments that tests/tests/resp_clients.rs and
+# resp_libraries.rs run the real Redis clients in: target/pyenv/redis5 (redis-py 5.x) and
+# target/pyenv/redis8 (redis-py 8.x), each with Flask, Flask-Session 0.8, Django 5.2 and
+# pytest. Safe to run again: an environment whose requirements file has not changed since it
+# was built is left alone.
 set -euo pipefail
 cd "$(dirname "$0")"
 root="$(cd ../.. && pwd)"
@@ -20,5 +21,5 @@ for flavour in redis5 redis8; do
     "$python" -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$stamp"
-    "$venv/bin/python" -c 'import redis, flask_session; print("redis-py", redis.__version__)'
+    "$venv/bin/python" -c 'import redis, flask_session, django; print("redis-py", redis.__version__, "Django", django.__version__)'
 done

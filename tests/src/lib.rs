@@ -46,6 +46,8 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 pub mod certs;
+pub mod clients;
+pub mod reference;
 pub mod resp;
 pub mod users;
 

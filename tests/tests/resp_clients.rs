@@ -10,84 +10,19 @@
 //! `target/pyenv/redis8`). A missing client fails its test with that hint, unless
 //! `SESSIOND_TESTS_ALLOW_MISSING=1`, which skips it instead.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use sessiond_tests::{run_command, Daemon, Finished};
-
-/// Bounds every client run: a hang fails the test instead of blocking CI.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+use sessiond_tests::clients::{self, assert_success, run_client as run, PytestTarget};
+use sessiond_tests::{Daemon, Finished};
 
 fn daemon() -> Daemon {
     Daemon::start_with_args("", &["--resp-listen", "127.0.0.1:0"])
 }
 
-/// Checks that a client exited successfully, showing what it printed if not.
-fn assert_success(output: &Finished, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        output.stdout,
-        output.stderr
-    );
-}
-
-/// Runs `command` with `input` on its stdin, killing it after [`CLIENT_TIMEOUT`].
-fn run(command: Command, input: &[u8]) -> Finished {
-    run_command(command, input, CLIENT_TIMEOUT)
-}
-
-/// Whether missing clients skip their tests instead of failing them.
-fn allow_missing() -> bool {
-    std::env::var("SESSIOND_TESTS_ALLOW_MISSING").is_ok_and(|v| v == "1")
-}
-
-/// Fails (or, with `SESSIOND_TESTS_ALLOW_MISSING=1`, skips by returning `None`) when a
-/// client is not installed.
-fn missing(what: &str, hint: &str) -> Option<PathBuf> {
-    if allow_missing() {
-        eprintln!("skipped: {what} is not installed ({hint})");
-        return None;
-    }
-    panic!(
-        "{what} is not installed. Install it with: {hint}\n\
-         (or set SESSIOND_TESTS_ALLOW_MISSING=1 to skip the tests that need it)"
-    );
-}
-
-/// The path of `name` on `PATH`.
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    });
-    found.or_else(|| missing(name, "apt-get install -y redis-tools"))
-}
-
-/// The Python of the virtual environment `flavour` (`redis5` or `redis8`).
-fn python(flavour: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("SESSIOND_PYENV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/pyenv"));
-    let python = root.join(flavour).join("bin/python");
-    if python.is_file() {
-        Some(python)
-    } else {
-        missing(
-            &format!("the Python environment {}", root.join(flavour).display()),
-            "tests/python/setup-venvs.sh",
-        )
-    }
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the workspace")
-        .to_path_buf()
+/// The path of `name`, one of the programs of Debian's redis-tools.
+fn tool(name: &str) -> Option<std::path::PathBuf> {
+    clients::tool(name, "apt-get install -y redis-tools")
 }
 
 /// `redis-cli -h HOST -p PORT` for the daemon, plus `args`.
@@ -277,23 +212,13 @@ fn pytest(flavour: &str) {
 
 /// Runs the pytest files against `daemon`, with `env` added (the credentials).
 fn pytest_against(flavour: &str, daemon: &Daemon, env: &[(&str, &str)]) {
-    let Some(python) = python(flavour) else {
-        return;
+    let target = PytestTarget {
+        resp: daemon.resp_addr(),
+        native: Some(daemon.addr()),
     };
-    let mut command = Command::new(python);
-    command
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "."])
-        .current_dir(workspace().join("tests/python"))
-        .env("SESSIOND_RESP_ADDR", daemon.resp_addr().to_string())
-        .env("SESSIOND_ADDR", daemon.addr().to_string())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .envs(env.iter().copied());
-    let out = run(command, b"");
-    // Shown with --nocapture, and on failure.
-    println!("{}", out.stdout);
-    assert_success(&out, &format!("pytest with {flavour}"));
-    assert!(out.stdout.contains(" passed"), "{}", out.stdout);
-    daemon.assert_no_panic();
+    if clients::pytest(flavour, target, &["."], env) {
+        daemon.assert_no_panic();
+    }
 }
 
 #[test]
