@@ -254,7 +254,7 @@ impl SessionStore for SessiondStore {
         let (id, _) = self
             .backend
             .create(
-                SessionId::generate_for_session,
+                || SessionId::generate_for_session(None),
                 &bytes,
                 ttl(ttl_),
                 owner.as_deref(),

@@ -12,8 +12,11 @@ use sessiond_proto::command::{
 use sessiond_proto::command::{Slowlog, SlowlogEntry, SlowlogLen, SlowlogReply};
 use sessiond_proto::{Limits, Request};
 
+use crate::cluster::Cluster;
 use crate::credentials::Credentials;
+use crate::id::owner_tag;
 use crate::mux::Settings;
+use crate::placement::Topology;
 use crate::pool::Pool;
 use crate::tls::TlsOptions;
 use crate::transport::Connector;
@@ -42,24 +45,50 @@ use crate::Error;
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    pool: Arc<Pool>,
+    inner: Inner,
+    /// The key of [`Client::owner_tag`].
+    tag_key: Arc<[u8]>,
+}
+
+/// One server, or many with placement (`cluster.rs`).
+#[derive(Clone)]
+enum Inner {
+    Node(Arc<Pool>),
+    Cluster(Arc<Cluster>),
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("addr", &self.pool.addr())
-            .field("connections", &self.pool.size())
-            .finish()
+        match &self.inner {
+            Inner::Node(pool) => f
+                .debug_struct("Client")
+                .field("addr", &pool.addr())
+                .field("connections", &pool.size())
+                .finish(),
+            Inner::Cluster(cluster) => f
+                .debug_struct("Client")
+                .field("nodes", &cluster.description())
+                .finish(),
+        }
     }
 }
 
-/// Options for a [`Client`]; start from [`Client::builder`].
+/// The default key of [`Client::owner_tag`]. Public, so a tag lets someone who guesses an
+/// owner check the guess (one chance in 2^48 of a false match); set your own secret with
+/// [`ClientBuilder::owner_tag_key`] to rule that out.
+const DEFAULT_TAG_KEY: &[u8] = b"sessiond owner routing tag v1";
+
+/// Options for a [`Client`]; start from [`Client::builder`] or [`Client::cluster`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     addr: String,
     settings: Settings,
     connections: usize,
+    /// Set for a multi-node client.
+    topology: Option<Topology>,
+    previous: Option<Topology>,
+    retry_interval: Duration,
+    tag_key: Vec<u8>,
 }
 
 impl ClientBuilder {
@@ -125,24 +154,74 @@ impl ClientBuilder {
         self
     }
 
+    /// A multi-node client: also reads keys from their node in `previous` until
+    /// `sessiond-cli rebalance` has moved them (the migration window of docs/SCALING.md).
+    pub fn previous_topology(mut self, previous: Topology) -> Self {
+        self.previous = Some(previous);
+        self
+    }
+
+    /// A multi-node client: how long requests for a node that failed fail at once with
+    /// [`Error::Unavailable`] before the node is tried again. Default 1 s.
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// The secret the routing tags of owners are made with ([`Client::owner_tag`]). Every
+    /// instance of an application must use the same one, and it must not change while
+    /// sessions exist: it decides which node an owner's sessions live on. Without it the
+    /// tag of an owner is computable by anyone (it still does not show the owner).
+    pub fn owner_tag_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.tag_key = key.into();
+        self
+    }
+
     /// The client, without connecting: the first request opens the connection. Useful when
-    /// the application may start before the server.
+    /// the application may start before the server (or, for many nodes, while one is down).
     pub fn build(self) -> Client {
-        Client {
-            pool: Arc::new(Pool::new(
+        let tag_key: Arc<[u8]> = Arc::from(self.tag_key.as_slice());
+        let inner = match self.topology {
+            None => Inner::Node(Arc::new(Pool::new(
                 Arc::from(self.addr),
                 self.settings,
                 self.connections,
-            )),
-        }
+            ))),
+            Some(topology) => {
+                let (settings, connections) = (self.settings, self.connections);
+                let one = |node: &crate::placement::Node| Client {
+                    inner: Inner::Node(Arc::new(Pool::new(
+                        Arc::from(node.addr()),
+                        settings.clone(),
+                        connections,
+                    ))),
+                    tag_key: tag_key.clone(),
+                };
+                let cluster = Cluster::new(topology, self.previous, self.retry_interval, one);
+                Inner::Cluster(Arc::new(cluster))
+            }
+        };
+        Client { inner, tag_key }
     }
 
     /// The client, with every connection opened, so that a wrong address or a server that
     /// is down is reported now.
+    ///
+    /// For many nodes, every node must answer; to start while one is down, use
+    /// [`ClientBuilder::build`].
     pub async fn connect(self) -> Result<Client, Error> {
         let client = self.build();
-        for mux in client.pool.all() {
-            mux.ensure_connected().await?;
+        match &client.inner {
+            Inner::Node(pool) => {
+                for mux in pool.all() {
+                    mux.ensure_connected().await?;
+                }
+            }
+            Inner::Cluster(cluster) => {
+                for (_, node) in cluster.nodes() {
+                    node.limits().await?;
+                }
+            }
         }
         Ok(client)
     }
@@ -158,6 +237,10 @@ impl Client {
     /// again at every connection attempt).
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
+            topology: None,
+            previous: None,
+            retry_interval: Duration::from_secs(1),
+            tag_key: DEFAULT_TAG_KEY.to_vec(),
             addr: addr.into(),
             settings: Settings {
                 connect_timeout: Duration::from_secs(2),
@@ -172,26 +255,100 @@ impl Client {
         }
     }
 
-    /// The server address.
+    /// Options for a client of many sessiond nodes, each key on the node that `topology`
+    /// places it on (see [`placement`](crate::placement) and docs/SCALING.md). Each node
+    /// gets the connections, timeouts and credentials set on the builder.
+    ///
+    /// ```no_run
+    /// use sessiond_client::placement::{Node, Topology};
+    /// use sessiond_client::Client;
+    ///
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let topology = Topology::new([
+    ///     Node::new("sessiond-0", "sessiond-0.sessiond:7878")?,
+    ///     Node::new("sessiond-1", "sessiond-1.sessiond:7878")?,
+    /// ])?;
+    /// let client = Client::cluster(topology).build();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cluster(topology: Topology) -> ClientBuilder {
+        let mut builder = Client::builder(String::new());
+        builder.topology = Some(topology);
+        builder
+    }
+
+    /// The server address; for many nodes, `name=addr` of each, comma-separated.
     pub fn addr(&self) -> &str {
-        self.pool.addr()
+        match &self.inner {
+            Inner::Node(pool) => pool.addr(),
+            Inner::Cluster(cluster) => cluster.description(),
+        }
+    }
+
+    /// The topology of a multi-node client; `None` for a single server.
+    pub fn topology(&self) -> Option<&Topology> {
+        match &self.inner {
+            Inner::Node(_) => None,
+            Inner::Cluster(cluster) => Some(cluster.topology()),
+        }
+    }
+
+    /// Each node of a multi-node client (of both topologies in a migration window) with a
+    /// client of that node alone, for per-node commands (`STATS`, `SLOWLOG`); for a single
+    /// server, none.
+    pub fn nodes(&self) -> Vec<(crate::placement::Node, Client)> {
+        match &self.inner {
+            Inner::Node(_) => Vec::new(),
+            Inner::Cluster(cluster) => cluster.nodes(),
+        }
+    }
+
+    /// The routing tag of `owner`: 8 URL-safe characters of an HMAC of the owner, which
+    /// the session layer puts in the ids of the owner's sessions so that they all live on
+    /// one node (see [`placement`](crate::placement)). Never the owner itself: ids are
+    /// bearer tokens that proxies may log.
+    pub fn owner_tag(&self, owner: impl AsRef<[u8]>) -> String {
+        owner_tag(&self.tag_key, owner.as_ref())
+    }
+
+    /// The multi-node client, if this is one.
+    pub(crate) fn cluster_inner(&self) -> Option<&Cluster> {
+        match &self.inner {
+            Inner::Node(_) => None,
+            Inner::Cluster(cluster) => Some(cluster),
+        }
     }
 
     /// The server's limits (longest key, value and TTL), as reported by `HELLO` when the
-    /// current connection was opened.
+    /// current connection was opened; for many nodes, those of the first that answers.
     pub async fn limits(&self) -> Result<Limits, Error> {
-        self.pool.pick().limits().await
+        match &self.inner {
+            Inner::Node(pool) => pool.pick().limits().await,
+            Inner::Cluster(cluster) => Box::pin(cluster.limits()).await,
+        }
     }
 
+    /// Sends a request that names no key to the single server. A multi-node client must
+    /// route by key; the commands without one are refused there.
     pub(crate) async fn call(
         &self,
         request: Request,
     ) -> Result<sessiond_proto::ResponseFrame, Error> {
-        self.pool.pick().call(&request).await
+        match &self.inner {
+            Inner::Node(pool) => pool.pick().call(&request).await,
+            Inner::Cluster(_) => Err(Error::InvalidArgument(format!(
+                "{:?} goes to one node: use Client::nodes() for a client of each",
+                request.opcode()
+            ))),
+        }
     }
 
-    /// `PING`: checks that the server answers.
+    /// `PING`: checks that the server answers (for many nodes, every node).
     pub async fn ping(&self) -> Result<(), Error> {
+        if let Some(cluster) = self.cluster_inner() {
+            return Box::pin(cluster.ping()).await;
+        }
         let payload = Bytes::from_static(b"sessiond-client");
         let reply = self
             .call(Request::Ping(Ping {
@@ -227,6 +384,10 @@ impl Client {
         key: &[u8],
         touch_ttl_ms: Option<u64>,
     ) -> Result<Option<Entry>, Error> {
+        if let Some(cluster) = self.cluster_inner() {
+            let touch = touch_ttl_ms.map(Duration::from_millis);
+            return Box::pin(cluster.get_with(key, touch)).await;
+        }
         let reply = self
             .call(Request::Get(Get {
                 key: checked_key(key)?,
@@ -268,6 +429,11 @@ impl Client {
         ttl: Duration,
         mode: SetMode,
     ) -> Result<u64, Error> {
+        if let Some(cluster) = self.cluster_inner() {
+            let (key, value) = (key.as_ref(), value.as_ref());
+            let written = Box::pin(cluster.set(key, value, ttl, mode, None)).await?;
+            return Ok(written.version);
+        }
         let reply = self
             .call(Request::Set(Set {
                 key: checked_key(key.as_ref())?,
@@ -287,6 +453,9 @@ impl Client {
     /// `TOUCH`: resets the TTL of `key` to `ttl`, keeping its value and version, and returns
     /// the version. [`Error::NotFound`] if the key does not exist.
     pub async fn touch(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<u64, Error> {
+        if let Some(cluster) = self.cluster_inner() {
+            return Box::pin(cluster.touch(key.as_ref(), ttl)).await;
+        }
         let reply = self
             .call(Request::Touch(Touch {
                 key: checked_key(key.as_ref())?,
@@ -301,6 +470,9 @@ impl Client {
 
     /// `DEL`: removes `key`; `true` if it existed.
     pub async fn del(&self, key: impl AsRef<[u8]>) -> Result<bool, Error> {
+        if let Some(cluster) = self.cluster_inner() {
+            return Box::pin(cluster.del(key.as_ref())).await;
+        }
         match self.del_with(key.as_ref(), None).await? {
             DelOutcome::Deleted => Ok(true),
             DelOutcome::NotFound => Ok(false),
@@ -313,6 +485,9 @@ impl Client {
     /// `DEL` with `IF_VERSION`: removes `key` only if its version is `version`.
     /// [`Error::VersionMismatch`] if it has another, [`Error::NotFound`] if it is absent.
     pub async fn del_if_version(&self, key: impl AsRef<[u8]>, version: u64) -> Result<(), Error> {
+        if let Some(cluster) = self.cluster_inner() {
+            return Box::pin(cluster.del_if_version(key.as_ref(), version)).await;
+        }
         match self.del_with(key.as_ref(), Some(version)).await? {
             DelOutcome::Deleted => Ok(()),
             DelOutcome::NotFound => Err(Error::NotFound),

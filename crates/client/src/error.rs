@@ -81,6 +81,25 @@ pub enum Error {
     /// sessions, an `app` user asking for `STATS`. The connection stays open.
     #[error("no permission: {0}")]
     NoPermission(String),
+    /// A node of a multi-node client ([`Client::cluster`](crate::Client::cluster)) is down:
+    /// its connection failed or a request to it timed out (`cause`), and until `retry_in`
+    /// has passed every request for a key on that node fails at once with this error,
+    /// without trying the network. Keys on other nodes are unaffected; keys on this one are
+    /// never sent elsewhere. A write whose `cause` is a timeout or a lost connection may or
+    /// may not have been applied.
+    ///
+    /// For the application this is "session store unavailable": answer 503, or treat the
+    /// visitor as logged out for this request (docs/SCALING.md discusses both).
+    #[error("node {node} is unavailable ({cause}); next attempt in {retry_in:?}")]
+    Unavailable {
+        /// The node's name.
+        node: Arc<str>,
+        /// The failure that marked it down.
+        #[source]
+        cause: Arc<Error>,
+        /// How long until requests try the node again.
+        retry_in: Duration,
+    },
     /// TLS could not be set up: a certificate or key file that cannot be read or used, or a
     /// handshake that failed (a server certificate the CA did not sign or that names another
     /// host, a server that does not speak TLS on that port, a refused client certificate).
@@ -108,7 +127,7 @@ impl Error {
     /// once sessions are deleted or expire, PROTOCOL.md 6.3).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Timeout { .. } | Error::Connection { .. } => true,
+            Error::Timeout { .. } | Error::Connection { .. } | Error::Unavailable { .. } => true,
             Error::Server { status, .. } => matches!(
                 status,
                 Status::Busy
@@ -118,6 +137,16 @@ impl Error {
             ),
             _ => false,
         }
+    }
+
+    /// Whether the store could not be reached: [`Error::Unavailable`] (a node marked
+    /// down), or a lost connection or timeout. The application's "session store
+    /// unavailable" case.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Connection { .. } | Error::Timeout { .. }
+        )
     }
 
     pub(crate) fn connection(addr: &Arc<str>, source: std::io::Error) -> Error {

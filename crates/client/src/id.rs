@@ -1,16 +1,29 @@
-//! Session ids: 256 bits from the operating system's CSPRNG, URL-safe.
+//! Session ids: 256 bits from the operating system's CSPRNG, URL-safe, optionally behind a
+//! routing tag.
 //!
 //! The equivalent of Flask-Session's `secrets.token_urlsafe(32)`: 32 random bytes in
 //! unpadded URL-safe base64, 43 characters. A session id is a bearer secret (whoever holds it
 //! is the session), so ids come only from the OS generator, and an id from a cookie is
 //! accepted only if it has exactly this shape: a browser cannot make the server look up an
 //! arbitrary key.
+//!
+//! The id of a session bound to an owner carries the owner's routing tag in front:
+//! `TTTTTTTT.RRRR…` (8 tag characters, a dot, the 43 random ones; 52 in all). The tag is
+//! an HMAC of the owner ([`owner_tag`]), never the owner, and is what placement hashes
+//! ([`crate::placement::routing_key`]), so all of an owner's sessions live on one node and
+//! listing or ending them stays one atomic request there. The tag adds no secrecy and
+//! takes none away: the 256 random bits are the secret. Ids without a tag (every id made
+//! before tags existed, and sessions without an owner) stay valid and route by their whole
+//! key.
 
 use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+use crate::placement::{is_base64url, TAG_LEN};
 
 /// A session id. `Debug` shows only its first characters, so that logging a session does
 /// not leak the secret.
@@ -37,8 +50,10 @@ pub struct RandomError(String);
 impl SessionId {
     /// Random bytes in an id.
     pub const BYTES: usize = 32;
-    /// Characters in an id's text form.
+    /// Characters in an id's text form without a routing tag.
     pub const LEN: usize = 43;
+    /// Characters in an id's text form with a routing tag: tag, `.`, random part.
+    pub const TAGGED_LEN: usize = TAG_LEN + 1 + Self::LEN;
 
     /// A new id from the OS CSPRNG.
     pub fn generate() -> Result<SessionId, RandomError> {
@@ -47,8 +62,24 @@ impl SessionId {
         Ok(SessionId(URL_SAFE_NO_PAD.encode(bytes)))
     }
 
-    /// The id in `text`, if it has the exact shape of a generated id.
+    /// A new id from the OS CSPRNG behind routing tag `tag` (from [`owner_tag`] or
+    /// [`SessionId::tag`]). `None` if `tag` is not [`TAG_LEN`] URL-safe base64 characters.
+    pub fn generate_tagged(tag: &str) -> Result<Option<SessionId>, RandomError> {
+        if tag.len() != TAG_LEN || !tag.bytes().all(is_base64url) {
+            return Ok(None);
+        }
+        let random = SessionId::generate()?;
+        Ok(Some(SessionId(format!("{tag}.{}", random.0))))
+    }
+
+    /// The id in `text`, if it has the exact shape of a generated id, tagged or not.
     pub fn parse(text: &str) -> Option<SessionId> {
+        if text.len() == Self::TAGGED_LEN {
+            let (tag, random) = text.split_at(TAG_LEN);
+            let random = random.strip_prefix('.')?;
+            return (tag.bytes().all(is_base64url) && Self::parse(random).is_some())
+                .then(|| SessionId(text.to_string()));
+        }
         if text.len() != Self::LEN {
             return None;
         }
@@ -59,6 +90,11 @@ impl SessionId {
             Ok(Self::BYTES) => Some(SessionId(text.to_string())),
             _ => None,
         }
+    }
+
+    /// The id's routing tag, if it has one.
+    pub fn tag(&self) -> Option<&str> {
+        (self.0.len() == Self::TAGGED_LEN).then(|| &self.0[..TAG_LEN])
     }
 
     /// The id's text, as it goes into a cookie and (after the key prefix) into a key.
@@ -74,6 +110,18 @@ impl SessionId {
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.0)
     }
+}
+
+/// The routing tag of `owner` under `key`: the first 6 bytes of HMAC-SHA256(`key`,
+/// `owner`) in URL-safe base64, [`TAG_LEN`] characters. 48 bits spread owners over nodes
+/// evenly and, keyed with a secret, say nothing about who the owner is.
+pub(crate) fn owner_tag(key: &[u8], owner: &[u8]) -> String {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(owner);
+    let digest = mac.finalize().into_bytes();
+    URL_SAFE_NO_PAD.encode(&digest[..6])
 }
 
 /// 16 hex digits of the SHA-256 of an id's text: [`SessionId::fingerprint`], also for the
@@ -127,6 +175,37 @@ mod tests {
         // 43 characters whose last one carries bits beyond 256.
         assert_eq!(SessionId::parse(&format!("{}B", "A".repeat(42))), None);
         assert!(SessionId::parse(&"A".repeat(43)).is_some());
+    }
+
+    #[test]
+    fn tagged_ids_parse_and_keep_their_tag() {
+        let tag = owner_tag(b"secret", b"user:42");
+        assert_eq!(tag.len(), TAG_LEN);
+        assert_ne!(tag, owner_tag(b"other secret", b"user:42"));
+        let id = SessionId::generate_tagged(&tag).unwrap().unwrap();
+        assert_eq!(id.as_str().len(), SessionId::TAGGED_LEN);
+        assert_eq!(id.tag(), Some(tag.as_str()));
+        assert_eq!(SessionId::parse(id.as_str()), Some(id.clone()));
+        assert!(!id.as_str().contains("user"));
+        // The untagged form still parses, and has no tag.
+        let plain = SessionId::generate().unwrap();
+        assert_eq!(plain.tag(), None);
+        // A bad tag or separator, or a bad random part, is not an id.
+        let random = &id.as_str()[TAG_LEN + 1..];
+        for bad in [
+            format!("{}+.{random}", &tag[..7]),
+            format!("{tag}:{random}"),
+            format!("{tag}.{}=", &random[..42]),
+        ] {
+            assert_eq!(SessionId::parse(&bad), None, "{bad}");
+        }
+        assert!(SessionId::generate_tagged("short").unwrap().is_none());
+        // What placement routes by is the tag.
+        let key = format!("session:{id}");
+        assert_eq!(
+            crate::placement::routing_key(key.as_bytes()),
+            tag.as_bytes()
+        );
     }
 
     #[test]

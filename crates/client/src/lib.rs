@@ -59,7 +59,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod client;
+mod cluster;
 mod credentials;
+pub mod discovery;
 mod error;
 mod handshake;
 mod id;

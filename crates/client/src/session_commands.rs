@@ -126,6 +126,10 @@ impl Client {
         options: &SessionOptions,
     ) -> Result<SessionWrite, Error> {
         let owner = options.checked_owner()?;
+        if let Some(cluster) = self.cluster_inner() {
+            let (key, value) = (key.as_ref(), value.as_ref());
+            return Box::pin(cluster.set(key, value, ttl, mode, Some(options))).await;
+        }
         let value = checked_value(value.as_ref(), owner.as_ref().map_or(0, Bytes::len))?;
         let lifetime_ms = options.absolute_lifetime.map(ttl_ms).transpose()?;
         let request = SetSession {
@@ -147,7 +151,14 @@ impl Client {
     /// A reply holds as many as fit the server's largest value; [`SessionList::total`] says
     /// how many the owner has in all. The keys are the sessions' ids, bearer secrets: show a
     /// user a fingerprint of them, never the keys themselves.
+    ///
+    /// A multi-node client asks the node of the owner's [tag](Client::owner_tag): sessions
+    /// bound to an owner must have ids that carry it (the session layer's do).
     pub async fn sessions_of(&self, owner: impl AsRef<[u8]>) -> Result<SessionList, Error> {
+        if let Some(cluster) = self.cluster_inner() {
+            let owner = checked_owner(owner.as_ref())?;
+            return Box::pin(cluster.sessions_of(&owner, &self.owner_tag(&owner))).await;
+        }
         let request = ListSessions {
             owner: checked_owner(owner.as_ref())?,
             max_sessions: 0,
@@ -164,6 +175,10 @@ impl Client {
         owner: impl AsRef<[u8]>,
         except: Option<&[u8]>,
     ) -> Result<u64, Error> {
+        if let Some(cluster) = self.cluster_inner() {
+            let owner = checked_owner(owner.as_ref())?;
+            return Box::pin(cluster.end_all(&owner, &self.owner_tag(&owner), except)).await;
+        }
         let request = EndAll {
             owner: checked_owner(owner.as_ref())?,
             except: except.map(checked_key).transpose()?,
@@ -191,6 +206,11 @@ impl Client {
             return Err(Error::InvalidArgument(
                 "a rotation keeps the session's absolute deadline; it cannot set one".into(),
             ));
+        }
+        if let Some(cluster) = self.cluster_inner() {
+            bind.checked_owner()?;
+            let (old, new) = (old.as_ref(), new.as_ref());
+            return Box::pin(cluster.rotate(old, new, if_version, bind)).await;
         }
         let request = Rotate {
             old_key: checked_key(old.as_ref())?,

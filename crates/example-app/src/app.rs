@@ -213,7 +213,10 @@ fn session_error(e: SessionError) -> Response {
         SessionError::Client(Error::InvalidArgument(message)) => {
             (StatusCode::BAD_REQUEST, message).into_response()
         }
-        SessionError::Client(e) if e.is_transient() => {
+        // The node holding this visitor's session is down (or the store is unreachable).
+        // This app answers 503; an app that would rather serve the page can treat the
+        // visitor as logged out for this request instead (docs/SCALING.md).
+        SessionError::Unavailable(e) | SessionError::Client(e) if e.is_transient() => {
             eprintln!("session store unavailable: {e}");
             (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -279,6 +279,6 @@ fn declined(e: Error) -> SessionError {
         Error::VersionMismatch { current } => SessionError::Conflict { current },
         Error::NotFound => SessionError::Gone,
         Error::OwnerLimitReached => SessionError::OwnerLimitReached,
-        other => SessionError::Client(other),
+        other => SessionError::from(other),
     }
 }

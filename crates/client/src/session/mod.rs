@@ -97,9 +97,15 @@ pub enum SessionError {
     /// refuse ([`Sessions::login`]). Nothing was written.
     #[error("the user already has as many sessions as allowed")]
     OwnerLimitReached,
-    /// The store could not be reached or answered with an error.
+    /// The session store is unavailable: the node that holds this session is down
+    /// ([`Error::Unavailable`]), or the server could not be reached or did not answer in
+    /// time. The application decides: answer 503 ("try again shortly"), or carry on as if
+    /// the visitor were logged out for this request, without saving (docs/SCALING.md).
+    #[error("session store unavailable: {0}")]
+    Unavailable(Error),
+    /// The store answered with an error.
     #[error(transparent)]
-    Client(#[from] Error),
+    Client(Error),
     /// A value could not be converted to or from the session's data.
     #[error("session data: {0}")]
     Data(String),
@@ -112,6 +118,23 @@ pub enum SessionError {
     /// The configuration cannot be used.
     #[error("session configuration: {0}")]
     Config(String),
+}
+
+impl From<Error> for SessionError {
+    fn from(e: Error) -> SessionError {
+        if e.is_unavailable() {
+            SessionError::Unavailable(e)
+        } else {
+            SessionError::Client(e)
+        }
+    }
+}
+
+impl SessionError {
+    /// Whether the store could not be reached ([`SessionError::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, SessionError::Unavailable(_))
+    }
 }
 
 /// One visitor's session: a map from names to values, and where it is stored.
@@ -422,10 +445,13 @@ impl Sessions {
         owner: Option<&str>,
     ) -> Result<SetCookie, SessionError> {
         let data = codec::encode(&session.data)?;
+        // A session bound to an owner gets the owner's routing tag, so that all of them
+        // live on the owner's node.
+        let tag = owner.map(|owner| self.backend.client.owner_tag(owner));
         let (id, version) = self
             .backend
             .create(
-                SessionId::generate_for_session,
+                || SessionId::generate_for_session(tag.as_deref()),
                 &data,
                 self.config.lifetime,
                 owner,
@@ -492,8 +518,13 @@ impl Sessions {
 }
 
 impl SessionId {
-    /// [`SessionId::generate`] with the session layer's error type.
-    pub(crate) fn generate_for_session() -> Result<SessionId, SessionError> {
-        Ok(SessionId::generate()?)
+    /// [`SessionId::generate`] (behind routing tag `tag`, if given) with the session
+    /// layer's error type.
+    pub(crate) fn generate_for_session(tag: Option<&str>) -> Result<SessionId, SessionError> {
+        match tag {
+            None => Ok(SessionId::generate()?),
+            Some(tag) => SessionId::generate_tagged(tag)?
+                .ok_or_else(|| SessionError::Config(format!("bad routing tag {tag:?}"))),
+        }
     }
 }

@@ -141,9 +141,20 @@ impl Sessions {
         version: u64,
         owner: Option<&str>,
     ) -> Result<SetCookie, SessionError> {
+        // The new id carries the owner's routing tag when binding one, else the old id's
+        // (if any): a session stays on its node unless a login moves it to its owner's.
+        let tag = match owner {
+            Some(owner) => Some(self.backend.client.owner_tag(owner)),
+            None => old.tag().map(str::to_string),
+        };
         let (new, version) = self
             .backend
-            .rotate(old, version, SessionId::generate_for_session, owner)
+            .rotate(
+                old,
+                version,
+                || SessionId::generate_for_session(tag.as_deref()),
+                owner,
+            )
             .await?;
         // The session lives at the new id from here on, even if the write below fails: the
         // old one is gone, and a later save goes to the new one.
