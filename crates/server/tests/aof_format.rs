@@ -28,7 +28,7 @@ use sessiond::aof::check::{check, Verdict};
 use sessiond::aof::reader::{read_file, read_header, ReadError, ReadSummary};
 use sessiond::aof::record::{
     decode_record, encode_file_header, Decoded, Format, Record, Salt, SessionRecord,
-    FILE_HEADER_LEN, MAX_BODY_LEN, RECORD_HEADER_LEN,
+    FILE_HEADER_LEN, MAX_BATCH_BODY_LEN, MAX_BODY_LEN, RECORD_HEADER_LEN,
 };
 use sessiond::aof::replay::{load, LoadError};
 use sessiond::aof::rewrite::{finish, no_hook, write_snapshot};
@@ -432,6 +432,24 @@ const V1_FILE: &str = r##"
 03 00 03 61 62 63                                #   kind DEL, key "abc"
 "##;
 
+const BATCH_RECORD: &str = r##"
+00 00 00 34              # body_len 52
+c2 28 8d dd              # frame_check 0xc2288ddd
+4b 6e f0 bf              # crc 0x4b6ef0bf
+09                       # kind BATCH
+00 00 00 02              # count 2
+00 00 00 21              # len 33: the body of the SET example of section 4.3
+01                       # kind SET
+00 00 00 00 00 00 00 07  # version 7
+00 00 01 8b cf dc 40 40  # expires_at_ms 1699999400000
+00 03 61 62 63           # key_len 3, key "abc"
+00 00 00 07              # value_len 7
+7b 22 75 22 3a 37 7d     # value '{"u":7}'
+00 00 00 06              # len 6
+03                       # kind DEL
+00 03 78 79 7a           # key_len 3, key "xyz"
+"##;
+
 /// Every example, by name.
 const EXAMPLES: &[(&str, &str)] = &[
     ("FILE_HEADER", FILE_HEADER),
@@ -443,6 +461,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("SESSION_SET_RECORD", SESSION_SET_RECORD),
     ("SESSION_TOUCH_RECORD", SESSION_TOUCH_RECORD),
     ("ROTATE_RECORD", ROTATE_RECORD),
+    ("BATCH_RECORD", BATCH_RECORD),
     ("COMPLETE_FILE", COMPLETE_FILE),
     ("TORN_TAIL_FILE", TORN_TAIL_FILE),
     ("ZERO_TAIL_FILE", ZERO_TAIL_FILE),
@@ -626,6 +645,15 @@ fn session_records_replay_to_the_owner_index_and_are_not_version_1_kinds() {
     }
 }
 
+/// The store that loading `file` gives at the time `now_ms`.
+fn replay_at(file: &[u8], now_ms: u64) -> Store {
+    let scratch = Scratch::new();
+    scratch.write(file);
+    let store = Store::with_parts(Clock::starting_at(now_ms), None);
+    load(&scratch.settings(), &store, false).unwrap();
+    store
+}
+
 #[test]
 fn a_rotation_cut_anywhere_by_a_crash_leaves_the_old_key_or_the_new_one_never_both() {
     let mut file = hex(FILE_HEADER);
@@ -633,10 +661,7 @@ fn a_rotation_cut_anywhere_by_a_crash_leaves_the_old_key_or_the_new_one_never_bo
     let before_rotation = file.len();
     file.extend(hex(ROTATE_RECORD));
     for cut in before_rotation..=file.len() {
-        let scratch = Scratch::new();
-        scratch.write(&file[..cut]);
-        let store = Store::with_parts(Clock::starting_at(1_699_999_950_000), None);
-        load(&scratch.settings(), &store, false).unwrap();
+        let store = replay_at(&file[..cut], 1_699_999_950_000);
         let live = |key: &[u8]| matches!(store.get(key, None), GetReply::Hit(_));
         let listed: Vec<_> = store
             .sessions_of(b"u1")
@@ -651,6 +676,85 @@ fn a_rotation_cut_anywhere_by_a_crash_leaves_the_old_key_or_the_new_one_never_bo
             assert_eq!(listed, [Bytes::from_static(b"abc")], "cut at {cut}");
         }
     }
+}
+
+fn example_batch() -> Record {
+    Record::Batch(vec![example_set(), del(b"xyz")])
+}
+
+#[test]
+fn batch_record() {
+    check_record(BATCH_RECORD, example_batch());
+}
+
+#[test]
+fn a_batch_cut_anywhere_by_a_crash_is_applied_whole_or_not_at_all() {
+    // Before the batch, "xyz" holds an entry and "abc" none; the batch sets one and deletes
+    // the other.
+    let before = [set(b"xyz", b"old", FAR, 3)];
+    let mut file = file_of(&before);
+    let start = file.len();
+    file.extend(hex(BATCH_RECORD));
+    for cut in start..=file.len() {
+        let store = replay_at(&file[..cut], 1_699_999_000_000);
+        let live = |key: &[u8]| matches!(store.get(key, None), GetReply::Hit(_));
+        if cut == file.len() {
+            assert!(live(b"abc") && !live(b"xyz"), "whole file");
+        } else {
+            assert!(!live(b"abc") && live(b"xyz"), "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn a_batch_holds_only_writes_and_no_batch() {
+    let entry = |body: &[u8]| {
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend(body);
+        bytes
+    };
+    let batch = |count: u32, entries: &[&[u8]]| {
+        let mut body = vec![0x09];
+        body.extend(count.to_be_bytes());
+        for e in entries {
+            body.extend(entry(e));
+        }
+        framed(&body)
+    };
+    let del_body: &[u8] = &[0x03, 0x00, 0x01, b'k'];
+    let clock_body: &[u8] = &[0x05, 0, 0, 0, 0, 0, 0, 0, 1];
+    let nested = {
+        let mut body = vec![0x09];
+        body.extend(1u32.to_be_bytes());
+        body.extend(entry(del_body));
+        body
+    };
+    // The well-formed one decodes.
+    assert!(matches!(
+        decode_record(&batch(1, &[del_body]), format()),
+        Decoded::Record(Record::Batch(_), _)
+    ));
+    for (what, bytes) in [
+        ("empty", batch(0, &[])),
+        ("count beyond the entries", batch(2, &[del_body])),
+        ("a CLOCK inside", batch(1, &[clock_body])),
+        ("a batch inside", batch(1, &[&nested])),
+        ("a damaged entry", batch(1, &[&[0x03, 0x00, 0x05, b'k']])),
+    ] {
+        assert!(
+            matches!(decode_record(&bytes, format()), Decoded::Invalid(_)),
+            "{what}"
+        );
+    }
+    // Bytes after the last entry.
+    let mut body = vec![0x09];
+    body.extend(1u32.to_be_bytes());
+    body.extend(entry(del_body));
+    body.push(0);
+    assert!(matches!(
+        decode_record(&framed(&body), format()),
+        Decoded::Invalid(_)
+    ));
 }
 
 #[test]
@@ -724,6 +828,7 @@ async fn rewriting_the_complete_file_gives_the_rewritten_file() {
 #[test]
 fn the_body_length_limits_of_section_4_9() {
     assert_eq!(MAX_BODY_LEN, 16_908_593);
+    assert_eq!(MAX_BATCH_BODY_LEN, 67_108_869);
     // A frame with a correct frame check and no body.
     let frame = |body_len: u32| {
         let len = body_len.to_be_bytes();
@@ -732,13 +837,14 @@ fn the_body_length_limits_of_section_4_9() {
         bytes.extend([0; 4]);
         Bytes::from(bytes)
     };
-    // The longest body is a record that needs more bytes; one more is not a record at all.
+    // The longest body (a batch's) is a record that needs more bytes; one more is not a
+    // record at all.
     assert_eq!(
-        decode_record(&frame(MAX_BODY_LEN), format()),
+        decode_record(&frame(MAX_BATCH_BODY_LEN), format()),
         Decoded::Incomplete
     );
     assert!(matches!(
-        decode_record(&frame(MAX_BODY_LEN + 1), format()),
+        decode_record(&frame(MAX_BATCH_BODY_LEN + 1), format()),
         Decoded::Invalid(_)
     ));
     assert!(matches!(

@@ -425,6 +425,10 @@ impl MutationSink for Aof {
         self.push(|salt, buf| record::encode_mutation(&mutation, salt, buf));
     }
 
+    fn record_batch(&self, mutations: &[Mutation<'_>]) {
+        self.push(|salt, buf| record::encode_batch(mutations, salt, buf));
+    }
+
     fn versions_exhausted(&self) {
         // The writer reserves more whenever it wakes; a write waiting for versions must not
         // wait for the next unrelated record or timer.
@@ -449,6 +453,12 @@ impl MutationSink for LateSink {
     fn record(&self, mutation: Mutation<'_>) {
         if let Some(aof) = self.aof.get() {
             aof.record(mutation);
+        }
+    }
+
+    fn record_batch(&self, mutations: &[Mutation<'_>]) {
+        if let Some(aof) = self.aof.get() {
+            aof.record_batch(mutations);
         }
     }
 

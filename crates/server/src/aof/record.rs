@@ -39,7 +39,7 @@ pub use super::header::{
     decode_file_header, encode_file_header, file_header_len, Format, Salt, FILE_HEADER_LEN,
     FILE_MAGIC, FORMAT_VERSION, FORMAT_VERSION_1, HEADER_PREFIX_LEN, V1_FILE_HEADER_LEN,
 };
-use crate::store::{Mutation, SessionMeta, SessionState, MAX_OWNER_LEN};
+use crate::store::{Mutation, SessionMeta, SessionState, MAX_OWNER_LEN, MAX_TRANSACTION_BYTES};
 
 /// Length of a record's frame (body length, frame check, body checksum) before the body.
 pub const RECORD_HEADER_LEN: usize = 12;
@@ -67,6 +67,12 @@ const KIND_CLOCK: u8 = 0x05;
 const KIND_SESSION_SET: u8 = 0x06;
 const KIND_SESSION_TOUCH: u8 = 0x07;
 const KIND_ROTATE: u8 = 0x08;
+const KIND_BATCH: u8 = 0x09;
+
+/// The longest body a BATCH record can have: a transaction's writes are bounded by
+/// [`MAX_TRANSACTION_BYTES`] (counted generously), plus the kind and the count. Only format
+/// version 2, whose salted frame check makes the length trustworthy, has batches.
+pub const MAX_BATCH_BODY_LEN: u32 = 1 + 4 + MAX_TRANSACTION_BYTES as u32;
 
 /// A session as SESSION_SET and ROTATE records carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,9 +172,51 @@ pub enum Record {
         /// The time, Unix milliseconds.
         now_ms: u64,
     },
+    /// The writes of one transaction (`MULTI`/`EXEC`, a script), on distinct keys: each is
+    /// a SET, TOUCH, DEL, SESSION_SET, SESSION_TOUCH or ROTATE. Applied together; a torn or
+    /// damaged batch is dropped whole, like any record.
+    Batch(Vec<Record>),
 }
 
 impl Record {
+    /// The mutation a record of one write stands for (`None` for LAST_VERSION, CLOCK and
+    /// BATCH).
+    pub fn as_mutation(&self) -> Option<Mutation<'_>> {
+        Some(match self {
+            Record::Set {
+                key,
+                value,
+                expires_at_ms,
+                version,
+            } => Mutation::Set {
+                key,
+                value,
+                expires_at_ms: *expires_at_ms,
+                version: *version,
+            },
+            Record::Touch { key, expires_at_ms } => Mutation::Touch {
+                key,
+                expires_at_ms: *expires_at_ms,
+            },
+            Record::Del { key } => Mutation::Del { key },
+            Record::SessionSet(session) => Mutation::SessionSet(session.state()),
+            Record::SessionTouch {
+                key,
+                expires_at_ms,
+                last_access_ms,
+            } => Mutation::SessionTouch {
+                key,
+                expires_at_ms: *expires_at_ms,
+                last_access_ms: *last_access_ms,
+            },
+            Record::Rotate { old_key, new } => Mutation::Rotate {
+                old_key,
+                new: new.state(),
+            },
+            Record::LastVersion { .. } | Record::Clock { .. } | Record::Batch(_) => return None,
+        })
+    }
+
     /// Appends the record's bytes, salted with `salt`, to `dst`: the inverse of
     /// [`decode_record`], through the same encoders the writer and the rewrite use.
     pub fn encode(&self, salt: Salt, dst: &mut impl BufMut) {
@@ -207,6 +255,11 @@ impl Record {
             }
             Record::LastVersion { version } => encode_last_version(*version, salt, dst),
             Record::Clock { now_ms } => encode_clock(*now_ms, salt, dst),
+            Record::Batch(records) => {
+                let mutations: Vec<Mutation<'_>> =
+                    records.iter().filter_map(Record::as_mutation).collect();
+                encode_batch(&mutations, salt, dst);
+            }
         }
     }
 }
@@ -248,6 +301,23 @@ pub fn encode_mutation(mutation: &Mutation<'_>, salt: Salt, dst: &mut impl BufMu
         }
         Mutation::Rotate { old_key, new } => encode_session(Some(old_key), &new, salt, dst),
     }
+}
+
+/// Appends a BATCH record holding `mutations` to `dst`. Each is encoded as its own record
+/// would be, and its body (without the frame) goes into the batch after its length.
+pub fn encode_batch(mutations: &[Mutation<'_>], salt: Salt, dst: &mut impl BufMut) {
+    let mut body = Vec::new();
+    body.put_u8(KIND_BATCH);
+    body.put_u32(mutations.len() as u32);
+    let mut one = Vec::new();
+    for mutation in mutations {
+        one.clear();
+        encode_mutation(mutation, salt, &mut one);
+        let inner = &one[RECORD_HEADER_LEN..];
+        body.put_u32(inner.len() as u32);
+        body.put_slice(inner);
+    }
+    frame(&body, salt, dst);
 }
 
 /// Appends a SESSION_SET record (`old_key` absent) or a ROTATE record to `dst` (also what a
@@ -387,7 +457,11 @@ pub fn decode_record(buf: &Bytes, format: Format) -> Decoded {
     }
     let mut header = &buf[..frame_len];
     let body_len = header.get_u32();
-    if body_len == 0 || body_len > MAX_BODY_LEN {
+    let max_body_len = match format {
+        Format::V1 => MAX_BODY_LEN,
+        Format::V2(_) => MAX_BODY_LEN.max(MAX_BATCH_BODY_LEN),
+    };
+    if body_len == 0 || body_len > max_body_len {
         return invalid(format!("record length {body_len} is out of range"), 1);
     }
     if let Format::V2(salt) = format {
@@ -539,6 +613,31 @@ fn decode_body(buf: &Bytes, body: Range<usize>, format: Format) -> Result<Record
                 old_key,
                 new: take_session(&mut rest)?,
             }
+        }
+        KIND_BATCH if format != Format::V1 => {
+            need(rest, 4, "count")?;
+            let count = rest.get_u32();
+            if count == 0 {
+                return Err("empty batch".to_string());
+            }
+            // Grows as records are decoded, never from the count alone.
+            let mut records = Vec::new();
+            for _ in 0..count {
+                need(rest, 4, "batch entry length")?;
+                let len = rest.get_u32() as usize;
+                need(rest, len, "batch entry")?;
+                let start = body.end - rest.len();
+                if rest[..len].first() == Some(&KIND_BATCH) {
+                    return Err("a batch inside a batch".to_string());
+                }
+                let record = decode_body(buf, start..start + len, format)?;
+                if record.as_mutation().is_none() {
+                    return Err("a batch holds a record that is not a write".to_string());
+                }
+                records.push(record);
+                rest.advance(len);
+            }
+            Record::Batch(records)
         }
         KIND_SET => {
             need(rest, 16, "version and deadline")?;

@@ -181,6 +181,11 @@ fn apply(store: &Store, record: Record) {
         Record::Rotate { old_key, new } => store.restore_rotate(&old_key, &new.state()),
         Record::LastVersion { version } => store.restore_last_version(version),
         Record::Clock { now_ms } => store.restore_clock(now_ms),
+        Record::Batch(records) => {
+            for record in records {
+                apply(store, record);
+            }
+        }
     }
 }
 

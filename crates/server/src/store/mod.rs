@@ -21,6 +21,7 @@
 //! (clamping deadlines to the absolute one, recording the last access) and tells the index
 //! when a session bound to an owner leaves the map.
 
+mod gate;
 mod lifetime_cap;
 pub mod mutation;
 mod owner;
@@ -30,6 +31,7 @@ mod raw;
 pub mod scan;
 pub mod session;
 pub mod sweep;
+pub mod transaction;
 mod versions;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -41,6 +43,7 @@ use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetMode, SetOutcome, 
 
 use crate::clock::Clock;
 use crate::memory::{allocated_size, Accounting, Part};
+use gate::Gates;
 pub use mutation::{Mutation, MutationSink, SessionMeta, SessionState};
 use owner::OwnerIndex;
 pub use pressure::OutOfMemory;
@@ -50,6 +53,7 @@ pub use session::{
     LimitPolicy, OwnerLimit, RotateOutcome, SessionDefaults, SessionError, SessionInfo,
     SessionOptions, SessionSetOutcome, MAX_OWNER_LEN,
 };
+pub use transaction::{Transaction, TransactionTooLarge, MAX_TRANSACTION_BYTES};
 use versions::Versions;
 
 /// Number of shards. Many small shards keep lock contention low on many cores and, more
@@ -120,6 +124,11 @@ struct Shared {
     default_lifetime_ms: AtomicU64,
     /// The configured defaults of the session options.
     session_defaults: RwLock<SessionDefaults>,
+    /// What makes transactions atomic ([`gate`]).
+    gates: Gates,
+    /// Held shared by every running transaction, exclusively by a visit of one shard
+    /// ([`transaction`] says why).
+    transactions: RwLock<()>,
 }
 
 impl Store {
@@ -144,6 +153,8 @@ impl Store {
                 pressure: Pressure::default(),
                 default_lifetime_ms: AtomicU64::new(0),
                 session_defaults: RwLock::new(SessionDefaults::default()),
+                gates: Gates::new(),
+                transactions: RwLock::new(()),
             }),
         }
     }
@@ -162,6 +173,7 @@ impl Store {
     /// Reads `key`. With `touch_ttl_ms`, first moves its deadline to now plus that TTL (sliding
     /// expiry) without changing the version.
     pub fn get(&self, key: &[u8], touch_ttl_ms: Option<u64>) -> GetReply {
+        let _gate = self.shared.gates.shared(key);
         let now = self.shared.clock.now_ms();
         let Some(ttl) = touch_ttl_ms else {
             // A plain read takes only the shard's read lock.
@@ -271,6 +283,7 @@ impl Store {
         write: Write<'_>,
         previous: Option<&mut Option<Entry>>,
     ) -> Result<SetOutcome, OutOfMemory> {
+        let _gate = self.shared.gates.shared(key);
         let mut unbound = None;
         let outcome = self.write_locked(key, write, previous, &mut unbound);
         if unbound.is_some() {
@@ -500,6 +513,7 @@ impl Store {
         if at_ms <= now {
             return self.del(key, None) == DelOutcome::Deleted;
         }
+        let _gate = self.shared.gates.shared(key);
         match self.shared.map.get_mut(key) {
             Some(mut found) if found.key().is_live(now) => {
                 self.move_deadline(&mut SlotMut::from_ref_mut(&mut found), at_ms);
@@ -516,6 +530,7 @@ impl Store {
 
     /// Removes `key` and returns what it held, atomically.
     pub fn getdel(&self, key: &[u8]) -> GetReply {
+        let _gate = self.shared.gates.shared(key);
         let now = self.shared.clock.now_ms();
         let removed = self.shared.map.remove_if(key, |slot, _| {
             // Expired entries are reclaimed too, but only live ones are returned and recorded.
@@ -542,6 +557,8 @@ impl Store {
     /// Removes every entry, recording each live one as deleted. Returns how many live entries
     /// there were.
     pub fn clear(&self) -> usize {
+        // Inside a transaction the caller holds some gates already; it never clears.
+        let _gates = self.shared.gates.all();
         let now = self.shared.clock.now_ms();
         let mut removed = 0;
         let mut owned = Vec::new();
@@ -564,6 +581,7 @@ impl Store {
 
     /// Moves `key`'s deadline to now plus `ttl_ms`.
     pub fn touch(&self, key: &[u8], ttl_ms: u64) -> TouchReply {
+        let _gate = self.shared.gates.shared(key);
         let now = self.shared.clock.now_ms();
         match self.shared.map.get_mut(key) {
             Some(mut found) if found.key().is_live(now) => {
@@ -584,6 +602,7 @@ impl Store {
 
     /// Removes `key`, if present, live, and (with `if_version`) at that version.
     pub fn del(&self, key: &[u8], if_version: Option<u64>) -> DelOutcome {
+        let _gate = self.shared.gates.shared(key);
         let now = self.shared.clock.now_ms();
         let mut outcome = DelOutcome::NotFound;
         let removed = self.shared.map.remove_if(key, |slot, _| {
@@ -802,6 +821,13 @@ impl Store {
         max: usize,
         f: impl FnMut(&Slot),
     ) -> (usize, usize) {
+        // Never a transaction's half-done state ([`transaction`]).
+        let _quiet = (!gate::Held::is_running(&self.shared.gates)).then(|| {
+            self.shared
+                .transactions
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        });
         let table = self.shared.map.shards()[shard].read();
         let buckets = table.buckets();
         let end = from.saturating_add(max).min(buckets);
@@ -914,6 +940,10 @@ impl Store {
 
     fn record(&self, mutation: Mutation<'_>) {
         if let Some(sink) = &self.shared.sink {
+            if gate::Held::is_running(&self.shared.gates) {
+                // Recorded with the rest of the transaction, when it ends.
+                return transaction::note(&mutation);
+            }
             sink.record(mutation);
         }
     }

@@ -80,6 +80,16 @@ pub trait MutationSink: Send + Sync + 'static {
     /// Records one applied mutation.
     fn record(&self, mutation: Mutation<'_>);
 
+    /// Records the mutations of one transaction, to be replayed all together or not at all
+    /// (the keys are distinct). Called while the transaction still holds its keys, so no
+    /// later write of them can be recorded before it. The default records them one by one,
+    /// which is right for a sink that keeps nothing across a crash.
+    fn record_batch(&self, mutations: &[Mutation<'_>]) {
+        for mutation in mutations {
+            self.record(*mutation);
+        }
+    }
+
     /// A write is waiting for versions beyond the granted ceiling
     /// ([`Store::grant_versions`](super::Store::grant_versions)): the layer that grants them
     /// should reserve more now. Called with a shard lock held, so it must not block.

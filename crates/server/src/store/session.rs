@@ -31,15 +31,17 @@
 //!   binding happen under the owner's lock, so two concurrent logins can never both pass it.
 //! - **Listing and ending** read the owner index ([`super::owner`]) under the owner's lock
 //!   and check every key against the map, so they see exactly the owner's live sessions.
-//!   `end_all` holds the lock across all its deletions: no other owner operation (a listing,
-//!   a login) sees it half done. A GET of one of the sessions sees each one end in turn.
+//!   `end_all` ends the sessions the index holds when it starts, one at a time, each under
+//!   its gate and then the owner's lock: a login that binds a session meanwhile keeps it. A
+//!   GET of one of the sessions sees each one end in turn.
 //! - **Rotation** moves a session to a new key (create-only there), conditional on its
 //!   version, keeping its value, deadline, owner and timestamps and giving it a new version.
 //!   It holds both keys' shard locks (in shard order, so two rotations cannot deadlock) for
 //!   the whole move and records it as one ROTATE record, so neither a reader nor a crash
 //!   ever sees both keys or neither.
 //!
-//! Lock order: owner lock, then shard locks (see [`super::owner`]).
+//! Lock order: key gates ([`super::gate`]), then the owner lock, then shard locks (see
+//! [`super::owner`]).
 
 use bytes::Bytes;
 use sessiond_proto::command::SetMode;
@@ -258,6 +260,8 @@ impl Store {
         };
         check_owner(owner)?;
         let limit = self.owner_limit(options.owner_limit)?;
+        // Lock order: the key's gate, then the owner's lock, then the shard's.
+        let _gate = self.shared.gates.shared(key);
         // Admission may reclaim expired entries, which cleans the owner index: it must run
         // before the owner's lock is taken. An update asks only for what it adds, as a plain
         // overwrite does: one that changes no size never asks. (Should the entry go between
@@ -314,9 +318,13 @@ impl Store {
     /// other devices"), recording a DEL for each. Returns how many ended.
     pub fn end_all(&self, owner: &[u8], except: Option<&[u8]>) -> u64 {
         let now = self.shared.clock.now_ms();
-        let mut guard = self.shared.owners.lock(owner);
+        let keys = self.shared.owners.lock(owner).keys();
         let mut ended = 0;
-        for key in guard.keys() {
+        for key in keys {
+            // Each session's gate before the owner's lock (the lock order): a transaction
+            // holding the key finishes first, and its record precedes this DEL in the file.
+            let _gate = self.shared.gates.shared(&key);
+            let mut guard = self.shared.owners.lock(owner);
             if Some(&key[..]) == except {
                 if !self.is_live_session_of(&key, owner, now) {
                     guard.remove(&key);
@@ -350,6 +358,7 @@ impl Store {
             }
             None => None,
         };
+        let _gates = self.shared.gates.shared_pair(old_key, new_key);
         loop {
             let now = self.shared.clock.now_ms();
             // The owner the moved session will have decides which owner lock to hold.
@@ -749,10 +758,14 @@ impl Store {
             (a.last_access_ms, a.created_ms, &a.key).cmp(&(b.last_access_ms, b.created_ms, &b.key))
         });
         let excess = others.len() - allowed;
+        // A session a transaction holds is passed over (waiting for its gate here, under
+        // the owner's lock, could deadlock); the next least recent one ends instead.
         others
             .into_iter()
+            .filter(|info| {
+                self.shared.gates.is_free(&info.key) && self.end_session(guard, &info.key, now)
+            })
             .take(excess)
-            .filter(|info| self.end_session(guard, &info.key, now))
             .map(|info| info.key)
             .collect()
     }

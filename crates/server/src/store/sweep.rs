@@ -118,7 +118,10 @@ impl Store {
         retain_slots(&mut table, cursor.bucket, end, |slot| {
             if !slot.is_live(now) {
                 step.expired += 1;
-            } else if evict_through.is_some_and(|at| slot.expires_at_ms() <= at) {
+            } else if evict_through.is_some_and(|at| slot.expires_at_ms() <= at)
+                // A key a transaction holds is not evicted under it (see `gate`).
+                && self.shared.gates.is_free(slot.key())
+            {
                 step.evicted += 1;
                 self.record(super::Mutation::Del { key: slot.key() });
             } else {
