@@ -5,6 +5,12 @@
 //! that the counts add up, and, where the server can tell, that the hits and misses the
 //! benchmark counted are the ones the server saw. Nothing here asserts on speed.
 //!
+//! With `--addr NAME=ADDR,...` against three real sessiond nodes: keys are placed as
+//! `sessiond-client` places them (by node name), each node's share is written to that node
+//! only, a later run finds every key where the first put it, the per-node results add up to
+//! the aggregate and match each server's own counters, and what cannot work over several
+//! nodes is refused.
+//!
 //! `redis-server` and `memcached` must be installed (`apt-get install -y redis-server
 //! memcached`). Without them these tests fail, saying what to install, unless
 //! `SESSIOND_TESTS_ALLOW_MISSING=1` is set, in which case they are skipped with a note.
@@ -584,4 +590,128 @@ async fn admin_stat(daemon: &Daemon, name: &str) -> u64 {
     let reply = conn.exchange(&Request::Auth(auth)).await;
     assert_eq!(reply.status(), Some(Status::Ok), "{reply:?}");
     stat(&conn.stats().await, name)
+}
+
+/// `sessiond-0=ADDR,sessiond-1=ADDR,...` for `daemons`, the names in `order`.
+fn node_list(daemons: &[Daemon], order: &[usize]) -> String {
+    order
+        .iter()
+        .enumerate()
+        .map(|(name, &d)| format!("sessiond-{name}={}", daemons[d].addr()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The per-node entries of `report`, in the order of `--addr`.
+fn nodes(report: &Value) -> Vec<Value> {
+    report["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes in {report}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn load_places_each_key_on_its_node_and_a_mix_finds_it_there() {
+    let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start()).collect();
+    let list = node_list(&daemons, &[0, 1, 2]);
+    let common = ["--connections", "2", "--pipeline", "8", "--keys", "3000"];
+    let load = report(&bench(
+        &[&["--addr", &list, "--load", "3000"][..], &common].concat(),
+    ));
+    assert_eq!(
+        (num(&load, "ops"), num(&load, "errors")),
+        (3000, 0),
+        "{load}"
+    );
+    let per_node = nodes(&load);
+    assert_eq!(per_node.len(), 3);
+    let mut total = 0;
+    for (i, node) in per_node.iter().enumerate() {
+        assert_eq!(node["name"], format!("sessiond-{i}"));
+        assert_eq!(node["addr"], daemons[i].addr().to_string());
+        let keys = num(node, "keys");
+        // Rendezvous hashing over three names: about a third each.
+        assert!((800..1200).contains(&keys), "{node}");
+        // Every key of the node's share written once, to that node and no other.
+        assert_eq!(num(node, "ops"), keys, "{node}");
+        assert_eq!(server_stat(&daemons[i], "entries").await, keys, "node {i}");
+        total += keys;
+    }
+    assert_eq!(total, 3000);
+
+    // A read-only mix finds every key on the node placement names for it: no misses.
+    let reads = report(&bench(
+        &[
+            &[
+                "--addr", &list, "--mix", "read=1", "--ops", "3000", "--warmup", "0s",
+            ][..],
+            &common,
+        ]
+        .concat(),
+    ));
+    assert_eq!(num(&reads, "misses"), 0, "{reads}");
+    assert_eq!(num(&reads, "hits"), 3000, "{reads}");
+    let per_node = nodes(&reads);
+    let sum: u64 = per_node.iter().map(|n| num(n, "ops")).sum();
+    assert_eq!(sum, 3000, "{reads}");
+    for (i, node) in per_node.iter().enumerate() {
+        assert!(num(node, "ops") > 0, "{node}");
+        assert!(node["ops_per_sec"].as_f64().is_some_and(|r| r > 0.0));
+        // Each node counted exactly the reads the report gives it (no warm-up).
+        assert_eq!(
+            server_stat(&daemons[i], "get_hits").await,
+            num(node, "ops"),
+            "node {i}"
+        );
+    }
+
+    // Placement follows names, not addresses: with the names of the first two nodes
+    // swapped between their addresses, every read of their keys goes to the node that
+    // holds the other name's keys and misses, while the third node's reads all hit.
+    let swapped = node_list(&daemons, &[1, 0, 2]);
+    let swapped = report(&bench(
+        &[
+            &[
+                "--addr", &swapped, "--mix", "read=1", "--ops", "600", "--warmup", "0s",
+            ][..],
+            &common,
+        ]
+        .concat(),
+    ));
+    let per_node = nodes(&swapped);
+    let (first_two, third) = (
+        num(&per_node[0], "ops") + num(&per_node[1], "ops"),
+        num(&per_node[2], "ops"),
+    );
+    assert!(first_two > 0 && third > 0, "{swapped}");
+    assert_eq!(num(&swapped, "misses"), first_two, "{swapped}");
+    assert_eq!(num(&swapped, "hits"), third, "{swapped}");
+    for daemon in &daemons {
+        daemon.assert_no_panic();
+    }
+}
+
+#[test]
+fn owner_operations_and_duplicate_names_are_refused_over_several_nodes() {
+    let daemons: Vec<Daemon> = (0..2).map(|_| Daemon::start()).collect();
+    let list = node_list(&daemons, &[0, 1]);
+    let out = bench(&["--addr", &list, "--mix", "get=1,login=1", "--ops", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("need one node"), "{}", out.stderr);
+
+    let (a, b) = (daemons[0].addr(), daemons[1].addr());
+    let out = bench(&["--addr", &format!("x={a},x={b}"), "--ops", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("two nodes are named \"x\""),
+        "{}",
+        out.stderr
+    );
+    let out = bench(&["--addr", &format!("{a},"), "--ops", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is not [NAME=]HOST:PORT"),
+        "{}",
+        out.stderr
+    );
 }

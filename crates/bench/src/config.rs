@@ -28,7 +28,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "native")]
     pub target: Target,
 
-    /// Server address.
+    /// Server address; or several sessiond nodes, comma-separated `[NAME=]HOST:PORT`, each
+    /// sent the keys sessiond-client's placement puts on it (rendezvous hashing on the
+    /// names; a node without a name is named by its address), with --connections each.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7878")]
     pub addr: String,
 

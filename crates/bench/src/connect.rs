@@ -25,9 +25,10 @@ pub enum ConnectError {
     Auth(String),
 }
 
-/// Opens a connection to the run's server, authenticated if the run has credentials.
-pub async fn open(config: &Config) -> Result<Stream, ConnectError> {
-    let mut stream = config.connector.connect(&config.addr).await?;
+/// Opens a connection to `addr` (the run's server, or one of its nodes), authenticated if
+/// the run has credentials.
+pub async fn open(config: &Config, addr: &str) -> Result<Stream, ConnectError> {
+    let mut stream = config.connector.connect(addr).await?;
     if let Some(credentials) = &config.credentials {
         match config.target {
             Target::Native => native_auth(&mut stream, credentials).await?,

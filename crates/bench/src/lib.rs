@@ -13,6 +13,8 @@
 //! - [`protocol`]: one [`protocol::Protocol`] per target (native through `sessiond-proto`'s
 //!   typed commands and client codec, RESP2, memcached's meta protocol).
 //! - [`connect`]: opening a connection, plain or TLS, and the target's `AUTH`.
+//! - [`nodes`]: several sessiond nodes (`--addr a,b,c`), keys placed on them as the client
+//!   places them.
 //! - [`run`]: connections, one pipelined task per connection, the warm-up and measuring
 //!   phases, progress.
 //! - [`report`]: per-connection counters and latency histograms, merged into a
@@ -25,6 +27,7 @@
 
 pub mod config;
 pub mod connect;
+pub mod nodes;
 pub mod protocol;
 pub mod report;
 pub mod run;

@@ -105,6 +105,23 @@ impl Recorder {
     pub fn ops(&self) -> u64 {
         self.kinds.iter().flatten().map(KindStats::count).sum()
     }
+
+    /// Error replies counted so far.
+    fn errors(&self) -> u64 {
+        self.kinds.iter().flatten().map(|k| k.errors).sum()
+    }
+
+    /// The latencies of every kind together, if any kind is counted.
+    fn all_latencies(&self) -> Result<Option<Histogram<u64>>, hdrhistogram::AdditionError> {
+        let mut all: Option<Histogram<u64>> = None;
+        for stats in self.kinds.iter().flatten() {
+            match &mut all {
+                Some(all) => all.add(&stats.latency_ns)?,
+                None => all = Some(stats.latency_ns.clone()),
+            }
+        }
+        Ok(all)
+    }
 }
 
 /// Latency percentiles, in microseconds.
@@ -228,6 +245,66 @@ pub struct Report {
     pub by_op: BTreeMap<&'static str, OpReport>,
     /// The first few errors, as printed during the run.
     pub first_errors: Vec<String>,
+    /// With several nodes (`--addr a,b,c`), what each one served; the fields above are
+    /// their sum. Absent for a single server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeReport>,
+}
+
+/// What one node of a multi-node run served.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    /// The node's name, which placement hashes.
+    pub name: String,
+    /// Where it was reached.
+    pub addr: String,
+    /// How many of the key space's keys placement puts on it.
+    pub keys: u64,
+    /// Measured replies from it.
+    pub ops: u64,
+    /// `ops` over the time from the start of measuring to its last measured reply.
+    pub ops_per_sec: f64,
+    /// Error replies from it, plus its connections lost.
+    pub errors: u64,
+    /// Latency of its measured requests.
+    pub latency_us: Latency,
+}
+
+impl NodeReport {
+    /// The report of node `name` at `addr`, holding `keys` keys, from its connections'
+    /// merged `recorder`.
+    pub fn new(
+        name: &str,
+        addr: &str,
+        keys: u64,
+        recorder: &Recorder,
+        elapsed_s: f64,
+        connections_lost: u64,
+    ) -> Result<NodeReport, hdrhistogram::AdditionError> {
+        let ops = recorder.ops();
+        Ok(NodeReport {
+            name: name.to_string(),
+            addr: addr.to_string(),
+            keys,
+            ops,
+            ops_per_sec: per_sec(ops, elapsed_s),
+            errors: recorder.errors() + connections_lost,
+            latency_us: recorder
+                .all_latencies()?
+                .as_ref()
+                .map(Latency::of)
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// `ops` per second over `elapsed_s`, 0 for a run that measured nothing.
+fn per_sec(ops: u64, elapsed_s: f64) -> f64 {
+    if elapsed_s > 0.0 {
+        ops as f64 / elapsed_s
+    } else {
+        0.0
+    }
 }
 
 /// Failures counted outside the recorders.
@@ -250,7 +327,7 @@ impl Report {
         failures: Failures,
     ) -> Result<Report, hdrhistogram::AdditionError> {
         let mut by_op = BTreeMap::new();
-        let mut all: Option<Histogram<u64>> = None;
+        let all = recorder.all_latencies()?;
         let (mut hits, mut misses, mut op_errors) = (0, 0, 0);
         for kind in OpKind::ALL {
             let Some(stats) = &recorder.kinds[kind.index()] else {
@@ -259,10 +336,6 @@ impl Report {
             hits += stats.hits;
             misses += stats.misses;
             op_errors += stats.errors;
-            match &mut all {
-                Some(all) => all.add(&stats.latency_ns)?,
-                None => all = Some(stats.latency_ns.clone()),
-            }
             by_op.insert(
                 kind.name(),
                 OpReport {
@@ -279,11 +352,7 @@ impl Report {
             run,
             elapsed_s,
             ops,
-            ops_per_sec: if elapsed_s > 0.0 {
-                ops as f64 / elapsed_s
-            } else {
-                0.0
-            },
+            ops_per_sec: per_sec(ops, elapsed_s),
             hits,
             misses,
             errors: op_errors + failures.connections,
@@ -292,6 +361,7 @@ impl Report {
             latency_us: all.as_ref().map(Latency::of).unwrap_or_default(),
             by_op,
             first_errors: failures.first,
+            nodes: Vec::new(),
         })
     }
 
@@ -312,7 +382,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "target    {} at {}{}{}, {} connections x pipeline {}, {} threads",
+            "target    {} at {}{}{}, {} connections{} x pipeline {}, {} threads",
             r.target,
             r.addr,
             if r.tls { " over TLS" } else { "" },
@@ -321,6 +391,11 @@ impl Report {
                 .map(|u| format!(" as {u}"))
                 .unwrap_or_default(),
             r.connections,
+            if self.nodes.is_empty() {
+                ""
+            } else {
+                " per node"
+            },
             r.pipeline,
             r.threads
         );
@@ -369,6 +444,20 @@ impl Report {
                 out,
                 "          {} more errors outside the measured part",
                 self.unmeasured_errors
+            );
+        }
+        for node in &self.nodes {
+            let _ = writeln!(
+                out,
+                "node      {} at {}: {} keys, {} ops = {:.0} ops/s, p50 {:.1} us, p99 {:.1} us, {} errors",
+                node.name,
+                node.addr,
+                node.keys,
+                node.ops,
+                node.ops_per_sec,
+                node.latency_us.p50,
+                node.latency_us.p99,
+                node.errors
             );
         }
         out.push('\n');

@@ -15,6 +15,10 @@
 //! against a server that stops reading until its replies are read. The stream is plain TCP
 //! or TLS; the same loop drives both, so their numbers compare the servers, not two
 //! drivers.
+//!
+//! With several nodes (`--addr a,b,c`, [`crate::nodes`]) every node gets the connections of
+//! its own, and each connection sends only the keys the client's placement puts on its
+//! node; the report adds a line per node to the aggregate.
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write as _};
@@ -33,8 +37,9 @@ use tokio::time::{self, Instant, MissedTickBehavior};
 
 use crate::config::{Config, Stop, Work};
 use crate::connect::{self, ConnectError};
+use crate::nodes::Nodes;
 use crate::protocol::{memcached_ttl_secs, Memcached, Native, Protocol, Reply, Resp, Target};
-use crate::report::{latency_histogram, Failures, Recorder, Report, RunInfo};
+use crate::report::{latency_histogram, Failures, NodeReport, Recorder, Report, RunInfo};
 use crate::workload::{KeySpace, Mix, OpKind, Rng};
 
 /// Bytes requested from the socket per read.
@@ -69,9 +74,23 @@ pub async fn run(config: &Config) -> Result<Report, RunError> {
     let keys =
         KeySpace::new(&config.key_prefix, config.id_len, config.keys).map_err(RunError::Setup)?;
     let histogram = latency_histogram().map_err(|e| RunError::Setup(e.to_string()))?;
+    let nodes = Nodes::new(&config.addr, &keys).map_err(RunError::Setup)?;
+    let owner_ops = match &config.work {
+        Work::Mix { mix, .. } => mix.kinds().any(OpKind::needs_owners),
+        Work::Load(_) => false,
+    };
+    if nodes.len() > 1 && owner_ops {
+        // The owner operations need all of an owner's sessions on one node, which takes
+        // session ids that carry the owner's routing tag; the bench's keys carry none.
+        return Err(RunError::Setup(
+            "login, devices and end_all need one node: the bench's keys carry no routing tag"
+                .into(),
+        ));
+    }
     let runner = Runner {
         config,
         keys,
+        nodes,
         value: make_value(config.value_size),
         histogram,
     };
@@ -157,8 +176,26 @@ pub async fn run(config: &Config) -> Result<Report, RunError> {
         user: config.credentials.as_ref().map(|c| c.user().to_string()),
         connects_per_sec: stage.connects_per_sec,
     };
-    Report::new(info, &stage.recorder, stage.elapsed_s, failures)
-        .map_err(|e| RunError::Setup(format!("merging latency histograms: {e}")))
+    let merging = |e| RunError::Setup(format!("merging latency histograms: {e}"));
+    let mut report =
+        Report::new(info, &stage.recorder, stage.elapsed_s, failures).map_err(merging)?;
+    if runner.nodes.len() > 1 {
+        for (i, node) in stage.by_node.iter().enumerate() {
+            let n = runner.nodes.node(i);
+            report.nodes.push(
+                NodeReport::new(
+                    n.name(),
+                    n.addr(),
+                    runner.nodes.share_len(i),
+                    &node.recorder,
+                    node.elapsed_s,
+                    node.connections_lost,
+                )
+                .map_err(merging)?,
+            );
+        }
+    }
+    Ok(report)
 }
 
 /// The value every write stores: printable bytes, as a serialized session would be.
@@ -209,6 +246,10 @@ struct Stage {
     measure_start: OnceLock<Instant>,
     /// With `--reconnect`: how to open the new connection each request gets.
     reopen: Option<Config>,
+    /// The nodes, and the keys each one holds.
+    nodes: Nodes,
+    /// Per node, the keys of a sequential stage handed out so far.
+    issued_by_node: Vec<AtomicU64>,
 }
 
 impl Stage {
@@ -227,6 +268,8 @@ impl Stage {
 
 /// What one connection task hands back.
 struct ConnOutcome {
+    /// The node the connection was to.
+    node: usize,
     recorder: Recorder,
     last_reply: Option<Instant>,
     /// Why the connection ended early, if it did.
@@ -242,11 +285,22 @@ struct StageResult {
     op_errors: u64,
     /// Connections opened per second at the start of the stage.
     connects_per_sec: f64,
+    /// The same, node by node.
+    by_node: Vec<NodeResult>,
+}
+
+/// What one node's connections measured.
+struct NodeResult {
+    recorder: Recorder,
+    /// From the start of measuring to this node's last measured reply.
+    elapsed_s: f64,
+    connections_lost: u64,
 }
 
 struct Runner<'a> {
     config: &'a Config,
     keys: KeySpace,
+    nodes: Nodes,
     value: Bytes,
     histogram: Histogram<u64>,
 }
@@ -266,16 +320,21 @@ impl Runner<'_> {
         // them (with TLS: its handshake rate). The connector turns Nagle off: requests are
         // written in batches already.
         let opening = Instant::now();
-        let streams = futures_util::future::try_join_all(
-            (0..config.connections).map(|_| connect::open(config)),
-        )
-        .await
-        .map_err(|source| RunError::Connect {
-            addr: config.addr.clone(),
-            source,
-        })?;
-        let connects_per_sec =
-            config.connections as f64 / opening.elapsed().as_secs_f64().max(1e-9);
+        let nodes = &self.nodes;
+        let streams = futures_util::future::try_join_all((0..nodes.len()).flat_map(|i| {
+            (0..config.connections).map(move |_| async move {
+                let addr = nodes.node(i).addr();
+                match connect::open(config, addr).await {
+                    Ok(stream) => Ok((i, stream)),
+                    Err(source) => Err(RunError::Connect {
+                        addr: addr.to_string(),
+                        source,
+                    }),
+                }
+            })
+        }))
+        .await?;
+        let connects_per_sec = streams.len() as f64 / opening.elapsed().as_secs_f64().max(1e-9);
 
         let kinds = source.kinds();
         let stage = Arc::new(Stage {
@@ -291,6 +350,8 @@ impl Runner<'_> {
             first_errors: Mutex::new(Vec::new()),
             measure_start: OnceLock::new(),
             reopen: config.reconnect.then(|| config.clone()),
+            nodes: self.nodes.clone(),
+            issued_by_node: (0..self.nodes.len()).map(|_| AtomicU64::new(0)).collect(),
         });
         let started = Instant::now();
         if warmup.is_zero() {
@@ -298,17 +359,16 @@ impl Runner<'_> {
         }
 
         let mut tasks = JoinSet::new();
-        for (n, stream) in streams.into_iter().enumerate() {
+        for (n, (node, stream)) in streams.into_iter().enumerate() {
             let value = self.value.clone();
             let ttl_ms = config.ttl_ms;
+            let conn = (n, node, stream);
             match config.target {
-                Target::Native => {
-                    self.spawn(&mut tasks, &stage, n, stream, Native::new(value, ttl_ms))
-                }
-                Target::Resp => self.spawn(&mut tasks, &stage, n, stream, Resp::new(value, ttl_ms)),
+                Target::Native => self.spawn(&mut tasks, &stage, conn, Native::new(value, ttl_ms)),
+                Target::Resp => self.spawn(&mut tasks, &stage, conn, Resp::new(value, ttl_ms)),
                 Target::Memcached => {
                     let secs = memcached_ttl_secs(ttl_ms).map_err(RunError::Setup)?;
-                    self.spawn(&mut tasks, &stage, n, stream, Memcached::new(value, secs));
+                    self.spawn(&mut tasks, &stage, conn, Memcached::new(value, secs));
                 }
             }
         }
@@ -318,23 +378,44 @@ impl Runner<'_> {
             .then(|| Progress::new(label, std::io::stderr().is_terminal(), started));
         let outcomes = coordinate(&stage, tasks, warmup, duration, progress).await;
 
+        let merging = |e| RunError::Setup(format!("merging latency histograms: {e}"));
         let mut recorder = Recorder::new(kinds.iter().copied(), &self.histogram);
+        let mut by_node: Vec<(Recorder, Option<Instant>, u64)> = (0..self.nodes.len())
+            .map(|_| {
+                (
+                    Recorder::new(kinds.iter().copied(), &self.histogram),
+                    None,
+                    0,
+                )
+            })
+            .collect();
         let mut last_reply: Option<Instant> = None;
         let mut failures = Failures::default();
         for outcome in outcomes {
-            recorder
-                .merge(&outcome.recorder)
-                .map_err(|e| RunError::Setup(format!("merging latency histograms: {e}")))?;
+            recorder.merge(&outcome.recorder).map_err(merging)?;
             last_reply = last_reply.max(outcome.last_reply);
+            let node = &mut by_node[outcome.node];
+            node.0.merge(&outcome.recorder).map_err(merging)?;
+            node.1 = node.1.max(outcome.last_reply);
             if let Some(failure) = outcome.failure {
                 failures.connections += 1;
+                node.2 += 1;
                 stage.error(failure);
             }
         }
-        let elapsed_s = match (stage.measure_start.get(), last_reply) {
+        let since_start = |end: Option<Instant>| match (stage.measure_start.get(), end) {
             (Some(start), Some(end)) => end.saturating_duration_since(*start).as_secs_f64(),
             _ => 0.0,
         };
+        let elapsed_s = since_start(last_reply);
+        let by_node = by_node
+            .into_iter()
+            .map(|(recorder, last, connections_lost)| NodeResult {
+                recorder,
+                elapsed_s: since_start(last),
+                connections_lost,
+            })
+            .collect();
         failures.unmeasured = stage.unmeasured_errors.load(Ordering::Relaxed);
         failures.first =
             std::mem::take(&mut *stage.first_errors.lock().unwrap_or_else(|e| e.into_inner()));
@@ -348,18 +429,18 @@ impl Runner<'_> {
             failures,
             op_errors,
             connects_per_sec,
+            by_node,
         })
     }
 }
 
 impl Runner<'_> {
-    /// Starts the task for connection `n`.
+    /// Starts the task for connection `n`, to node `node`.
     fn spawn<P: Protocol>(
         &self,
         tasks: &mut JoinSet<ConnOutcome>,
         stage: &Arc<Stage>,
-        n: usize,
-        stream: Stream,
+        (n, node, stream): (usize, usize, Stream),
         proto: P,
     ) {
         let driver = Driver {
@@ -368,6 +449,7 @@ impl Runner<'_> {
             stage: stage.clone(),
             rng: Rng::new(self.config.seed, n as u64),
             conn: n,
+            node,
             recorder: Recorder::new(stage.source.kinds().into_iter(), &self.histogram),
             last_reply: None,
         };
@@ -403,7 +485,9 @@ async fn coordinate(
                 None => break,
                 Some(Ok(outcome)) => outcomes.push(outcome),
                 Some(Err(e)) if e.is_cancelled() => {}
+                // A panicked task's node is unknown: it counts against the first.
                 Some(Err(e)) => outcomes.push(ConnOutcome {
+                    node: 0,
                     recorder: Recorder::empty(),
                     last_reply: None,
                     failure: Some(format!("connection task failed: {e}")),
@@ -438,6 +522,7 @@ async fn coordinate(
     }
     for _ in 0..gave_up {
         outcomes.push(ConnOutcome {
+            node: 0,
             recorder: Recorder::empty(),
             last_reply: None,
             failure: Some(format!(
@@ -517,6 +602,8 @@ struct Driver<P> {
     stage: Arc<Stage>,
     rng: Rng,
     conn: usize,
+    /// The node this connection is to: it sends only that node's keys.
+    node: usize,
     recorder: Recorder,
     last_reply: Option<Instant>,
 }
@@ -525,6 +612,7 @@ impl<P: Protocol> Driver<P> {
     async fn run(mut self) -> ConnOutcome {
         let failure = self.drive().await.err();
         ConnOutcome {
+            node: self.node,
             recorder: self.recorder,
             last_reply: self.last_reply,
             failure: failure.map(|f| format!("connection {}: {f}", self.conn)),
@@ -536,9 +624,13 @@ impl<P: Protocol> Driver<P> {
     fn next_op(&mut self) -> Option<(OpKind, u64, bool)> {
         let stage = &*self.stage;
         match &stage.source {
+            // Each node's connections write that node's keys below `count`, each once.
             Source::Sequential(count) => {
-                let n = stage.issued.fetch_add(1, Ordering::Relaxed);
-                (n < *count).then_some((OpKind::Set, n, true))
+                let n = stage.issued_by_node[self.node].fetch_add(1, Ordering::Relaxed);
+                let share = stage.nodes.share_len(self.node);
+                let key = (n < share).then(|| stage.nodes.key(self.node, n));
+                key.filter(|key| key < count)
+                    .map(|key| (OpKind::Set, key, true))
             }
             Source::Mix { mix, limit } => {
                 let measured = match stage.phase.load(Ordering::Relaxed) {
@@ -552,7 +644,7 @@ impl<P: Protocol> Driver<P> {
                     }
                 }
                 let kind = mix.pick(self.rng.below(mix.total()));
-                let key = self.rng.below(stage.keys.len());
+                let key = stage.nodes.pick(self.node, &mut self.rng);
                 Some((kind, key, measured))
             }
         }
@@ -565,7 +657,7 @@ impl<P: Protocol> Driver<P> {
             return Ok(());
         };
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
-        self.stream = connect::open(config)
+        self.stream = connect::open(config, self.stage.nodes.node(self.node).addr())
             .await
             .map_err(|e| format!("reconnecting: {e}"))?;
         Ok(())
