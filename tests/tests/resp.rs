@@ -1022,3 +1022,32 @@ async fn the_daemon_prints_the_resp_address() {
     assert_ne!(daemon.resp_addr(), daemon.addr());
     assert_eq!(daemon.resp_addr().ip(), daemon.addr().ip());
 }
+
+#[tokio::test]
+async fn mset_writes_every_pair_and_survives_a_restart_as_one_record() {
+    let daemon = daemon_with("[aof]\nfsync = \"always\"\n");
+    let mut c = daemon.resp_connect().await;
+    assert_eq!(c.call(&["MSET", "a", "1", "b", "2", "a", "3"]).await, ok());
+    assert_eq!(
+        c.call(&["MGET", "a", "b"]).await,
+        Value::Array(vec![Value::bulk("3"), Value::bulk("2")])
+    );
+    // Like a SET without a TTL: the default one (a day).
+    let Value::Integer(ttl) = c.call(&["PTTL", "b"]).await else {
+        panic!("PTTL is an integer");
+    };
+    assert!(ttl > DAY_MS - 60_000 && ttl <= DAY_MS, "{ttl}");
+    for bad in [&["MSET", "a"][..], &["MSET", "a", "1", "b"]] {
+        assert_eq!(
+            c.call(bad).await,
+            Value::Error("ERR wrong number of arguments for 'mset' command".into())
+        );
+    }
+    drop(c);
+    let daemon = daemon.restart_with_args(&["--resp-listen", "127.0.0.1:0"]);
+    let mut c = daemon.resp_connect().await;
+    assert_eq!(
+        c.call(&["MGET", "a", "b"]).await,
+        Value::Array(vec![Value::bulk("3"), Value::bulk("2")])
+    );
+}

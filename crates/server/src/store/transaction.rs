@@ -106,6 +106,9 @@ pub struct Transaction<'a> {
     store: &'a Store,
     /// Each declared key (once) and a copy of its entry when the transaction began.
     before: Vec<(Box<[u8]>, Option<Slot>)>,
+    /// Whether it runs inside another transaction of the same store, which holds the locks
+    /// and records the writes of both.
+    nested: bool,
 }
 
 impl Transaction<'_> {
@@ -123,7 +126,11 @@ impl Transaction<'_> {
     /// again what it held when the transaction began, and nothing reaches the append-only
     /// file. Writes after a rollback are recorded again.
     pub fn rollback(&mut self) {
-        take_changed();
+        // Inside another transaction, the outer one's changes stay noted; the keys put back
+        // here are recorded at its end as what they then hold.
+        if !self.nested {
+            take_changed();
+        }
         for (key, slot) in &self.before {
             match slot {
                 Some(slot) => self.store.restore_copy(copy(slot)),
@@ -153,6 +160,10 @@ impl Store {
     /// ([`Transaction::declares`]): the store does not refuse others, it would just not hold
     /// their gates. `f` must not await or block.
     ///
+    /// Called inside another transaction of this store, it joins it: the outer one must
+    /// hold `keys` already, and its record holds the writes of both. A rollback then undoes
+    /// the inner transaction's writes only.
+    ///
     /// Every write made inside `f` reaches the sink as one batch when `f` returns, unless it
     /// was rolled back. If that batch would be larger than [`MAX_TRANSACTION_BYTES`], the
     /// transaction is rolled back and the error returned (only with a sink: without
@@ -163,6 +174,17 @@ impl Store {
         f: impl FnOnce(&mut Transaction<'_>) -> R,
     ) -> Result<R, TransactionTooLarge> {
         let shared = &*self.shared;
+        if Held::is_running(&shared.gates) {
+            // A command that is a transaction of its own (MSET) queued in a MULTI: the outer
+            // transaction holds its keys (the caller declared them there) and records its
+            // writes.
+            let mut tx = Transaction {
+                store: self,
+                before: self.copies(keys),
+                nested: true,
+            };
+            return Ok(f(&mut tx));
+        }
         let _running = shared
             .transactions
             .read()
@@ -171,16 +193,10 @@ impl Store {
         let _held = Held::mark(&shared.gates);
         // A transaction that panicked on this thread must not leave its notes to the next.
         take_changed();
-        let mut before: Vec<(Box<[u8]>, Option<Slot>)> = Vec::with_capacity(keys.len());
-        for key in keys {
-            if !before.iter().any(|(k, _)| &k[..] == *key) {
-                let slot = shared.map.get(*key).map(|found| copy(found.key()));
-                before.push((Box::from(*key), slot));
-            }
-        }
         let mut tx = Transaction {
             store: self,
-            before,
+            before: self.copies(keys),
+            nested: false,
         };
         let result = f(&mut tx);
         let changed = take_changed();
@@ -203,6 +219,18 @@ impl Store {
             }
         }
         Ok(result)
+    }
+
+    /// Each of `keys` once, with a copy of its entry.
+    fn copies(&self, keys: &[&[u8]]) -> Vec<(Box<[u8]>, Option<Slot>)> {
+        let mut copies: Vec<(Box<[u8]>, Option<Slot>)> = Vec::with_capacity(keys.len());
+        for key in keys {
+            if !copies.iter().any(|(k, _)| &k[..] == *key) {
+                let slot = self.shared.map.get(*key).map(|found| copy(found.key()));
+                copies.push((Box::from(*key), slot));
+            }
+        }
+        copies
     }
 
     /// The live version of `key`, without touching it (`None`: absent or expired): what
@@ -476,6 +504,29 @@ mod tests {
         });
         assert_eq!(done, Ok(()));
         assert_eq!(sink.take(), vec![Seen::Batch(vec!["set a 2".into()])]);
+    }
+
+    #[test]
+    fn a_nested_transaction_joins_the_outer_one() {
+        let (store, sink) = store();
+        set(&store, b"b", b"0");
+        sink.take();
+        let done = store.transaction(&[b"a", b"b"], |_| {
+            set(&store, b"a", b"1");
+            let inner = store.transaction(&[b"b"], |inner| {
+                set(&store, b"b", b"2");
+                inner.rollback();
+                assert_eq!(value(&store, b"b").as_deref(), Some(&b"0"[..]));
+                set(&store, b"b", b"3");
+            });
+            assert_eq!(inner, Ok(()));
+            assert!(sink.take().is_empty());
+        });
+        assert_eq!(done, Ok(()));
+        assert_eq!(
+            sink.take(),
+            vec![Seen::Batch(vec!["set a 1".into(), "set b 3".into()])]
+        );
     }
 
     #[test]

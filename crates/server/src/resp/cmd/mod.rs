@@ -628,6 +628,18 @@ pub(super) static COMMANDS: &[Spec] = &[
         run: strings::mget,
     },
     Spec {
+        name: "mset",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, -1, 2),
+        category: Category::Session,
+        group: "string",
+        since: "1.0.1",
+        summary: "Atomically creates or modifies the string values of one or more keys.",
+        args: &[arg("data", ArgKind::OneOf(&[KEY, VALUE])).multiple()],
+        run: strings::mset,
+    },
+    Spec {
         name: "del",
         arity: -2,
         flags: &["write"],

@@ -197,9 +197,7 @@ fn written(
         Ok(SessionWriteOutcome::OwnerLimit) => Err(Value::error(
             "OWNERLIMIT the owner has as many sessions as its limit allows",
         )),
-        Err(SessionError::OutOfMemory(_)) => Err(Value::error(
-            "OOM command not allowed when used memory > 'maxmemory'.",
-        )),
+        Err(SessionError::OutOfMemory(_)) => Err(super::strings::out_of_memory()),
         Err(error) => Err(Value::error(format!("ERR {error}"))),
     }
 }

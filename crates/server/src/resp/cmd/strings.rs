@@ -151,6 +151,12 @@ pub(super) fn check_value(call: &Call<'_>, value: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The reply to a write the memory limit refused: Redis's words, so that clients and
+/// operators recognise the condition.
+pub(super) fn out_of_memory() -> Value {
+    Value::error("OOM command not allowed when used memory > 'maxmemory'.")
+}
+
 /// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT unix-s | PXAT unix-ms | KEEPTTL]`:
 /// `OK`, or null if NX/XX prevented the write; with `GET`, the previous value (or null)
 /// whether or not the write happened.
@@ -184,13 +190,8 @@ fn write(call: &Call<'_>, expiry: Expiry, mode: SetMode, get: bool) -> Result {
     let mut previous = None;
     let outcome = match store.set_limited(key, value, expiry, mode, get.then_some(&mut previous)) {
         Ok(outcome) => outcome,
-        Err(OutOfMemory) => {
-            // Counted in STATS memory_refused, by the store.
-            // Redis's words, so that clients and operators recognise the condition.
-            return Err(Value::error(
-                "OOM command not allowed when used memory > 'maxmemory'.",
-            ));
-        }
+        // Counted in STATS memory_refused, by the store.
+        Err(OutOfMemory) => return Err(out_of_memory()),
     };
     let reply = match (get, outcome) {
         (true, _) => previous.map_or(Value::Null, |entry| Value::Bulk(entry.value)),
@@ -261,6 +262,51 @@ fn getdel_key(call: &Call<'_>, key: &[u8]) -> Result {
             Outcome::reply(Value::Null)
         }
     })
+}
+
+/// `MSET key value [key value ...]`: `OK`. Every key expires after `resp.default_ttl`, as
+/// after a `SET` without a TTL.
+///
+/// All or nothing, as in Redis: the writes run as one store transaction, so no other client
+/// sees some of them without the others, and the append-only file holds them in one record.
+/// If the memory limit refuses one write, those before it are undone. (Django's cache sends
+/// `MSET` in its `set_many`.)
+pub(super) fn mset(call: &mut Call<'_>) -> Result {
+    if call.args.len().is_multiple_of(2) {
+        return Err(super::wrong_arity("mset"));
+    }
+    let mut pairs = Vec::with_capacity(call.args.len() / 2);
+    for at in (1..call.args.len()).step_by(2) {
+        let key = call.key(at)?;
+        let value = &call.args[at + 1];
+        check_value(call, value)?;
+        pairs.push((key, value));
+    }
+    let keys: Vec<&[u8]> = pairs.iter().map(|(key, _)| &key[..]).collect();
+    let store = &call.ctx.store;
+    let expiry = Expiry::In(call.shared.settings.default_ttl_ms);
+    let written = store.transaction(&keys, |tx| {
+        for (key, value) in &pairs {
+            if store
+                .set_limited(key, value, expiry, SetMode::Upsert, None)
+                .is_err()
+            {
+                tx.rollback();
+                return Err(OutOfMemory);
+            }
+        }
+        Ok(())
+    });
+    match written {
+        Ok(Ok(())) => {
+            for _ in &pairs {
+                Stats::bump(&call.ctx.stats.set_stored);
+            }
+            Ok(Outcome::write(OK, true))
+        }
+        Ok(Err(OutOfMemory)) => Err(out_of_memory()),
+        Err(too_large) => Err(Value::error(format!("ERR {too_large}"))),
+    }
 }
 
 /// `MGET key [key ...]`: an array with each value, or null for a missing key.
