@@ -19,6 +19,8 @@ Output:
            DEADLINE_MS `-` without an absolute lifetime; KEY escaped like a message key);
            `more N` on stderr when N sessions did not fit the reply
   end-all  `ended N`
+  rebalance progress lines on stderr; at the end
+           `done passes N scanned N moved N changed N ended N refused N` on stdout
   touch    `version N` (the entry's version, unchanged by the touch)
   del      nothing
   ping     `PONG`
@@ -227,6 +229,34 @@ pub enum Command {
         /// What to do with the log.
         #[command(subcommand)]
         op: Option<SlowlogOp>,
+    },
+
+    /// Move every session whose node changes from topology FROM to topology TO, while the
+    /// application serves traffic (it must read with both: docs/SCALING.md). Resumable:
+    /// run it again after an interruption. Needs the admin role. --addr is not used.
+    Rebalance {
+        /// The old topology: a TOML file of `[[node]]` tables with `name` and `addr`.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The new topology, in the same format.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Where progress is kept between runs.
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "sessiond-rebalance.progress"
+        )]
+        progress: PathBuf,
+        /// Sessions moved at once.
+        #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        concurrency: u32,
+        /// Scan at most N sessions per second (0: as fast as the moves go).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        rate: u64,
+        /// Print a progress line on stderr this often.
+        #[arg(long, default_value = "1s", value_parser = parse_timeout)]
+        report_every: Duration,
     },
 }
 

@@ -14,6 +14,7 @@
 //!   sessions OWNER
 //!   end-all OWNER [--except KEY]
 //!   rotate OLD NEW [--if-version N] [--owner OWNER [--owner-limit N [--end-lru]]]
+//!   rebalance --from OLD.toml --to NEW.toml [--progress FILE] [--concurrency N] [--rate N]
 //! ```
 //!
 //! Each invocation opens one connection, sends one request and prints the reply; `--addr`
@@ -43,12 +44,14 @@
 //! The parts, mini-redis style: [`cli`] is the command line, [`client`] one framed
 //! connection over the protocol crate's codec, [`run`] turns a command into a request and a
 //! reply into output ([`session`] for the commands about owners, absolute lifetimes and
-//! rotation). This file only wires them together.
+//! rotation), [`rebalance`] moves sessions between topologies of many nodes. This file only
+//! wires them together.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod cli;
 mod client;
+mod rebalance;
 mod run;
 mod session;
 mod slowlog;

@@ -15,6 +15,7 @@ use sessiond_proto::{Limits, Request, ResponseFrame};
 
 use crate::cli::{Cli, Command};
 use crate::client::{Client, OPAQUE};
+use crate::rebalance;
 use crate::{session, slowlog, watch};
 
 /// The environment variable the password of `--user` is read from, unless
@@ -36,6 +37,28 @@ pub enum Outcome {
 
 /// Runs `cli`'s command against its server.
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    if let Command::Rebalance {
+        from,
+        to,
+        progress,
+        concurrency,
+        rate,
+        report_every,
+    } = &cli.command
+    {
+        let options = rebalance::Options {
+            from: from.clone(),
+            to: to.clone(),
+            progress: progress.clone(),
+            concurrency: *concurrency as usize,
+            rate: *rate,
+            report_every: *report_every,
+            timeout: cli.timeout,
+            credentials: credentials(&cli)?,
+            tls: tls_options(&cli)?,
+        };
+        return rebalance::run(options).await;
+    }
     // Build the request first so that an argument the wire cannot carry is reported without
     // touching the network.
     let request = request(&cli.command)?;
@@ -69,15 +92,20 @@ fn credentials(cli: &Cli) -> anyhow::Result<Option<Credentials>> {
 
 /// Plain TCP, or TLS per `--tls`, `--cacert`, `--cert`/`--key` and `--server-name`.
 fn connector(cli: &Cli) -> anyhow::Result<Connector> {
+    Ok(Connector::new(tls_options(cli)?))
+}
+
+/// The TLS options of `--tls`, `--cacert`, `--cert`/`--key` and `--server-name`, if any.
+fn tls_options(cli: &Cli) -> anyhow::Result<Option<TlsOptions>> {
     if !cli.tls {
-        return Ok(Connector::new(None));
+        return Ok(None);
     }
     let Some(ca) = &cli.cacert else {
         bail!("--tls needs --cacert FILE");
     };
     let client_cert = cli.cert.as_deref().zip(cli.cert_key.as_deref());
     let tls = TlsOptions::from_files(ca, client_cert, cli.server_name.as_deref())?;
-    Ok(Connector::new(Some(tls)))
+    Ok(Some(tls))
 }
 
 fn request(command: &Command) -> anyhow::Result<Request> {
@@ -121,7 +149,10 @@ fn request(command: &Command) -> anyhow::Result<Request> {
         }),
         Command::Stats { .. } => Request::Stats(Stats),
         Command::Slowlog { op } => slowlog::request(*op),
-        Command::Sessions { .. } | Command::EndAll { .. } | Command::Rotate { .. } => {
+        Command::Sessions { .. }
+        | Command::EndAll { .. }
+        | Command::Rotate { .. }
+        | Command::Rebalance { .. } => {
             bail!("{command:?} has no request")
         }
     })
@@ -189,7 +220,10 @@ fn report(command: &Command, reply: &ResponseFrame) -> anyhow::Result<Outcome> {
                 .collect();
             print(text.as_bytes())
         }
-        Command::Sessions { .. } | Command::EndAll { .. } | Command::Rotate { .. } => {
+        Command::Sessions { .. }
+        | Command::EndAll { .. }
+        | Command::Rotate { .. }
+        | Command::Rebalance { .. } => {
             bail!("{command:?} has no report")
         }
     }

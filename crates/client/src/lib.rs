@@ -65,6 +65,7 @@ pub mod discovery;
 mod error;
 mod handshake;
 mod id;
+pub mod migration;
 mod mux;
 pub mod placement;
 mod pool;
@@ -92,7 +93,8 @@ pub use tls::TlsOptions;
 
 /// Types from the protocol crate that appear in this crate's API.
 pub use sessiond_proto::command::{
-    Entry, LimitPolicy, OwnerLimit, SessionInfo, SessionList, SetMode, StatsReply,
+    Entry, LimitPolicy, OwnerLimit, ScanEntry, ScanReply, SessionInfo, SessionList, SetMode,
+    StatsReply,
 };
 pub use sessiond_proto::command::{SlowlogEntry, SlowlogLen};
 pub use sessiond_proto::{Limits, Status};

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sessiond_proto::command::{
-    Bind, EndAll, EndAllReply, ListSessions, OwnerLimit, Rotate, SessionList, SessionWriteOutcome,
-    SetMode, SetSession, MAX_OWNER_LEN,
+    Bind, EndAll, EndAllReply, ListSessions, OwnerLimit, Rotate, Scan, ScanReply, SessionList,
+    SessionWriteOutcome, SetMode, SetSession, MAX_OWNER_LEN,
 };
 use sessiond_proto::{Opcode, Request};
 
@@ -223,6 +223,22 @@ impl Client {
         };
         let reply = self.call(Request::Rotate(request)).await?;
         written(SessionWriteOutcome::from_frame(&reply, Opcode::Rotate)?)
+    }
+}
+
+impl Client {
+    /// `SCAN`: the server's live entries from `cursor` on (0 to start), whole shards at a
+    /// time, each with its value, version, TTL, owner and absolute deadline, and the cursor
+    /// to continue from (0 when done). `max_entries` is a hint (0: as many as fit the
+    /// server's largest value). Needs the `admin` role on a server with users; a
+    /// multi-node client must ask each node ([`Client::nodes`]).
+    pub async fn scan(&self, cursor: u64, max_entries: u32) -> Result<ScanReply, Error> {
+        let request = Scan {
+            cursor,
+            max_entries,
+        };
+        let reply = self.call(Request::Scan(request)).await?;
+        Ok(ScanReply::from_frame(&reply)?)
     }
 }
 

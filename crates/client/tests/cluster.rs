@@ -274,3 +274,260 @@ async fn a_login_moves_the_session_to_its_owners_node_and_kills_the_old_id() {
     let total: u64 = keys.iter().map(|(_, c)| c).sum();
     assert_eq!(total, 20, "{keys:?}");
 }
+
+/// `[[node]]` tables for `sessiond-cli rebalance`.
+fn topology_file(path: &Path, topology: &Topology) {
+    let text: String = topology
+        .nodes()
+        .iter()
+        .map(|n| {
+            format!(
+                "[[node]]\nname = \"{}\"\naddr = \"{}\"\n",
+                n.name(),
+                n.addr()
+            )
+        })
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// What one load task knows of the sessions it alone uses: the value of each acknowledged
+/// write, or that it deleted the session.
+#[derive(Default)]
+struct Model {
+    sessions: Vec<(String, Option<u64>)>,
+    acknowledged: u64,
+}
+
+impl Model {
+    /// Checks that the store shows what the model says for session `i`.
+    async fn check(&self, sessions: &Sessions, i: usize) {
+        let (cookie, expected) = &self.sessions[i];
+        let session = sessions.load([cookie.as_str()]).await.unwrap();
+        match expected {
+            Some(n) => assert_eq!(
+                session.get::<u64>("n").unwrap(),
+                Some(*n),
+                "an acknowledged write was lost"
+            ),
+            None => assert!(session.is_new(), "a deleted session came back"),
+        }
+    }
+}
+
+/// Logs users in, reads, updates and logs out until `stop`, checking every read against
+/// what it wrote. Each task uses only its own sessions, so its model is exact.
+async fn load(sessions: Sessions, task: u64, stop: tokio::sync::watch::Receiver<bool>) -> Model {
+    let mut model = Model::default();
+    let mut step = 0u64;
+    while !*stop.borrow() {
+        step += 1;
+        let pick = (step.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize;
+        match step % 8 {
+            0 | 1 => {
+                let browser = if step.is_multiple_of(3) {
+                    anonymous(&sessions, step).await
+                } else {
+                    logged_in(&sessions, &format!("load-{task}-{}", step % 50), step).await
+                };
+                model.sessions.push((browser.cookie, Some(step)));
+            }
+            2 if !model.sessions.is_empty() => {
+                let i = pick % model.sessions.len();
+                let (cookie, state) = &mut model.sessions[i];
+                if state.is_some() {
+                    let mut session = sessions.load([cookie.as_str()]).await.unwrap();
+                    sessions.destroy(&mut session).await.unwrap();
+                    *state = None;
+                }
+            }
+            3..=5 if !model.sessions.is_empty() => {
+                let i = pick % model.sessions.len();
+                let (cookie, state) = &mut model.sessions[i];
+                if state.is_some() {
+                    // `modify` loads again when a move changed the version under it.
+                    let saved = sessions
+                        .modify([cookie.as_str()], |s| s.insert("n", step))
+                        .await;
+                    saved.unwrap();
+                    *state = Some(step);
+                }
+            }
+            _ if !model.sessions.is_empty() => {
+                model.check(&sessions, pick % model.sessions.len()).await;
+            }
+            _ => {}
+        }
+        model.acknowledged += 1;
+    }
+    model
+}
+
+#[tokio::test]
+async fn adding_a_fourth_node_under_load_loses_and_resurrects_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes: Vec<TestNode> = (0..4)
+        .map(|i| TestNode::start(&format!("sessiond-{i}"), root.path()))
+        .collect();
+    let three = topology(&nodes[..3]);
+    let four = topology(&nodes);
+
+    // Sessions made while there were three nodes.
+    let (_, before) = cluster(three.clone());
+    let mut existing = Model::default();
+    for i in 0..1500 {
+        let browser = match i % 2 {
+            0 => anonymous(&before, i).await,
+            _ => logged_in(&before, &format!("early-{}", i % 300), i).await,
+        };
+        existing.sessions.push((browser.cookie, Some(i)));
+    }
+
+    // The application switches to four nodes, reading the old placement too.
+    let window = Client::cluster(four.clone())
+        .previous_topology(three.clone())
+        .request_timeout(Duration::from_secs(10))
+        .build();
+    let sessions = Sessions::new(window, SessionConfig::default()).unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = (0..6)
+        .map(|task| tokio::spawn(load(sessions.clone(), task, stop.clone())))
+        .collect();
+
+    // The rebalance, interrupted once and resumed from its progress file.
+    let (old_file, new_file) = (root.path().join("old.toml"), root.path().join("new.toml"));
+    topology_file(&old_file, &three);
+    topology_file(&new_file, &four);
+    let progress = root.path().join("progress");
+    let rebalance = {
+        let (old_file, new_file, progress) = (old_file.clone(), new_file.clone(), progress.clone());
+        move || {
+            let mut command = std::process::Command::new(sessiond_tests::binary("sessiond-cli"));
+            command
+                .args(["rebalance", "--from"])
+                .arg(&old_file)
+                .arg("--to")
+                .arg(&new_file)
+                .arg("--progress")
+                .arg(&progress)
+                .args(["--rate", "1500", "--report-every", "100ms"]);
+            command
+        }
+    };
+    let mut first = rebalance().spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        progress.exists(),
+        "no progress was recorded before the interruption"
+    );
+    let again = rebalance.clone();
+    let resumed = tokio::task::spawn_blocking(move || {
+        sessiond_tests::run_command(again(), b"", Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert!(
+        resumed.stderr.contains("resuming pass"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(
+        resumed.stdout.starts_with("done passes"),
+        "{}",
+        resumed.stdout
+    );
+
+    // Every write the load generators saw acknowledged is there, through the window.
+    stop_tx.send(true).unwrap();
+    let mut models = Vec::new();
+    for task in tasks {
+        models.push(task.await.unwrap());
+    }
+    let acknowledged: u64 = models.iter().map(|m| m.acknowledged).sum();
+    assert!(
+        acknowledged > 500,
+        "the load did little: {acknowledged} operations"
+    );
+
+    // The old placement can be dropped: a client of the four nodes alone sees everything,
+    // and every node holds only keys that belong to it.
+    let (after_client, after) = cluster(four.clone());
+    for model in models.iter().chain([&existing]) {
+        for i in 0..model.sessions.len() {
+            model.check(&after, i).await;
+        }
+    }
+    let mut moved_to_new = 0;
+    for (node, client) in after_client.nodes() {
+        let mut cursor = 0;
+        loop {
+            let batch = client.scan(cursor, 0).await.unwrap();
+            for entry in &batch.entries {
+                let home = four.node_for_key(&entry.key);
+                assert_eq!(home.name(), node.name(), "a key left on its old node");
+                moved_to_new += usize::from(node.name() == "sessiond-3");
+            }
+            cursor = batch.next_cursor;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    assert!(moved_to_new > 0);
+}
+
+#[tokio::test]
+async fn only_an_admin_may_scan_and_a_scan_returns_every_session_field() {
+    use sessiond_client::SessionOptions;
+    use sessiond_tests::users::{TestUsers, ADMIN_PASSWORD, APP_PASSWORD};
+
+    let users = TestUsers::standard();
+    let daemon = Daemon::start_with_config(users.config());
+    let as_user = |user: &str, password: &str| {
+        Client::builder(daemon.addr().to_string())
+            .credentials(user, password)
+            .build()
+    };
+    let app = as_user("app", APP_PASSWORD);
+    assert!(matches!(app.scan(0, 0).await, Err(Error::NoPermission(_))));
+
+    // A session with an owner and an absolute lifetime, and a plain entry.
+    let options = SessionOptions::new()
+        .owner("u7")
+        .absolute_lifetime(Duration::from_secs(3600));
+    let ttl = Duration::from_secs(600);
+    let mode = sessiond_client::SetMode::CreateOnly;
+    let written = app
+        .set_session("s:1", "hi", ttl, mode, &options)
+        .await
+        .unwrap();
+    app.set("plain", "p", ttl, mode).await.unwrap();
+
+    let admin = as_user("admin", ADMIN_PASSWORD);
+    let (mut cursor, mut seen) = (0, Vec::new());
+    loop {
+        let batch = admin.scan(cursor, 1).await.unwrap();
+        seen.extend(batch.entries);
+        cursor = batch.next_cursor;
+        if cursor == 0 {
+            break;
+        }
+    }
+    seen.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(seen.len(), 2);
+    let (plain, session) = (&seen[0], &seen[1]);
+    assert_eq!(
+        (&plain.key[..], plain.owner.as_deref()),
+        (&b"plain"[..], None)
+    );
+    assert_eq!((plain.created_ms, plain.deadline_ms), (0, None));
+    assert_eq!(&session.value[..], b"hi");
+    assert_eq!(session.owner.as_deref(), Some(&b"u7"[..]));
+    assert_eq!(session.version, written.version);
+    assert!(session.ttl_ms <= 600_000 && session.ttl_ms > 590_000);
+    let lifetime = session.deadline_ms.unwrap() - session.created_ms;
+    assert!((3_599_000..=3_600_000).contains(&lifetime), "{lifetime}");
+}

@@ -34,11 +34,14 @@ pub enum Opcode {
     EndAll = 0x12,
     /// Move a session to a new key in one step, optionally binding an owner.
     Rotate = 0x13,
+    /// Every live entry with its session fields, in batches (moving sessions between
+    /// servers).
+    Scan = 0x14,
 }
 
 impl Opcode {
     /// Every defined opcode, in numeric order.
-    pub const ALL: [Opcode; 13] = [
+    pub const ALL: [Opcode; 14] = [
         Opcode::Hello,
         Opcode::Ping,
         Opcode::Get,
@@ -52,6 +55,7 @@ impl Opcode {
         Opcode::ListSessions,
         Opcode::EndAll,
         Opcode::Rotate,
+        Opcode::Scan,
     ];
 
     /// The opcode for a wire byte, or `None` if the byte is not a defined opcode. Every
@@ -76,6 +80,7 @@ impl Opcode {
             Opcode::ListSessions => "LIST_SESSIONS",
             Opcode::EndAll => "END_ALL",
             Opcode::Rotate => "ROTATE",
+            Opcode::Scan => "SCAN",
         }
     }
 }
@@ -107,7 +112,7 @@ mod tests {
             assert_eq!(Opcode::from_u8(op as u8), Some(op));
         }
         assert_eq!(Opcode::from_u8(0x09), None);
-        assert_eq!(Opcode::from_u8(0x14), None);
+        assert_eq!(Opcode::from_u8(0x15), None);
         assert_eq!(Opcode::from_u8(0xff), None);
     }
 }

@@ -14,6 +14,7 @@ use sessiond_proto::command::{
     SessionInfo, SessionList, SessionWriteOutcome, Set, SetMode, SetOutcome, SetSession, Stats,
     StatsReply, Touch, TouchReply,
 };
+use sessiond_proto::command::{Scan, ScanEntry, ScanReply};
 use sessiond_proto::command::{Slowlog, SlowlogEntry, SlowlogLen, SlowlogReply};
 use sessiond_proto::{
     unsolicited, ClientCodec, CommandError, Limits, Opcode, Request, RequestFrame, ResponseFrame,
@@ -813,6 +814,33 @@ b5 01 11 00  # magic, version 1, opcode LIST_SESSIONS, flags 0x00
 75 37        # key (owner) "u7"
 "##;
 
+const SCAN_REQUEST: &str = r##"
+b5 01 14 00              # magic, version 1, opcode SCAN, flags 0x00
+00 00 00 47              # opaque 71
+00 00 0c 00              # key length 0, extras length 12, reserved
+00 00 00 00              # value length 0
+00 00 00 00 00 00 00 00  # cursor 0
+00 00 00 00              # max_entries 0
+"##;
+
+const SCAN_RESPONSE: &str = r##"
+b6 01 14 10              # magic, version 1, opcode SCAN, extras length 16
+00 00 00 47              # opaque 71
+00 00 00 00              # status OK (0x0000), reserved
+00 00 00 30              # value length 48
+00 00 00 00 00 00 00 00  # next_cursor 0: the scan is complete
+00 00 00 00 00 00 00 01  # count 1
+00 04 00 02              # key_len 4, owner_len 2
+00 00 00 02              # value_len 2
+00 00 00 00 00 00 00 0b  # version 11
+00 00 00 00 00 1b 77 40  # ttl_ms 1800000
+00 00 01 9b 76 da a8 00  # created_ms 1767225600000
+00 00 01 9b 79 6d d6 00  # deadline_ms 1767268800000
+73 3a 35 32              # key "s:52"
+75 37                    # owner "u7"
+68 69                    # value "hi"
+"##;
+
 const LIST_SESSIONS_RESPONSE: &str = r##"
 b6 01 11 10              # magic, version 1, opcode LIST_SESSIONS, extras length 16
 00 00 00 44              # opaque 68
@@ -1003,6 +1031,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("END_ALL_RESPONSE", END_ALL_RESPONSE),
     ("ROTATE_ENDED_REQUEST", ROTATE_ENDED_REQUEST),
     ("ROTATE_ENDED_RESPONSE", ROTATE_ENDED_RESPONSE),
+    ("SCAN_REQUEST", SCAN_REQUEST),
+    ("SCAN_RESPONSE", SCAN_RESPONSE),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1744,6 +1774,33 @@ fn set_session_ending_the_least_recently_used() {
             ended: 1,
         },
     );
+}
+
+#[test]
+fn scan() {
+    check_request(
+        SCAN_REQUEST,
+        71,
+        Request::Scan(Scan {
+            cursor: 0,
+            max_entries: 0,
+        }),
+    );
+    let created_ms = 1_767_225_600_000;
+    let reply = ScanReply {
+        next_cursor: 0,
+        entries: vec![ScanEntry {
+            key: b(b"s:52"),
+            owner: Some(b(OWNER)),
+            value: b(b"hi"),
+            version: 11,
+            ttl_ms: THIRTY_MINUTES,
+            created_ms,
+            deadline_ms: Some(created_ms + TWELVE_HOURS),
+        }],
+    };
+    let frame = check_response(SCAN_RESPONSE, &reply.to_frame(71));
+    assert_eq!(ScanReply::from_frame(&frame), Ok(reply));
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod list_sessions;
 mod owner;
 mod ping;
 mod rotate;
+mod scan;
 mod set;
 mod set_session;
 mod slowlog;
@@ -29,6 +30,7 @@ pub use list_sessions::{ListSessions, SessionInfo, SessionList};
 pub use owner::{LimitPolicy, OwnerLimit, SessionWriteOutcome, FLAG_END_LRU, MAX_OWNER_LEN};
 pub use ping::{Ping, PingReply};
 pub use rotate::{Bind, Rotate, RotateOutcome, ROTATE_FLAG_BIND, ROTATE_FLAG_IF_VERSION};
+pub use scan::{Scan, ScanEntry, ScanReply};
 pub use set::{Set, SetMode, SetOutcome};
 pub use set_session::{SetSession, SetSessionOutcome};
 pub use slowlog::{
@@ -113,6 +115,8 @@ pub enum Request {
     EndAll(EndAll),
     /// `ROTATE`
     Rotate(Rotate),
+    /// `SCAN`
+    Scan(Scan),
 }
 
 impl Request {
@@ -135,6 +139,7 @@ impl Request {
             Opcode::ListSessions => Request::ListSessions(ListSessions::parse(frame)?),
             Opcode::EndAll => Request::EndAll(EndAll::parse(frame)?),
             Opcode::Rotate => Request::Rotate(Rotate::parse(frame, limits)?),
+            Opcode::Scan => Request::Scan(Scan::parse(frame)?),
         })
     }
 
@@ -154,6 +159,7 @@ impl Request {
             Request::ListSessions(_) => Opcode::ListSessions,
             Request::EndAll(_) => Opcode::EndAll,
             Request::Rotate(_) => Opcode::Rotate,
+            Request::Scan(_) => Opcode::Scan,
         }
     }
 
@@ -173,6 +179,7 @@ impl Request {
             Request::ListSessions(r) => r.to_frame(opaque),
             Request::EndAll(r) => r.to_frame(opaque),
             Request::Rotate(r) => r.to_frame(opaque),
+            Request::Scan(r) => r.to_frame(opaque),
         }
     }
 }

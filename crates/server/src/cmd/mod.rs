@@ -14,6 +14,7 @@ mod list_sessions;
 pub(crate) mod owner;
 mod ping;
 mod rotate;
+mod scan;
 mod set;
 mod set_session;
 mod slowlog;
@@ -64,6 +65,8 @@ pub(crate) fn category(frame: &RequestFrame) -> Option<Category> {
         Opcode::SetSession | Opcode::Rotate => Category::Session,
         Opcode::ListSessions | Opcode::EndAll => Category::Owner,
         Opcode::Stats => Category::Stats,
+        // Every key is a session id, a bearer credential: only an admin may list them.
+        Opcode::Scan => Category::Keyspace,
         // Clearing the slow log takes from other operators what they may be reading: only
         // an admin may. Reading it is like reading the counters. (A malformed request is
         // judged as a read, and then refused by its parser.)
@@ -165,5 +168,6 @@ pub(crate) fn execute(frame: RequestFrame, ctx: &Context, access: &mut Access) -
         Request::ListSessions(cmd) => list_sessions::apply(cmd, opaque, ctx),
         Request::EndAll(cmd) => end_all::apply(cmd, opaque, ctx),
         Request::Rotate(cmd) => rotate::apply(cmd, opaque, ctx),
+        Request::Scan(cmd) => scan::apply(cmd, opaque, ctx),
     }
 }
