@@ -185,6 +185,58 @@ fn check_driver(target: &str, addr: &str, extra: &[&str]) {
     assert_eq!(num(&reads, "hits"), 1000, "{reads}");
 }
 
+/// The script and transaction kinds, RESP only: phpredis's lock release (`EVAL`) and a
+/// `MULTI` of three commands, mixed with sets so that some locks and sessions exist.
+fn check_scripts_and_transactions(addr: &str) {
+    let mixed = report(&bench(&[
+        "--target",
+        "resp",
+        "--addr",
+        addr,
+        "--keys",
+        "200",
+        "--ops",
+        "2000",
+        "--connections",
+        "4",
+        "--pipeline",
+        "8",
+        "--warmup",
+        "0s",
+        "--mix",
+        "unlock=2,multi=2,set=1",
+    ]));
+    assert_no_errors(&mixed);
+    assert_eq!(num(&mixed, "ops"), 2000, "{mixed}");
+    assert_eq!(assert_counts_add_up(&mixed), ["multi", "set", "unlock"]);
+    // The lock holds the bench's value as its token, so a set key is released; every
+    // transaction that found its session counts as a hit.
+    assert!(num(&mixed["by_op"]["unlock"], "hits") > 0, "{mixed}");
+    assert!(num(&mixed["by_op"]["multi"], "hits") > 0, "{mixed}");
+    for native_or_memcached in ["native", "memcached"] {
+        let refused = bench(&[
+            "--target",
+            native_or_memcached,
+            "--addr",
+            addr,
+            "--mix",
+            "unlock=1",
+        ]);
+        assert_eq!(refused.status.code(), Some(2), "{}", refused.stderr);
+    }
+}
+
+#[test]
+fn scripts_and_transactions_against_sessiond_and_redis_server() {
+    let daemon = Daemon::start_with_args("", &["--resp-listen", "127.0.0.1:0"]);
+    check_scripts_and_transactions(&daemon.resp_addr().to_string());
+    daemon.assert_no_panic();
+    let Some(redis) = redis_server() else {
+        return;
+    };
+    check_scripts_and_transactions(&redis.addr);
+}
+
 /// The value of the numeric stat `name` in the server's `STATS`.
 async fn server_stat(daemon: &Daemon, name: &str) -> u64 {
     stat(&daemon.connect().await.stats().await, name)
@@ -354,9 +406,9 @@ fn connection_refused_exits_2() {
     assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);
 }
 
-#[test]
-fn resp_driver_against_redis_server() {
-    let Some(redis) = ExternalServer::start("redis-server", "redis-server", |port, dir| {
+/// A `redis-server` without persistence, or `None` when it is missing and that is allowed.
+fn redis_server() -> Option<ExternalServer> {
+    ExternalServer::start("redis-server", "redis-server", |port, dir| {
         vec![
             "--port".into(),
             port.to_string(),
@@ -369,7 +421,12 @@ fn resp_driver_against_redis_server() {
             "--dir".into(),
             dir.display().to_string(),
         ]
-    }) else {
+    })
+}
+
+#[test]
+fn resp_driver_against_redis_server() {
+    let Some(redis) = redis_server() else {
         return;
     };
     check_driver("resp", &redis.addr, &[]);

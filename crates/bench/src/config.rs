@@ -66,7 +66,9 @@ pub struct Args {
     /// reads, set writes, del deletes, touch only slides the expiry; on sessiond's native
     /// protocol also login (write the session bound to its owner), devices (list the
     /// owner's sessions) and end_all (end them). The owner of a key is the key without its
-    /// last digit: ten sessions per owner.
+    /// last digit: ten sessions per owner. On RESP also unlock (phpredis's session lock
+    /// release: EVAL of its compare-and-delete script, the value as the token) and multi
+    /// (MULTI, GETEX, SET, PEXPIRE, EXEC).
     #[arg(long, value_name = "SPEC", default_value = "get=80,set=15,del=5")]
     pub mix: Mix,
 
@@ -243,6 +245,10 @@ impl Args {
             && self.mix.kinds().any(OpKind::needs_owners)
         {
             return Err("login, devices and end_all are sessiond's: use --target native".into());
+        }
+        if self.target != crate::protocol::Target::Resp && self.mix.kinds().any(OpKind::needs_resp)
+        {
+            return Err("unlock and multi are RESP commands: use --target resp".into());
         }
         if self.mix.kinds().any(OpKind::needs_owners)
             && self.key_prefix.len() + self.id_len > MAX_OWNER_LEN + 1

@@ -32,6 +32,12 @@ pub enum OpKind {
     Devices,
     /// End every session of the key's owner: "log out everywhere" (native only).
     EndAll,
+    /// Release a session lock the way phpredis does: `EVAL` of its compare-and-delete
+    /// script (RESP only).
+    Unlock,
+    /// A transaction of three commands, `MULTI`, `GETEX`, `SET`, `PEXPIRE`, `EXEC`: a
+    /// read, write and touch of the session, applied together (RESP only).
+    Multi,
 }
 
 impl OpKind {
@@ -45,6 +51,8 @@ impl OpKind {
         OpKind::Login,
         OpKind::Devices,
         OpKind::EndAll,
+        OpKind::Unlock,
+        OpKind::Multi,
     ];
 
     /// The name used in `--mix` and in reports.
@@ -58,12 +66,19 @@ impl OpKind {
             OpKind::Login => "login",
             OpKind::Devices => "devices",
             OpKind::EndAll => "end_all",
+            OpKind::Unlock => "unlock",
+            OpKind::Multi => "multi",
         }
     }
 
     /// Whether the operation is about owners, which only sessiond's native protocol has.
     pub fn needs_owners(self) -> bool {
         matches!(self, OpKind::Login | OpKind::Devices | OpKind::EndAll)
+    }
+
+    /// Whether the operation is a script or a transaction, which only RESP has.
+    pub fn needs_resp(self) -> bool {
+        matches!(self, OpKind::Unlock | OpKind::Multi)
     }
 
     /// The owner of `key` for the owner operations: the key without its last digit, so that
@@ -89,7 +104,7 @@ impl fmt::Display for OpKind {
 }
 
 /// How many kinds of operation there are.
-pub const KINDS: usize = 8;
+pub const KINDS: usize = 10;
 
 /// Relative weights of the operation kinds, e.g. `get=80,set=15,del=5`.
 ///

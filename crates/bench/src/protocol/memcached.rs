@@ -82,8 +82,8 @@ impl Protocol for Memcached {
                 buf.extend_from_slice(key);
                 buf.extend_from_slice(&self.ttl_flag);
             }
-            OpKind::Login | OpKind::Devices | OpKind::EndAll => {
-                unreachable!("the configuration refuses owner operations on memcached")
+            OpKind::Login | OpKind::Devices | OpKind::EndAll | OpKind::Unlock | OpKind::Multi => {
+                unreachable!("the configuration refuses owner, script and transaction operations on memcached")
             }
         }
         buf.extend_from_slice(b"\r\n");
@@ -141,7 +141,10 @@ mod tests {
         let mut mc = Memcached::new(Bytes::from_static(b"val"), 1800);
         let key = Bytes::from_static(b"k1");
         let mut buf = BytesMut::new();
-        for kind in OpKind::ALL.into_iter().filter(|k| !k.needs_owners()) {
+        for kind in OpKind::ALL
+            .into_iter()
+            .filter(|k| !k.needs_owners() && !k.needs_resp())
+        {
             mc.encode(kind, &key, &mut buf);
         }
         assert_eq!(

@@ -117,6 +117,15 @@ fn parse_decimal(text: &[u8]) -> Option<i64> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
+/// A hit when the operation found what it was about, a miss otherwise.
+fn hit(found: bool) -> Reply {
+    if found {
+        Reply::Hit
+    } else {
+        Reply::Miss
+    }
+}
+
 /// Up to 200 bytes of `bytes` for an error message.
 fn excerpt(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(200)];

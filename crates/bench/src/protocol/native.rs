@@ -9,7 +9,7 @@ use sessiond_proto::command::{
 use sessiond_proto::{ClientCodec, Opcode, Request, ResponseFrame};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{Protocol, ProtocolError, Reply};
+use super::{hit, Protocol, ProtocolError, Reply};
 use crate::workload::OpKind;
 
 /// The opcode of frames the server sends unasked (`BUSY`, `PROTOCOL_ERROR`) before closing.
@@ -83,6 +83,7 @@ impl Native {
                 owner: key.slice(..OpKind::owner_of(&key).len()),
                 except: None,
             }),
+            OpKind::Unlock | OpKind::Multi => refused(kind),
         }
     }
 }
@@ -96,7 +97,13 @@ fn opcode(kind: OpKind) -> Opcode {
         OpKind::Login => Opcode::SetSession,
         OpKind::Devices => Opcode::ListSessions,
         OpKind::EndAll => Opcode::EndAll,
+        OpKind::Unlock | OpKind::Multi => refused(kind),
     }
+}
+
+/// Scripts and transactions are RESP's; the configuration never sends them here.
+fn refused(kind: OpKind) -> ! {
+    unreachable!("the configuration refuses {kind} on the native protocol")
 }
 
 impl Protocol for Native {
@@ -154,20 +161,13 @@ impl Protocol for Native {
             // A hit when the owner had sessions to list or end.
             OpKind::Devices => SessionList::from_frame(&frame).map(|r| hit(r.total > 0)),
             OpKind::EndAll => EndAllReply::from_frame(&frame).map(|r| hit(r.ended > 0)),
+            OpKind::Unlock | OpKind::Multi => refused(kind),
         };
         // An error status or a malformed body is counted, but the frame was read whole, so
         // the stream is still in step and the connection carries on.
         Ok(Some(reply.unwrap_or_else(|e: ReplyError| {
             Reply::Error(e.to_string())
         })))
-    }
-}
-
-fn hit(found: bool) -> Reply {
-    if found {
-        Reply::Hit
-    } else {
-        Reply::Miss
     }
 }
 
