@@ -53,7 +53,7 @@ const UNAUTHENTICATED_MAX_BULK_LEN: i64 = 16 * 1024;
 
 /// What each argument costs against [`DecodeLimits::max_request_bytes`] besides its bytes:
 /// the `Bytes` handle that holds it. Without this, a million empty arguments would be free.
-const ARG_OVERHEAD: usize = 32;
+pub(crate) const ARG_OVERHEAD: usize = 32;
 
 /// How much one request may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! | value         | RESP3                   | RESP2                          |
 //! |---------------|-------------------------|--------------------------------|
 //! | `Null`        | `_\r\n`                 | `$-1\r\n` (null bulk string)   |
+//! | `NullArray`   | `_\r\n`                 | `*-1\r\n` (null array)         |
 //! | `Map`         | `%N\r\n` + 2N values    | `*2N\r\n` + 2N values          |
 //! | `Set`         | `~N\r\n` + N values     | `*N\r\n` + N values            |
 //! | `Verbatim`    | `=N\r\ntxt:...\r\n`     | `$N\r\n...\r\n` (bulk string)  |
@@ -52,6 +53,8 @@ pub enum Value {
     Bulk(Bytes),
     /// No value: a missing key.
     Null,
+    /// No array: what `EXEC` answers when a watched key changed (Redis's RESP2 null array).
+    NullArray,
     /// An ordered list.
     Array(Vec<Value>),
     /// Key-value pairs, in order.
@@ -111,6 +114,10 @@ impl Value {
                 Version::Resp2 => out.put_slice(b"$-1\r\n"),
                 Version::Resp3 => out.put_slice(b"_\r\n"),
             },
+            Value::NullArray => match version {
+                Version::Resp2 => out.put_slice(b"*-1\r\n"),
+                Version::Resp3 => out.put_slice(b"_\r\n"),
+            },
             Value::Array(items) => {
                 put_header(out, b'*', items.len());
                 for item in items {
@@ -157,7 +164,7 @@ impl Value {
         match self {
             Value::Simple(s) => s.len() + 3,
             Value::Error(message) => message.len() + 3,
-            Value::Integer(_) | Value::Null => HEADER,
+            Value::Integer(_) | Value::Null | Value::NullArray => HEADER,
             Value::Bulk(data) => HEADER + data.len() + 2,
             Value::Verbatim(text) => HEADER + 4 + text.len() + 2,
             Value::Array(items) | Value::Set(items) => {
@@ -235,6 +242,8 @@ mod tests {
     fn resp3_types_degrade_in_resp2() {
         assert_eq!(encode(&Value::Null, Version::Resp2), b"$-1\r\n");
         assert_eq!(encode(&Value::Null, Version::Resp3), b"_\r\n");
+        assert_eq!(encode(&Value::NullArray, Version::Resp2), b"*-1\r\n");
+        assert_eq!(encode(&Value::NullArray, Version::Resp3), b"_\r\n");
         let map = Value::Map(vec![(Value::bulk_static("a"), Value::Integer(1))]);
         assert_eq!(encode(&map, Version::Resp2), b"*2\r\n$1\r\na\r\n:1\r\n");
         assert_eq!(encode(&map, Version::Resp3), b"%1\r\n$1\r\na\r\n:1\r\n");

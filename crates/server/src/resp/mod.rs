@@ -144,6 +144,7 @@ impl Resp {
                 version: Version::Resp2,
                 access,
                 name: None,
+                transaction: Default::default(),
             },
             shared,
         }
@@ -191,6 +192,9 @@ impl Protocol for Resp {
             Decoded::Command(args) => cmd::execute(args, ctx, &self.shared, &mut self.client),
             Decoded::TooLarge(reason) => {
                 Stats::bump(&ctx.stats.protocol_errors);
+                // A command meant for an open MULTI was thrown away: EXEC must not run
+                // the others without it.
+                self.client.transaction.discard_on_exec();
                 let outcome = cmd::Outcome {
                     value: Some(self.shared.too_large(reason)),
                     mutated: false,

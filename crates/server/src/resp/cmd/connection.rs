@@ -234,8 +234,10 @@ fn set_name(call: &mut Call<'_>, name: Bytes) -> Result<()> {
     Ok(())
 }
 
-/// `QUIT`: `OK`, then the connection is closed.
-pub(super) fn quit(_call: &mut Call<'_>) -> Result {
+/// `QUIT`: `OK`, then the connection is closed. An open `MULTI` is dropped unrun (its
+/// queue is freed now rather than when the connection goes).
+pub(super) fn quit(call: &mut Call<'_>) -> Result {
+    call.client.transaction.clear();
     Ok(Outcome {
         close: true,
         ..Outcome::reply(OK)

@@ -18,6 +18,7 @@ mod keys;
 mod server;
 mod sessiond;
 mod strings;
+mod transactions;
 
 use bytes::Bytes;
 
@@ -71,6 +72,8 @@ pub(crate) struct Client {
     pub(crate) access: Access,
     /// `CLIENT SETNAME`.
     pub(crate) name: Option<Bytes>,
+    /// `MULTI`'s queue and the keys under `WATCH`.
+    pub(crate) transaction: transactions::State,
 }
 
 /// One command invocation.
@@ -178,6 +181,8 @@ fn unknown_subcommand(sub: &[u8], name: &str) -> Value {
 }
 
 /// Runs one command for `client`, and says what the metrics and the slow log record of it.
+/// Inside `MULTI`, a command that passes the checks is queued instead (see
+/// [`transactions`]).
 pub(super) fn execute(
     args: Vec<Bytes>,
     ctx: &Context,
@@ -186,8 +191,29 @@ pub(super) fn execute(
 ) -> (Outcome, RequestTag) {
     let found = find(&args[0]);
     let spec = found.map(|(_, spec)| spec);
-    let key_len = spec.map_or(0, |spec| key_len(spec, &args));
-    let outcome = run(spec, args, ctx, shared, client);
+    let key_len = spec.map_or(0, |spec| key_args(spec, &args).map(Bytes::len).sum());
+    let outcome = if spec.is_none() && (is(&args[0], "post") || is(&args[0], "host:")) {
+        // Browsers can be made to send HTTP to any port. Redis closes the connection on
+        // `POST` and `Host:` lines rather than run what follows them; so do we.
+        tracing::warn!("HTTP request on the RESP port (possible cross-protocol attack); closing the connection");
+        Outcome {
+            value: None,
+            close: true,
+            ..Outcome::reply(Value::Null)
+        }
+    } else {
+        match check(spec, &args, client) {
+            Err(error) => {
+                // As in Redis, a command refused while queueing makes `EXEC` fail.
+                client.transaction.discard_on_exec();
+                Outcome::reply(error)
+            }
+            Ok(spec) if client.transaction.in_multi() && !transactions::runs_immediately(spec) => {
+                transactions::queue(spec, args, shared, client)
+            }
+            Ok(spec) => invoke(spec, args, ctx, shared, client),
+        }
+    };
     let tag = RequestTag::resp(
         found.map(|(index, _)| index),
         spec.map_or("unknown", |spec| spec.name),
@@ -197,12 +223,13 @@ pub(super) fn execute(
     (outcome, tag)
 }
 
-/// The total length of a command's keys (for the slow log, which never keeps the keys).
-fn key_len(spec: &Spec, args: &[Bytes]) -> usize {
-    let (first, last, step) = spec.keys;
-    if first <= 0 || step <= 0 {
-        return 0;
-    }
+/// The key arguments of a command, by its `keys` triple (first, last, step).
+fn key_args<'a>(spec: &Spec, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> {
+    let (first, last, step) = match spec.keys {
+        (first, last, step) if first > 0 && step > 0 => (first, last, step),
+        // A command without keys: a range that yields nothing.
+        _ => (1, 0, 1),
+    };
     let last = if last < 0 {
         args.len() as i64 + last
     } else {
@@ -211,8 +238,6 @@ fn key_len(spec: &Spec, args: &[Bytes]) -> usize {
     (first..=last)
         .step_by(step as usize)
         .filter_map(|i| args.get(i as usize))
-        .map(Bytes::len)
-        .sum()
 }
 
 /// The metrics' outcome of a reply: what Redis's reply types say about a session command.
@@ -231,6 +256,8 @@ fn classify(spec: Option<&Spec>, reply: Option<&Value>) -> metrics::Outcome {
         }
         Value::Error(e) if e.starts_with("OOM") || e.starts_with("MISCONF") => O::Refused,
         Value::Error(_) => O::Error,
+        // An EXEC that a WATCHed key's new version aborted (nothing else answers it).
+        Value::NullArray => O::VersionMismatch,
         // A missing key, or a SET whose NX/XX condition did not hold.
         Value::Null => O::Miss,
         _ => match (spec.name, reply) {
@@ -254,43 +281,41 @@ pub(super) fn command_name(index: usize) -> Option<&'static str> {
     COMMANDS.get(index).map(|spec| spec.name)
 }
 
-fn run(
+/// What Redis's `processCommand` checks before anything runs, in its order: the name
+/// (`unknown command`), the argument count, and the caller's permission (`NOAUTH`,
+/// `NOPERM`). `MULTI` queues only what passes, and `EXEC` and scripts check again.
+fn check(
     spec: Option<&'static Spec>,
+    args: &[Bytes],
+    client: &Client,
+) -> std::result::Result<&'static Spec, Value> {
+    let Some(spec) = spec else {
+        return Err(unknown_command(args));
+    };
+    let argc = args.len() as i32;
+    if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
+        return Err(wrong_arity(spec.name));
+    }
+    match client.access.check(spec.category) {
+        Ok(()) => Ok(spec),
+        Err(Denied::AuthRequired) => Err(Value::error("NOAUTH Authentication required.")),
+        // Redis's wording, so that clients that recognise it can say what happened.
+        Err(Denied::NoPermission { user, .. }) => Err(Value::error(format!(
+            "NOPERM User {user} has no permissions to run the '{}' command",
+            spec.name
+        ))),
+    }
+}
+
+/// Runs a command that passed [`check`]: refuses a write while the AOF cannot be written,
+/// else calls the command's function.
+fn invoke(
+    spec: &'static Spec,
     args: Vec<Bytes>,
     ctx: &Context,
     shared: &Shared,
     client: &mut Client,
 ) -> Outcome {
-    let Some(spec) = spec else {
-        // Browsers can be made to send HTTP to any port. Redis closes the connection on
-        // `POST` and `Host:` lines rather than run what follows them; so do we.
-        if is(&args[0], "post") || is(&args[0], "host:") {
-            tracing::warn!("HTTP request on the RESP port (possible cross-protocol attack); closing the connection");
-            return Outcome {
-                value: None,
-                close: true,
-                ..Outcome::reply(Value::Null)
-            };
-        }
-        return Outcome::reply(unknown_command(&args));
-    };
-    let argc = args.len() as i32;
-    if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
-        return Outcome::reply(wrong_arity(spec.name));
-    }
-    match client.access.check(spec.category) {
-        Ok(()) => {}
-        Err(Denied::AuthRequired) => {
-            return Outcome::reply(Value::error("NOAUTH Authentication required."))
-        }
-        // Redis's wording, so that clients that recognise it can say what happened.
-        Err(Denied::NoPermission { user, .. }) => {
-            return Outcome::reply(Value::error(format!(
-                "NOPERM User {user} has no permissions to run the '{}' command",
-                spec.name
-            )))
-        }
-    }
     // DEL, UNLINK and SESSIOND.ENDALL are logouts: they run even then, and answer the
     // error themselves.
     let deletes = matches!(spec.name, "del" | "unlink" | "sessiond.endall");
@@ -487,6 +512,7 @@ fn acl_category(group: &str) -> &'static str {
         "string" => "@string",
         "generic" => "@keyspace",
         "connection" => "@connection",
+        "transactions" => "@transaction",
         _ => "@admin",
     }
 }
@@ -770,7 +796,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "scan",
         arity: -2,
-        flags: &["readonly"],
+        flags: &["readonly", "no_multi", "noscript"],
         keys: (0, 0, 0),
         category: Category::Keyspace,
         group: "generic",
@@ -799,7 +825,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "flushdb",
         arity: -1,
-        flags: &["write"],
+        flags: &["write", "no_multi", "noscript"],
         keys: (0, 0, 0),
         category: Category::Keyspace,
         group: "server",
@@ -811,7 +837,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "flushall",
         arity: -1,
-        flags: &["write"],
+        flags: &["write", "no_multi", "noscript"],
         keys: (0, 0, 0),
         category: Category::Keyspace,
         group: "server",
@@ -847,7 +873,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "auth",
         arity: -2,
-        flags: &["no-auth", "fast"],
+        flags: &["no-auth", "fast", "no_multi", "noscript"],
         keys: (0, 0, 0),
         category: Category::Handshake,
         group: "connection",
@@ -862,7 +888,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "hello",
         arity: -1,
-        flags: &["no-auth", "fast"],
+        flags: &["no-auth", "fast", "no_multi", "noscript"],
         keys: (0, 0, 0),
         category: Category::Handshake,
         group: "connection",
@@ -890,7 +916,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "client",
         arity: -2,
-        flags: &[],
+        flags: &["no_multi", "noscript"],
         keys: (0, 0, 0),
         category: Category::Connection,
         group: "connection",
@@ -910,7 +936,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "quit",
         arity: -1,
-        flags: &["no-auth", "fast"],
+        flags: &["no-auth", "fast", "noscript"],
         keys: (0, 0, 0),
         category: Category::Handshake,
         group: "connection",
@@ -918,6 +944,69 @@ pub(super) static COMMANDS: &[Spec] = &[
         summary: "Closes the connection.",
         args: &[],
         run: connection::quit,
+    },
+    Spec {
+        name: "multi",
+        arity: 1,
+        flags: &["noscript", "fast"],
+        keys: (0, 0, 0),
+        category: Category::Connection,
+        group: "transactions",
+        since: "1.2.0",
+        summary: "Starts a transaction: the commands that follow are queued until EXEC.",
+        args: &[],
+        run: transactions::multi,
+    },
+    Spec {
+        name: "exec",
+        arity: 1,
+        flags: &["noscript"],
+        keys: (0, 0, 0),
+        // Each queued command was checked against the role when it was queued, and is
+        // checked again when it runs.
+        category: Category::Connection,
+        group: "transactions",
+        since: "1.2.0",
+        summary: "Runs the queued commands atomically; null if a watched key changed.",
+        args: &[],
+        run: transactions::exec,
+    },
+    Spec {
+        name: "discard",
+        arity: 1,
+        flags: &["noscript", "fast"],
+        keys: (0, 0, 0),
+        category: Category::Connection,
+        group: "transactions",
+        since: "2.0.0",
+        summary: "Drops the queued commands and unwatches every key.",
+        args: &[],
+        run: transactions::discard,
+    },
+    Spec {
+        name: "watch",
+        arity: -2,
+        flags: &["noscript", "fast", "no_multi"],
+        keys: (1, -1, 1),
+        // It reads the keys' versions: a read, like GET.
+        category: Category::Session,
+        group: "transactions",
+        since: "2.2.0",
+        summary: "Makes the next EXEC abort if any of the keys changes, expires or is deleted.",
+        args: &[KEYS],
+        run: transactions::watch,
+    },
+    Spec {
+        name: "unwatch",
+        arity: 1,
+        flags: &["noscript", "fast"],
+        keys: (0, 0, 0),
+        category: Category::Connection,
+        group: "transactions",
+        since: "2.2.0",
+        summary: "Forgets every watched key.",
+        args: &[],
+        run: transactions::unwatch,
     },
     Spec {
         name: "info",
@@ -934,7 +1023,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "config",
         arity: -2,
-        flags: &[],
+        flags: &["noscript"],
         keys: (0, 0, 0),
         category: Category::Keyspace,
         group: "server",
@@ -1024,7 +1113,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "sessiond.sessions",
         arity: -2,
-        flags: &["readonly"],
+        flags: &["readonly", "no_multi", "noscript"],
         keys: (0, 0, 0),
         category: Category::Owner,
         group: "generic",
@@ -1039,7 +1128,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "sessiond.endall",
         arity: -2,
-        flags: &["write"],
+        flags: &["write", "no_multi", "noscript"],
         keys: (0, 0, 0),
         category: Category::Owner,
         group: "generic",
@@ -1108,6 +1197,28 @@ mod tests {
                 "{}",
                 spec.name
             );
+        }
+    }
+
+    #[test]
+    fn commands_whose_keys_are_not_in_their_arguments_stay_out_of_transactions() {
+        // A transaction holds the keys named by the `keys` triple and no others: a command
+        // that reaches sessions some other way (a walk, an owner's sessions) must be refused
+        // in MULTI and in scripts, or it would run unprotected.
+        for spec in COMMANDS {
+            // (The scripting commands are Session for the role table but reach sessions only
+            // through the keys a script declares; EVAL's own check is below.)
+            let reaches_sessions = (matches!(spec.category, Category::Session | Category::Owner)
+                && spec.group != "scripting")
+                || matches!(spec.name, "scan" | "flushdb" | "flushall");
+            if reaches_sessions && spec.keys.0 <= 0 {
+                assert!(spec.has_flag("no_multi"), "{}", spec.name);
+                assert!(spec.has_flag("noscript"), "{}", spec.name);
+            }
+            // A script's own transaction cannot nest in EXEC's.
+            if spec.name.starts_with("eval") {
+                assert!(spec.has_flag("no_multi"), "{}", spec.name);
+            }
         }
     }
 
