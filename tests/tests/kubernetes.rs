@@ -22,25 +22,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use sessiond_tests::certs::{free_port, TestCerts};
-use sessiond_tests::{binary, run_command, Daemon, Finished};
-
-/// Bounds each run of the validator or the CLI. The first run of the validator creates
-/// its virtual environment, which takes a few seconds from a package cache.
-const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The workspace's root directory.
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the workspace")
-        .to_path_buf()
-}
+use sessiond_tests::clients::{run_client, workspace};
+use sessiond_tests::{binary, Daemon, Finished};
 
 /// Runs `scripts/validate-k8s` with `args`.
 fn validate(args: &[&Path]) -> Finished {
     let mut command = Command::new(workspace().join("scripts/validate-k8s"));
     command.args(args);
-    run_command(command, b"", TIMEOUT)
+    run_client(command, b"")
 }
 
 /// The manifests, copied into a temporary directory where a test may break them.
@@ -231,7 +220,7 @@ fn configmaps_sessiond_toml_serves_with_the_secrets_files() {
             .args(["--user", user, "--password-file"])
             .arg(secrets.join(format!("{user}_password")))
             .args(args);
-        run_command(command, b"", TIMEOUT)
+        run_client(command, b"")
     };
     let set = cli(
         "app",

@@ -16,50 +16,18 @@
 //! `SESSIOND_TESTS_ALLOW_MISSING=1`, skip.
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sessiond_tests::certs::free_port;
+use sessiond_tests::clients::{assert_success, python, run_client, tool, workspace};
 use sessiond_tests::resp::{RespConn, Value};
-use sessiond_tests::{run_command, Daemon, Deadline};
+use sessiond_tests::{Daemon, Deadline};
 
 /// The password twemproxy and the nodes share (the nodes' user "default").
 const PROXY_PASSWORD: &str = "proxy-password-7";
 /// The nodes' admin, for looking at where keys landed without the proxy.
 const ADMIN_PASSWORD: &str = "admin-password-8";
-/// Bounds each pytest run.
-const PYTEST_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the workspace")
-        .to_path_buf()
-}
-
-/// `None` (the test skips) when `what` is missing and `SESSIOND_TESTS_ALLOW_MISSING=1`;
-/// otherwise a panic that says how to install it.
-fn missing(what: &str, hint: &str) -> Option<PathBuf> {
-    if std::env::var("SESSIOND_TESTS_ALLOW_MISSING").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: {what} is not installed ({hint})");
-        return None;
-    }
-    panic!("{what} is not installed. Install it with: {hint}");
-}
-
-fn nutcracker() -> Option<PathBuf> {
-    let path = Path::new("/usr/sbin/nutcracker");
-    if path.is_file() {
-        return Some(path.to_path_buf());
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("nutcracker"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| missing("nutcracker (twemproxy)", "apt-get install nutcracker"))
-}
 
 /// A nutcracker process, killed and reaped on drop.
 struct Proxy {
@@ -85,7 +53,7 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Option<Cluster> {
-        let nutcracker = nutcracker()?;
+        let nutcracker = tool("nutcracker", "apt-get install nutcracker")?;
         let dir = tempfile::tempdir().expect("temporary directory");
         let passwords = dir.path().join("passwords");
         std::fs::create_dir(&passwords).expect("passwords directory");
@@ -140,12 +108,7 @@ impl Cluster {
 
         let mut check = Command::new(&nutcracker);
         check.arg("-t").arg("-c").arg(&config_path);
-        let checked = run_command(check, b"", Duration::from_secs(10));
-        assert!(
-            checked.status.success(),
-            "nutcracker -t: {}",
-            checked.stderr
-        );
+        assert_success(&run_client(check, b""), "nutcracker -t");
         let child = Command::new(&nutcracker)
             .arg("-c")
             .arg(&config_path)
@@ -195,19 +158,6 @@ impl Cluster {
     }
 }
 
-/// The Python of `target/pyenv/FLAVOUR` (or `SESSIOND_PYENV_DIR/FLAVOUR`).
-fn python(flavour: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("SESSIOND_PYENV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/pyenv"));
-    let python = root.join(flavour).join("bin/python");
-    if python.is_file() {
-        Some(python)
-    } else {
-        missing(&python.display().to_string(), "tests/python/setup-venvs.sh")
-    }
-}
-
 #[test]
 fn flask_session_works_through_twemproxy_with_redis_py_5_and_8() {
     let Some(cluster) = Cluster::start() else {
@@ -234,15 +184,9 @@ fn flask_session_works_through_twemproxy_with_redis_py_5_and_8() {
             .env("SESSIOND_TWEMPROXY_PASSWORD", PROXY_PASSWORD)
             .env("SESSIOND_TWEMPROXY_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("SESSIOND_TWEMPROXY_NODES", nodes.join(","));
-        let out = run_command(command, b"", PYTEST_TIMEOUT);
+        let out = run_client(command, b"");
         println!("{flavour}:\n{}", out.stdout);
-        assert!(
-            out.status.success(),
-            "pytest test_twemproxy.py with {flavour} failed ({}):\n{}\n{}",
-            out.status,
-            out.stdout,
-            out.stderr
-        );
+        assert_success(&out, &format!("pytest test_twemproxy.py with {flavour}"));
         // Every test ran: redis-py 8 runs the RESP3 one too, redis-py 5 skips it.
         let want = if flavour == "redis8" {
             "5 passed"
