@@ -511,6 +511,28 @@ mod tests {
     }
 
     #[test]
+    fn exec_is_one_request_for_the_metrics_and_an_abort_is_a_version_mismatch() {
+        use crate::metrics::Outcome as Measured;
+        let mut c = Conn::new();
+        let exec = |c: &mut Conn| {
+            let args = vec![Bytes::from_static(b"EXEC")];
+            execute(args, &c.ctx, &c.shared, &mut c.client).1
+        };
+        c.call(&["MULTI"]);
+        assert_eq!(c.call(&["SET", "k", "v"]), QUEUED);
+        let tag = exec(&mut c);
+        assert_eq!((tag.command, tag.outcome), ("exec", Measured::Ok));
+        c.call(&["WATCH", "k"]);
+        c.write_elsewhere("k", "changed");
+        c.call(&["MULTI"]);
+        let tag = exec(&mut c);
+        assert_eq!(
+            (tag.command, tag.outcome),
+            ("exec", Measured::VersionMismatch)
+        );
+    }
+
+    #[test]
     fn exec_of_reads_only_does_not_wait_for_the_file() {
         let mut c = Conn::new();
         c.write_elsewhere("k", "v");
