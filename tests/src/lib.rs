@@ -49,6 +49,7 @@ pub mod certs;
 pub mod clients;
 pub mod reference;
 pub mod resp;
+pub mod seed;
 pub mod users;
 
 /// How long a daemon may take to start before a test gives up.
