@@ -19,6 +19,9 @@ use crate::Daemon;
 /// How long redis-server may take to load its append-only file and accept connections.
 const REDIS_START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What sessiond is started with beyond its configuration: a RESP listener on a free port.
+const RESP_ARGS: &[&str] = &["--resp-listen", "127.0.0.1:0"];
+
 /// The environment variable that selects `redis-server` instead of sessiond.
 pub const REFERENCE_VAR: &str = "SESSIOND_TESTS_REFERENCE";
 
@@ -49,6 +52,9 @@ pub struct ServerSettings {
     /// Whether every acknowledged write must first reach the disk: sessiond's
     /// `aof.fsync = "always"`, redis-server's `appendfsync always`.
     pub fsync_always: bool,
+    /// A user with this name and password and the application's rights: sessiond's `app`
+    /// role, redis-server's ACL user with every command on every key.
+    pub app_user: Option<(String, String)>,
 }
 
 impl RespServer {
@@ -62,11 +68,16 @@ impl RespServer {
         if settings.fsync_always {
             config.push_str("\n[aof]\nfsync = \"always\"\n");
         }
-        RespServer::Sessiond(Daemon::start_in(
-            &config,
-            data_dir,
-            &["--resp-listen", "127.0.0.1:0"],
-        ))
+        if let Some((name, password)) = &settings.app_user {
+            // Beside the data directory, which the daemon creates itself.
+            let file = data_dir.with_extension("app-password");
+            std::fs::write(&file, password).expect("write the password file");
+            config.push_str(&format!(
+                "\n[[auth.users]]\nname = \"{name}\"\nrole = \"app\"\npassword_file = \"{}\"\n",
+                file.display()
+            ));
+        }
+        RespServer::Sessiond(Daemon::start_in(&config, data_dir, RESP_ARGS))
     }
 
     /// The RESP listener's address.
@@ -104,7 +115,9 @@ impl RespServer {
     /// Starts the server again on the same data directory, after [`RespServer::kill9`].
     pub fn restart(self) -> RespServer {
         match self {
-            RespServer::Sessiond(daemon) => RespServer::Sessiond(daemon.restart()),
+            RespServer::Sessiond(daemon) => {
+                RespServer::Sessiond(daemon.restart_with_args(RESP_ARGS))
+            }
             RespServer::Redis(redis) => RespServer::Redis(redis.restart()),
         }
     }
@@ -141,7 +154,7 @@ impl RedisServer {
         } else {
             "everysec"
         };
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--bind",
             "127.0.0.1",
             "--port",
@@ -158,6 +171,11 @@ impl RedisServer {
         .iter()
         .map(|a| a.to_string())
         .collect();
+        if let Some((name, password)) = &settings.app_user {
+            let user = [name, "on", &format!(">{password}"), "~*", "&*", "+@all"];
+            args.push("--user".to_string());
+            args.extend(user.iter().map(|a| a.to_string()));
+        }
         RedisServer::spawn(args, port)
     }
 
