@@ -104,6 +104,19 @@ async fn a_queueing_error_aborts_the_whole_transaction() {
 }
 
 #[tokio::test]
+async fn a_request_thrown_away_for_its_size_aborts_the_transaction() {
+    let daemon = daemon_with("[limits]\nmax_value_bytes = 1024\n");
+    let mut c = daemon.resp_connect().await;
+    c.call(&["MULTI"]).await;
+    assert_eq!(c.call(&["SET", "a", "1"]).await, queued());
+    let big = "x".repeat(4096);
+    let reply = c.call(&["SET", "b", &big]).await;
+    assert!(reply.is_error("ERR request too large"), "{reply:?}");
+    assert!(c.call(&["EXEC"]).await.is_error("EXECABORT"));
+    assert_eq!(c.call(&["GET", "a"]).await, Value::NullBulk);
+}
+
+#[tokio::test]
 async fn errors_inside_exec_are_reported_per_command() {
     let daemon = daemon_with("");
     let mut c = daemon.resp_connect().await;
