@@ -11,6 +11,11 @@
 //! the aggregate and match each server's own counters, and what cannot work over several
 //! nodes is refused.
 //!
+//! With `--rate`: against each of the three real servers the open-loop schedule is kept (the
+//! achieved rate is the requested one, within a few percent), and a server stopped in the
+//! middle of a run shows in the latency of every request that fell due meanwhile, not only
+//! of the few that were in flight.
+//!
 //! `redis-server` and `memcached` must be installed (`apt-get install -y redis-server
 //! memcached`). Without them these tests fail, saying what to install, unless
 //! `SESSIOND_TESTS_ALLOW_MISSING=1` is set, in which case they are skipped with a note.
@@ -434,7 +439,15 @@ fn resp_driver_against_redis_server() {
 
 #[test]
 fn memcached_driver_against_memcached() {
-    let Some(memcached) = ExternalServer::start("memcached", "memcached", |port, _| {
+    let Some(memcached) = memcached() else {
+        return;
+    };
+    check_driver("memcached", &memcached.addr, &[]);
+}
+
+/// A `memcached` with 64 MiB, or `None` when it is missing and that is allowed.
+fn memcached() -> Option<ExternalServer> {
+    ExternalServer::start("memcached", "memcached", |port, _| {
         let mut args: Vec<String> = ["-l", "127.0.0.1", "-U", "0", "-m", "64", "-p"]
             .iter()
             .map(|s| s.to_string())
@@ -445,10 +458,114 @@ fn memcached_driver_against_memcached() {
             args.extend(["-u".to_string(), "root".to_string()]);
         }
         args
-    }) else {
+    })
+}
+
+/// Runs 2 s at `rate` requests per second over 4 connections against `addr` and checks that
+/// the schedule was kept: every request answered without error, and the requests measured
+/// and the rate achieved within 5 % of what was scheduled.
+fn check_rate(target: &str, addr: &str) {
+    let rate = 2000.0;
+    let run = report(&bench(&[
+        "--target",
+        target,
+        "--addr",
+        addr,
+        "--rate",
+        "2000",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+        "--connections",
+        "4",
+        "--keys",
+        "1000",
+        "--mix",
+        ALL_KINDS,
+    ]));
+    assert_no_errors(&run);
+    assert_counts_add_up(&run);
+    assert_eq!(run["rate"].as_f64(), Some(rate), "{run}");
+    let achieved = run["ops_per_sec"].as_f64().unwrap();
+    assert!(
+        (achieved - rate).abs() <= 0.05 * rate,
+        "{target}: achieved {achieved} requests/s of {rate}: {run}"
+    );
+    let ops = num(&run, "ops") as f64;
+    assert!(
+        (ops - 2.0 * rate).abs() <= 0.05 * 2.0 * rate,
+        "{target}: {ops} requests in 2 s at {rate}/s: {run}"
+    );
+    // Latency counts from the due time, which is never after the send.
+    let lag = &run["send_lag_us"];
+    assert!(
+        lag["p50"].as_f64().unwrap() <= run["latency_us"]["p50"].as_f64().unwrap(),
+        "{run}"
+    );
+}
+
+#[test]
+fn rate_keeps_its_schedule_against_sessiond_redis_and_memcached() {
+    let daemon = Daemon::start();
+    check_rate("native", &daemon.addr().to_string());
+    let Some(redis) = redis_server() else {
         return;
     };
-    check_driver("memcached", &memcached.addr, &[]);
+    check_rate("resp", &redis.addr);
+    let Some(memcached) = memcached() else {
+        return;
+    };
+    check_rate("memcached", &memcached.addr);
+}
+
+/// The point of the open loop: a server that stops answering for 600 ms delays every request
+/// that fell due in those 600 ms (about 600 of them at 1000/s, a fifth of the run), so p99
+/// shows the stall. A closed loop would have sent nothing meanwhile and counted only the two
+/// requests in flight, leaving p99 untouched.
+#[test]
+fn rate_counts_a_stall_against_every_request_due_during_it() {
+    let daemon = Daemon::start();
+    let addr = daemon.addr().to_string();
+    let run = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            bench(&[
+                "--addr",
+                &addr,
+                "--rate",
+                "1000",
+                "--duration",
+                "3s",
+                "--warmup",
+                "0s",
+                "--connections",
+                "2",
+                "--keys",
+                "1000",
+            ])
+        });
+        std::thread::sleep(Duration::from_millis(1200));
+        daemon.signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(600));
+        daemon.signal(libc::SIGCONT);
+        run.join().unwrap()
+    });
+    let run = report(&run);
+    assert_no_errors(&run);
+    assert!(
+        run["latency_us"]["max"].as_f64().unwrap() >= 500_000.0,
+        "the stall is missing: {run}"
+    );
+    // About 600 of 3000 requests were due during the stall, waiting 0 to 600 ms for it.
+    assert!(
+        run["latency_us"]["p99"].as_f64().unwrap() >= 200_000.0,
+        "p99 does not show the stall: {run}"
+    );
+    // They were sent late only because the window was full, and that is reported too.
+    assert!(
+        run["send_lag_us"]["max"].as_f64().unwrap() >= 400_000.0,
+        "{run}"
+    );
 }
 
 /// A `redis-server` or `memcached` process on a free loopback port, killed on drop.

@@ -145,6 +145,17 @@ pub struct Args {
     /// and latency includes the handshake. Needs --pipeline 1.
     #[arg(long)]
     pub reconnect: bool,
+
+    /// Open loop: send this many requests per second in all, each connection on a fixed
+    /// schedule of its own (connections staggered), whether or not earlier replies have
+    /// come back; latency is measured from when a request was due, not when it was sent,
+    /// so a stall that holds requests back is counted in full (no coordinated omission).
+    /// --pipeline caps the requests in flight per connection; one that is due while the
+    /// window is full waits, and its wait counts. To send on time despite the runtime's
+    /// millisecond timers, a connection spins for the last millisecond before each due
+    /// time, so the load generator uses more CPU than in a closed-loop run.
+    #[arg(long, value_name = "PER_SEC", conflicts_with_all = ["load", "reconnect"])]
+    pub rate: Option<f64>,
 }
 
 /// The environment variable the password of `--user` is read from, unless
@@ -215,6 +226,9 @@ pub struct Config {
     pub credentials: Option<Credentials>,
     /// A new connection for every request.
     pub reconnect: bool,
+    /// Open loop at this many requests per second in all (`--rate`); `None` is a closed
+    /// loop, each connection sending as soon as its window has room.
+    pub rate: Option<f64>,
 }
 
 impl Args {
@@ -257,6 +271,16 @@ impl Args {
                 "login, devices and end_all use the key without its last digit as the owner, \
                  which must be at most {MAX_OWNER_LEN} bytes: shorten --key-prefix or --id-len"
             ));
+        }
+        if let Some(rate) = self.rate {
+            // A schedule slower than one request per connection per hour is a mistake, and
+            // the interval must fit the clock's nanoseconds.
+            if !(rate.is_finite() && rate * 3600.0 >= self.connections as f64) {
+                return Err(format!(
+                    "--rate must be a number of requests per second of at least one per \
+                     connection per hour, not {rate}"
+                ));
+            }
         }
         if self.ops == Some(0) || self.load == Some(0) {
             return Err("--ops and --load must be at least 1".into());
@@ -304,6 +328,7 @@ impl Args {
             connector,
             credentials,
             reconnect: self.reconnect,
+            rate: self.rate,
         })
     }
 
@@ -409,5 +434,16 @@ mod tests {
         assert!(config(&memcached).is_err());
         assert!(config(&["--reconnect", "--pipeline", "2"]).is_err());
         assert!(config(&["--reconnect"]).unwrap().reconnect);
+    }
+
+    #[test]
+    fn rate_is_a_positive_schedule_of_the_mix() {
+        assert_eq!(config(&["--rate", "2500"]).unwrap().rate, Some(2500.0));
+        assert_eq!(config(&[]).unwrap().rate, None);
+        for bad in ["0", "-5", "NaN", "inf", "0.001"] {
+            assert!(config(&["--rate", bad]).is_err(), "--rate {bad}");
+        }
+        assert!(config(&["--rate", "100", "--load", "5"]).is_err());
+        assert!(config(&["--rate", "100", "--reconnect"]).is_err());
     }
 }

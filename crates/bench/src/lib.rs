@@ -15,6 +15,7 @@
 //! - [`connect`]: opening a connection, plain or TLS, and the target's `AUTH`.
 //! - [`nodes`]: several sessiond nodes (`--addr a,b,c`), keys placed on them as the client
 //!   places them.
+//! - [`pace`]: the open-loop schedule of `--rate`, and sending on it precisely.
 //! - [`run`]: connections, one pipelined task per connection, the warm-up and measuring
 //!   phases, progress.
 //! - [`report`]: per-connection counters and latency histograms, merged into a
@@ -28,6 +29,7 @@
 pub mod config;
 pub mod connect;
 pub mod nodes;
+pub mod pace;
 pub mod protocol;
 pub mod report;
 pub mod run;

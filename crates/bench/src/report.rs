@@ -140,7 +140,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    /// The percentiles of `h`, a histogram in nanoseconds.
+    pub fn of(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency::default();
         }
@@ -215,6 +216,10 @@ pub struct RunInfo {
     /// Connections of the measured stage opened per second, all at once: TCP connect, the
     /// TLS handshake and `AUTH` when they apply.
     pub connects_per_sec: f64,
+    /// Under `--rate`, the requests per second that were scheduled in all (`ops_per_sec`
+    /// is what was achieved); absent for a closed loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
 }
 
 /// The outcome of a run.
@@ -239,8 +244,13 @@ pub struct Report {
     pub connection_errors: u64,
     /// Error replies during warm-up or prefill, not in the other counts.
     pub unmeasured_errors: u64,
-    /// Latency of all measured requests.
+    /// Latency of all measured requests: under `--rate`, from when each was due.
     pub latency_us: Latency,
+    /// Under `--rate`, how long after its due time each measured request was sent: the load
+    /// generator's own lateness plus any wait for room in the window (a slow server). Absent
+    /// for a closed loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_lag_us: Option<Latency>,
     /// Per operation kind in the mix.
     pub by_op: BTreeMap<&'static str, OpReport>,
     /// The first few errors, as printed during the run.
@@ -359,6 +369,7 @@ impl Report {
             connection_errors: failures.connections,
             unmeasured_errors: failures.unmeasured,
             latency_us: all.as_ref().map(Latency::of).unwrap_or_default(),
+            send_lag_us: None,
             by_op,
             first_errors: failures.first,
             nodes: Vec::new(),
@@ -439,6 +450,14 @@ impl Report {
                 String::new()
             }
         );
+        if let (Some(rate), Some(lag)) = (r.rate, &self.send_lag_us) {
+            let _ = writeln!(
+                out,
+                "schedule  {rate:.0} requests/s due, latency from the due time; sent late by \
+                 p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+                lag.p50, lag.p99, lag.max
+            );
+        }
         if self.unmeasured_errors > 0 {
             let _ = writeln!(
                 out,
@@ -548,6 +567,7 @@ mod tests {
             reconnect: false,
             user: None,
             connects_per_sec: 0.0,
+            rate: None,
         };
         let report = Report::new(run, &a, 1.5, Failures::default()).unwrap();
         assert_eq!(

@@ -16,6 +16,9 @@
 //! or TLS; the same loop drives both, so their numbers compare the servers, not two
 //! drivers.
 //!
+//! Under `--rate` ([`crate::pace`]) a task sends each request when it is due instead, up to
+//! the same window, and waits for whichever comes first: a reply, or the next due time.
+//!
 //! With several nodes (`--addr a,b,c`, [`crate::nodes`]) every node gets the connections of
 //! its own, and each connection sends only the keys the client's placement puts on its
 //! node; the report adds a line per node to the aggregate.
@@ -38,8 +41,9 @@ use tokio::time::{self, Instant, MissedTickBehavior};
 use crate::config::{Config, Stop, Work};
 use crate::connect::{self, ConnectError};
 use crate::nodes::Nodes;
+use crate::pace::{Pacer, Schedule};
 use crate::protocol::{memcached_ttl_secs, Memcached, Native, Protocol, Reply, Resp, Target};
-use crate::report::{latency_histogram, Failures, NodeReport, Recorder, Report, RunInfo};
+use crate::report::{latency_histogram, Failures, Latency, NodeReport, Recorder, Report, RunInfo};
 use crate::workload::{KeySpace, Mix, OpKind, Rng};
 
 /// Bytes requested from the socket per read.
@@ -120,7 +124,13 @@ pub async fn run(config: &Config) -> Result<Report, RunError> {
     if prefilled.is_some() {
         let count = runner.keys.len();
         let stage = runner
-            .stage("prefill", Source::Sequential(count), Duration::ZERO, None)
+            .stage(
+                "prefill",
+                Source::Sequential(count),
+                Duration::ZERO,
+                None,
+                None,
+            )
             .await?;
         if !config.json {
             eprintln!(
@@ -139,7 +149,9 @@ pub async fn run(config: &Config) -> Result<Report, RunError> {
         Source::Mix { mix, .. } => mix.to_string(),
         Source::Sequential(_) => "set=1".to_string(),
     };
-    let stage = runner.stage("measure", source, warmup, duration).await?;
+    let stage = runner
+        .stage("measure", source, warmup, duration, config.rate)
+        .await?;
     let mut failures = stage.failures;
     failures.unmeasured += earlier.unmeasured;
     earlier.first.append(&mut failures.first);
@@ -175,10 +187,12 @@ pub async fn run(config: &Config) -> Result<Report, RunError> {
         reconnect: config.reconnect,
         user: config.credentials.as_ref().map(|c| c.user().to_string()),
         connects_per_sec: stage.connects_per_sec,
+        rate: config.rate,
     };
     let merging = |e| RunError::Setup(format!("merging latency histograms: {e}"));
     let mut report =
         Report::new(info, &stage.recorder, stage.elapsed_s, failures).map_err(merging)?;
+    report.send_lag_us = stage.send_lag.as_ref().map(Latency::of);
     if runner.nodes.len() > 1 {
         for (i, node) in stage.by_node.iter().enumerate() {
             let n = runner.nodes.node(i);
@@ -250,6 +264,11 @@ struct Stage {
     nodes: Nodes,
     /// Per node, the keys of a sequential stage handed out so far.
     issued_by_node: Vec<AtomicU64>,
+    /// Under `--rate`: when the schedule starts, the requests per second of all
+    /// connections together, and how many connections share them.
+    pacing: Option<(Instant, f64, usize)>,
+    /// Under `--rate`: what wakes connections at their due times.
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl Stage {
@@ -272,6 +291,8 @@ struct ConnOutcome {
     node: usize,
     recorder: Recorder,
     last_reply: Option<Instant>,
+    /// Under `--rate`: how late after their due times measured requests were sent.
+    send_lag: Option<Histogram<u64>>,
     /// Why the connection ended early, if it did.
     failure: Option<String>,
 }
@@ -287,6 +308,8 @@ struct StageResult {
     connects_per_sec: f64,
     /// The same, node by node.
     by_node: Vec<NodeResult>,
+    /// Under `--rate`: how late after their due times measured requests were sent.
+    send_lag: Option<Histogram<u64>>,
 }
 
 /// What one node's connections measured.
@@ -312,6 +335,7 @@ impl Runner<'_> {
         source: Source,
         warmup: Duration,
         duration: Option<Duration>,
+        rate: Option<f64>,
     ) -> Result<StageResult, RunError> {
         let config = self.config;
         // Every connection is open before any request is sent, so connection setup is
@@ -337,6 +361,10 @@ impl Runner<'_> {
         let connects_per_sec = streams.len() as f64 / opening.elapsed().as_secs_f64().max(1e-9);
 
         let kinds = source.kinds();
+        // The schedule starts a moment after the tasks are spawned, so that the first due
+        // requests do not find some tasks not yet running.
+        let started = Instant::now();
+        let schedule_start = started + Duration::from_millis(1);
         let stage = Arc::new(Stage {
             source,
             keys: self.keys.clone(),
@@ -352,10 +380,16 @@ impl Runner<'_> {
             reopen: config.reconnect.then(|| config.clone()),
             nodes: self.nodes.clone(),
             issued_by_node: (0..self.nodes.len()).map(|_| AtomicU64::new(0)).collect(),
+            pacing: rate.map(|rate| (schedule_start, rate, streams.len())),
+            pacer: rate.map(|_| Pacer::new(schedule_start, streams.len())),
         });
-        let started = Instant::now();
+        let pacer = stage.pacer.clone().map(|pacer| tokio::spawn(pacer.run()));
         if warmup.is_zero() {
-            let _ = stage.measure_start.set(started);
+            let _ = stage.measure_start.set(if rate.is_some() {
+                schedule_start
+            } else {
+                started
+            });
         }
 
         let mut tasks = JoinSet::new();
@@ -377,6 +411,10 @@ impl Runner<'_> {
             .progress
             .then(|| Progress::new(label, std::io::stderr().is_terminal(), started));
         let outcomes = coordinate(&stage, tasks, warmup, duration, progress).await;
+        if let (Some(pacer), Some(running)) = (&stage.pacer, pacer) {
+            pacer.stop();
+            let _ = running.await;
+        }
 
         let merging = |e| RunError::Setup(format!("merging latency histograms: {e}"));
         let mut recorder = Recorder::new(kinds.iter().copied(), &self.histogram);
@@ -391,8 +429,14 @@ impl Runner<'_> {
             .collect();
         let mut last_reply: Option<Instant> = None;
         let mut failures = Failures::default();
+        let mut send_lag: Option<Histogram<u64>> = None;
         for outcome in outcomes {
             recorder.merge(&outcome.recorder).map_err(merging)?;
+            match (&mut send_lag, &outcome.send_lag) {
+                (Some(all), Some(lag)) => all.add(lag).map_err(merging)?,
+                (all @ None, Some(lag)) => *all = Some(lag.clone()),
+                (_, None) => {}
+            }
             last_reply = last_reply.max(outcome.last_reply);
             let node = &mut by_node[outcome.node];
             node.0.merge(&outcome.recorder).map_err(merging)?;
@@ -430,6 +474,7 @@ impl Runner<'_> {
             op_errors,
             connects_per_sec,
             by_node,
+            send_lag,
         })
     }
 }
@@ -443,9 +488,16 @@ impl Runner<'_> {
         (n, node, stream): (usize, usize, Stream),
         proto: P,
     ) {
+        let schedule = stage.pacing.map(|(start, rate, connections)| {
+            (
+                Schedule::new(start, rate, n, connections),
+                self.histogram.clone(),
+            )
+        });
         let driver = Driver {
             proto,
             stream,
+            schedule,
             stage: stage.clone(),
             rng: Rng::new(self.config.seed, n as u64),
             conn: n,
@@ -490,6 +542,7 @@ async fn coordinate(
                     node: 0,
                     recorder: Recorder::empty(),
                     last_reply: None,
+                    send_lag: None,
                     failure: Some(format!("connection task failed: {e}")),
                 }),
             },
@@ -525,6 +578,7 @@ async fn coordinate(
             node: 0,
             recorder: Recorder::empty(),
             last_reply: None,
+            send_lag: None,
             failure: Some(format!(
                 "no reply from the server for {}s; connection given up",
                 STALL_TIMEOUT.as_secs()
@@ -599,6 +653,9 @@ struct Pending {
 struct Driver<P> {
     proto: P,
     stream: Stream,
+    /// Under `--rate`: when this connection's requests are due, and how late after that
+    /// the measured ones were sent.
+    schedule: Option<(Schedule, Histogram<u64>)>,
     stage: Arc<Stage>,
     rng: Rng,
     conn: usize,
@@ -615,6 +672,7 @@ impl<P: Protocol> Driver<P> {
             node: self.node,
             recorder: self.recorder,
             last_reply: self.last_reply,
+            send_lag: self.schedule.map(|(_, lag)| lag),
             failure: failure.map(|f| format!("connection {}: {f}", self.conn)),
         }
     }
@@ -682,27 +740,61 @@ impl<P: Protocol> Driver<P> {
                     read_buf.clear();
                 }
                 while in_flight.len() < depth {
+                    // Open loop: only what is due, timed from when it was due.
+                    let sent = match &mut self.schedule {
+                        None => now,
+                        Some((schedule, _)) if schedule.due() > now => break,
+                        Some((schedule, _)) => {
+                            let due = schedule.due();
+                            schedule.advance();
+                            due
+                        }
+                    };
                     let Some((kind, key, measured)) = self.next_op() else {
                         exhausted = true;
                         break;
                     };
+                    if let (Some((_, lag)), true) = (&mut self.schedule, measured) {
+                        let late = now.saturating_duration_since(sent).as_nanos() as u64;
+                        lag.saturating_record(late.max(1));
+                    }
                     self.proto
                         .encode(kind, &self.stage.keys.key(key), &mut write_buf);
                     in_flight.push_back(Pending {
                         kind,
-                        sent: now,
+                        sent,
                         measured,
                     });
                 }
             }
-            if in_flight.is_empty() {
+            // Under `--rate`, the next due time while the window has room for it.
+            let next_due = match &self.schedule {
+                Some((schedule, _)) if !exhausted && in_flight.len() < depth => {
+                    Some(schedule.due())
+                }
+                _ => None,
+            };
+            if in_flight.is_empty() && next_due.is_none() {
                 return Ok(());
             }
 
             if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
                 read_buf.reserve(READ_CHUNK);
             }
-            if exchange(&mut self.stream, &mut write_buf, &mut read_buf).await? == 0 {
+            let exchanged = exchange(&mut self.stream, &mut write_buf, &mut read_buf);
+            let read = match next_due {
+                None => exchanged.await?,
+                // Dropping the exchange when the due time comes first loses nothing: what it
+                // wrote or read has already been taken off or added to the buffers.
+                Some(due) => {
+                    let pacer = self.stage.pacer.as_ref().ok_or("--rate without a pacer")?;
+                    tokio::select! {
+                        read = exchanged => read?,
+                        () = pacer.until(self.conn, due) => continue,
+                    }
+                }
+            };
+            if read == 0 {
                 return Err(format!(
                     "the server closed the connection with {} requests unanswered",
                     in_flight.len()
