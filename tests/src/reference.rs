@@ -47,11 +47,16 @@ pub enum RespServer {
 /// servers' terms.
 #[derive(Debug, Clone, Default)]
 pub struct ServerSettings {
-    /// Lines of `sessiond.toml`.
+    /// Lines of `sessiond.toml`, before an `[aof]` table made from the fields below (so
+    /// they must not hold one).
     pub sessiond_config: String,
     /// Whether every acknowledged write must first reach the disk: sessiond's
     /// `aof.fsync = "always"`, redis-server's `appendfsync always`.
     pub fsync_always: bool,
+    /// Rewrite (compact) the append-only file once it reaches this size: sessiond's
+    /// `aof.rewrite_min_bytes`, redis-server's `auto-aof-rewrite-min-size`. Small values make
+    /// rewrites frequent, so that a crash test also kills the server in the middle of one.
+    pub rewrite_min_bytes: Option<u64>,
     /// A user with this name and password and the application's rights: sessiond's `app`
     /// role, redis-server's ACL user with every command on every key.
     pub app_user: Option<(String, String)>,
@@ -65,8 +70,12 @@ impl RespServer {
             return RespServer::Redis(RedisServer::start(settings, data_dir));
         }
         let mut config = settings.sessiond_config.clone();
+        config.push_str("\n[aof]\n");
         if settings.fsync_always {
-            config.push_str("\n[aof]\nfsync = \"always\"\n");
+            config.push_str("fsync = \"always\"\n");
+        }
+        if let Some(bytes) = settings.rewrite_min_bytes {
+            config.push_str(&format!("rewrite_min_bytes = {bytes}\n"));
         }
         if let Some((name, password)) = &settings.app_user {
             // Beside the data directory, which the daemon creates itself.
@@ -171,6 +180,10 @@ impl RedisServer {
         .iter()
         .map(|a| a.to_string())
         .collect();
+        if let Some(bytes) = settings.rewrite_min_bytes {
+            args.push("--auto-aof-rewrite-min-size".to_string());
+            args.push(bytes.to_string());
+        }
         if let Some((name, password)) = &settings.app_user {
             let user = [name, "on", &format!(">{password}"), "~*", "&*", "+@all"];
             args.push("--user".to_string());

@@ -18,6 +18,9 @@
 //! - Whole: for a transaction whose value is on any key after the restart (so it was
 //!   applied, acknowledged or not), the same holds for every one of its keys.
 //!
+//! A small `aof.rewrite_min_bytes` makes the server compact its file every few hundred
+//! transactions, so kills also land in the middle of rewrites.
+//!
 //! With `SESSIOND_TESTS_REFERENCE=redis-server` the same test runs against redis-server
 //! (`appendfsync always`).
 
@@ -34,7 +37,10 @@ use tokio::net::TcpStream;
 
 const CYCLES: usize = 4;
 const KEYS: usize = 8;
-const CONNECTIONS: usize = 4;
+const CONNECTIONS: usize = 8;
+/// Small, so that the append-only file is rewritten every few hundred transactions and kills
+/// also land in the middle of a rewrite.
+const REWRITE_MIN_BYTES: u64 = 32 * 1024;
 /// Each cycle's kill comes after a random delay in this range (milliseconds).
 const RUN_MS: (u64, u64) = (100, 700);
 /// How long the workers may take to notice the kill and return their logs.
@@ -217,6 +223,7 @@ async fn a_crash_leaves_every_transaction_whole_or_absent() {
     let data = tempfile::tempdir().expect("temporary directory");
     let settings = ServerSettings {
         fsync_always: true,
+        rewrite_min_bytes: Some(REWRITE_MIN_BYTES),
         ..ServerSettings::default()
     };
     let mut server = RespServer::start(&settings, &data.path().join("data"));
