@@ -17,14 +17,15 @@
 //! ```
 //!
 //! ```text
-//! sessiond-example-app [--listen ADDR] [--sessiond ADDR] [--secret-key KEY]
+//! sessiond-example-app [--listen ADDR] [--sessiond ADDR | --sessiond-nodes NAME=ADDR,...]
+//!                      [--secret-key KEY]
 //!                      [--sessiond-user NAME [--sessiond-password-file FILE]]
 //!                      [--sessiond-tls-ca FILE [--sessiond-tls-cert FILE --sessiond-tls-key FILE]
 //!                       [--sessiond-tls-server-name NAME]]
 //! ```
 //!
 //! Every option falls back to an environment variable (`EXAMPLE_APP_LISTEN`,
-//! `SESSIOND_ADDR`, `SESSION_SECRET_KEY`, `SESSIOND_USER`, `SESSIOND_PASSWORD_FILE`,
+//! `SESSIOND_ADDR`, `SESSIOND_NODES`, `SESSION_SECRET_KEY`, `SESSIOND_USER`, `SESSIOND_PASSWORD_FILE`,
 //! `SESSIOND_TLS_CA`, ...); the password of `SESSIOND_USER` is read from
 //! `SESSIOND_PASSWORD_FILE` (a compose or Kubernetes secret) or else from
 //! `SESSIOND_PASSWORD`, never from an argument. A CA turns TLS on. Once it accepts
@@ -49,7 +50,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 
-use sessiond_client::{Client, Credentials, SessionConfig, Sessions, TlsOptions};
+use sessiond_client::{discovery, Client, Credentials, SessionConfig, Sessions, TlsOptions};
 use tokio::net::TcpListener;
 
 /// Flask-Session's documentation example, with its sessions in sessiond.
@@ -62,6 +63,18 @@ struct Args {
     /// The sessiond server (HOST:PORT).
     #[arg(long, env = "SESSIOND_ADDR", default_value = "127.0.0.1:7878")]
     sessiond: String,
+    /// Many sessiond nodes instead of one, `NAME=HOST:PORT,...` (docs/SCALING.md): each
+    /// session lives on the node its key is placed on. Overrides --sessiond.
+    #[arg(long, env = "SESSIOND_NODES")]
+    sessiond_nodes: Option<String>,
+    /// With --sessiond-nodes: the node list before the last change, while
+    /// `sessiond-cli rebalance` moves sessions (the migration window).
+    #[arg(long, env = "SESSIOND_PREVIOUS_NODES", requires = "sessiond_nodes")]
+    sessiond_previous_nodes: Option<String>,
+    /// With --sessiond-nodes: the secret routing tags of users are made with; the same on
+    /// every instance.
+    #[arg(long, env = "SESSIOND_ROUTING_SECRET", hide_env_values = true)]
+    sessiond_routing_secret: Option<String>,
     /// Sign session cookies with HMAC-SHA256 under this key (at least 32 bytes), like
     /// Flask-Session's SESSION_USE_SIGNER. Every instance sharing sessions needs the same key.
     #[arg(long, env = "SESSION_SECRET_KEY", hide_env_values = true)]
@@ -90,7 +103,16 @@ struct Args {
 impl Args {
     /// The sessiond client these arguments describe (lazy: see `main`).
     fn client(&self) -> anyhow::Result<Client> {
-        let mut builder = Client::builder(&self.sessiond);
+        let mut builder = match &self.sessiond_nodes {
+            Some(nodes) => Client::cluster(discovery::parse_nodes(nodes)?),
+            None => Client::builder(&self.sessiond),
+        };
+        if let Some(previous) = &self.sessiond_previous_nodes {
+            builder = builder.previous_topology(discovery::parse_nodes(previous)?);
+        }
+        if let Some(secret) = &self.sessiond_routing_secret {
+            builder = builder.owner_tag_key(secret.as_bytes());
+        }
         if let Some(user) = &self.sessiond_user {
             let credentials = Credentials::from_file_or_env(
                 user,

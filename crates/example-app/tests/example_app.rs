@@ -40,6 +40,7 @@ impl ExampleApp {
             .env_remove("SESSIOND_PASSWORD")
             .env_remove("SESSIOND_PASSWORD_FILE")
             .env_remove("SESSIOND_TLS_CA")
+            .env_remove("SESSIOND_NODES")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -317,4 +318,56 @@ async fn logout_everywhere_from_one_replica_logs_out_every_browser_on_both() {
         get(&bob, replicas[0].url("/get")).await,
         (200, "Username: bob".into())
     );
+}
+
+#[tokio::test]
+async fn with_two_nodes_users_spread_over_both_and_a_dead_node_is_a_503_for_its_users_only() {
+    let mut daemons = [Daemon::start(), Daemon::start()];
+    let nodes = format!("a={},b={}", daemons[0].addr(), daemons[1].addr());
+    // The node list goes in as an environment value (the helper takes paths).
+    let nodes = std::path::PathBuf::from(nodes);
+    let app = ExampleApp::start_with_env("127.0.0.1:1", None, &[("SESSIOND_NODES", &nodes)]);
+
+    let mut browsers = Vec::new();
+    for i in 0..12 {
+        let jar = browser();
+        let user = format!("user{i}");
+        assert_eq!(
+            get(&jar, app.url(&format!("/login/{user}"))).await,
+            (200, format!("Logged in as {user}"))
+        );
+        assert_eq!(get(&jar, app.url("/devices")).await.0, 200);
+        browsers.push((jar, user));
+    }
+    let on_a: u64 = daemons[0]
+        .stats()
+        .await
+        .get("entries")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let on_b: u64 = daemons[1]
+        .stats()
+        .await
+        .get("entries")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(on_a + on_b, 12);
+    assert!(on_a > 0 && on_b > 0, "{on_a} and {on_b}");
+
+    // Node b stops: its users get 503, node a's keep being served.
+    daemons[1].kill9();
+    let (mut served, mut unavailable) = (0, 0);
+    for (jar, user) in &browsers {
+        match get(jar, app.url("/get")).await {
+            (200, body) => {
+                assert_eq!(body, format!("Username: {user}"));
+                served += 1;
+            }
+            (503, _) => unavailable += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((served, unavailable), (on_a, on_b));
 }
