@@ -379,6 +379,7 @@ impl Cluster {
         new_key: &[u8],
         if_version: Option<u64>,
         bind: &SessionOptions,
+        lifetime: Option<Duration>,
     ) -> Result<SessionWrite, Error> {
         let source = self.homes_of_key(old_key);
         let target = self.homes_of_key(new_key).new;
@@ -388,7 +389,11 @@ impl Cluster {
                 from.run(|c| async move { c.rotate(old_key, new_key, if_version, bind).await })
                     .await
             } else {
-                self.move_between(from, target, old_key, new_key, if_version, bind)
+                let copy = match lifetime {
+                    Some(lifetime) => bind.clone().absolute_lifetime(lifetime),
+                    None => bind.clone(),
+                };
+                self.move_between(from, target, old_key, new_key, if_version, &copy)
                     .await
             };
             if !matches!(result, Err(Error::NotFound)) {
@@ -405,7 +410,8 @@ impl Cluster {
     ///
     /// Unlike a one-node `ROTATE`, this cannot carry the creation time or the absolute
     /// deadline (`GET` does not return them): the moved session counts its age from the
-    /// move, and keeps no absolute deadline unless `bind` gives it one.
+    /// move, and has the absolute lifetime `bind` gives it (the session layer's configured
+    /// one, from the move), if any.
     async fn move_between(
         &self,
         from: &Member,

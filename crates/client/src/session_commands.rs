@@ -195,12 +195,30 @@ impl Client {
     ///
     /// Declined with [`Error::NotFound`] (no session at `old`), [`Error::VersionMismatch`],
     /// [`Error::Exists`] (`new` is taken: pick another id) or [`Error::OwnerLimitReached`].
+    ///
+    /// A multi-node client whose keys `old` and `new` live on different nodes moves the
+    /// session itself (create-only at the new node, then a delete at the version read): the
+    /// copy cannot keep the creation time or absolute deadline, which `GET` does not return.
     pub async fn rotate(
         &self,
         old: impl AsRef<[u8]>,
         new: impl AsRef<[u8]>,
         if_version: Option<u64>,
         bind: &SessionOptions,
+    ) -> Result<SessionWrite, Error> {
+        self.rotate_across(old.as_ref(), new.as_ref(), if_version, bind, None)
+            .await
+    }
+
+    /// [`Client::rotate`], giving a session that moves between nodes the absolute
+    /// `lifetime` (from the move) that it would otherwise lose.
+    pub(crate) async fn rotate_across(
+        &self,
+        old: &[u8],
+        new: &[u8],
+        if_version: Option<u64>,
+        bind: &SessionOptions,
+        lifetime: Option<Duration>,
     ) -> Result<SessionWrite, Error> {
         if bind.absolute_lifetime.is_some() {
             return Err(Error::InvalidArgument(
@@ -209,12 +227,11 @@ impl Client {
         }
         if let Some(cluster) = self.cluster_inner() {
             bind.checked_owner()?;
-            let (old, new) = (old.as_ref(), new.as_ref());
-            return Box::pin(cluster.rotate(old, new, if_version, bind)).await;
+            return Box::pin(cluster.rotate(old, new, if_version, bind, lifetime)).await;
         }
         let request = Rotate {
-            old_key: checked_key(old.as_ref())?,
-            new_key: checked_key(new.as_ref())?,
+            old_key: checked_key(old)?,
+            new_key: checked_key(new)?,
             if_version,
             bind: bind.checked_owner()?.map(|owner| Bind {
                 owner,

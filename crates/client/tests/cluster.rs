@@ -261,6 +261,27 @@ async fn a_login_moves_the_session_to_its_owners_node_and_kills_the_old_id() {
     }
     assert!(moved > 5, "only {moved} logins crossed nodes");
 
+    // With an absolute lifetime configured, a login that crosses nodes keeps one: counted
+    // from the login, since the copy cannot carry the old deadline.
+    let config = SessionConfig::default().absolute_lifetime(Duration::from_secs(3600));
+    let bounded = Sessions::new(client.clone(), config).unwrap();
+    let mut crossed = 0;
+    for i in 0..20 {
+        let user = format!("bounded-{i}");
+        let before = anonymous(&bounded, i).await;
+        let mut session = bounded.load([before.cookie.as_str()]).await.unwrap();
+        let after = cookie_header(&bounded.login(&mut session, &user).await.unwrap());
+        crossed += usize::from(
+            node_of(&client, &bounded, &before.cookie) != node_of(&client, &bounded, &after),
+        );
+        let devices = bounded.sessions_of(&user).await.unwrap();
+        assert!(
+            devices[0].absolute_deadline.is_some(),
+            "{user} lost its deadline"
+        );
+    }
+    assert!(crossed > 0);
+
     // Every key is on exactly one node: the three nodes' key counts add up.
     let mut keys = HashSet::new();
     for (node, node_client) in client.nodes() {
@@ -272,7 +293,7 @@ async fn a_login_moves_the_session_to_its_owners_node_and_kills_the_old_id() {
         keys.insert((node.name().to_string(), count));
     }
     let total: u64 = keys.iter().map(|(_, c)| c).sum();
-    assert_eq!(total, 20, "{keys:?}");
+    assert_eq!(total, 40, "{keys:?}");
 }
 
 /// `[[node]]` tables for `sessiond-cli rebalance`.

@@ -151,8 +151,15 @@ impl Backend {
         owner: Option<&str>,
     ) -> Result<(I, u64), SessionError> {
         let (old, bind) = (&self.key(old), &self.options(owner, false));
+        // Only used when the new id lives on another node than the old (a login on a
+        // multi-node client): such a move cannot keep the deadline, so it gets a fresh one.
+        let lifetime = self.absolute_lifetime;
         fresh_id(self, new_id, |key| async move {
-            let written = self.client.rotate(old, key, Some(expected), bind).await;
+            let (old, new) = (old.as_bytes(), key.as_bytes());
+            let written = self
+                .client
+                .rotate_across(old, new, Some(expected), bind, lifetime)
+                .await;
             written.map(|w| w.version)
         })
         .await
