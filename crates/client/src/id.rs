@@ -9,7 +9,7 @@
 //!
 //! The id of a session bound to an owner carries the owner's routing tag in front:
 //! `TTTTTTTT.RRRR…` (8 tag characters, a dot, the 43 random ones; 52 in all). The tag is
-//! an HMAC of the owner ([`owner_tag`]), never the owner, and is what placement hashes
+//! an HMAC of the owner ([`Client::owner_tag`](crate::Client::owner_tag)), never the owner, and is what placement hashes
 //! ([`crate::placement::routing_key`]), so all of an owner's sessions live on one node and
 //! listing or ending them stays one atomic request there. The tag adds no secrecy and
 //! takes none away: the 256 random bits are the secret. Ids without a tag (every id made
@@ -62,8 +62,9 @@ impl SessionId {
         Ok(SessionId(URL_SAFE_NO_PAD.encode(bytes)))
     }
 
-    /// A new id from the OS CSPRNG behind routing tag `tag` (from [`owner_tag`] or
-    /// [`SessionId::tag`]). `None` if `tag` is not [`TAG_LEN`] URL-safe base64 characters.
+    /// A new id from the OS CSPRNG behind routing tag `tag` (from
+    /// [`Client::owner_tag`](crate::Client::owner_tag) or [`SessionId::tag`]). `None` if
+    /// `tag` is not [`TAG_LEN`] URL-safe base64 characters.
     pub fn generate_tagged(tag: &str) -> Result<Option<SessionId>, RandomError> {
         if tag.len() != TAG_LEN || !tag.bytes().all(is_base64url) {
             return Ok(None);

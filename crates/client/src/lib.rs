@@ -10,6 +10,9 @@
 //!    pipelined and matched to responses by their opaque id), optionally a small pool of
 //!    them; connections are reopened after the server restarts, with a backoff; every
 //!    request has a timeout. Nothing panics on anything the server sends.
+//!    [`Client::cluster`] spreads keys over many servers instead (docs/SCALING.md): each
+//!    key on the node that [`placement`] names, a node that is down failing only its own
+//!    keys, at once ([`Error::Unavailable`]).
 //! 2. [`Sessions`]: server-side web sessions, what Flask-Session gives a Flask app: 256-bit
 //!    ids, a key prefix, cookie settings, optional signing, MessagePack data, and saves that
 //!    detect concurrent updates instead of overwriting them; logins that bind the session to
@@ -31,6 +34,10 @@
 //! it, [`TlsOptions`] (`tls.rs`) how the server is verified, [`Error`] (`error.rs`) what can
 //! go wrong; [`session`] the session
 //! layer, [`SessionId`] (`id.rs`) and [`Signer`] (`signer.rs`) its ids and cookie signing.
+//! For many servers: [`placement`] decides which node holds a key (rendezvous hashing on
+//! node names, routing tags in session ids), `cluster.rs` is the multi-node client with a
+//! circuit breaker per node, [`discovery`] reads node lists, and [`migration`] moves
+//! sessions after a topology change (`sessiond-cli rebalance`).
 //!
 //! ```no_run
 //! use std::time::Duration;
