@@ -83,11 +83,10 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-/// Whether an `EXEC` reply says that a watched key changed: null. Redis sends the RESP2 null
-/// array `*-1`; sessiond sends the null bulk string `$-1` (documented in docs/RESP.md,
-/// "Transactions"), which clients read as the same nil.
+/// Whether an `EXEC` reply says that a watched key changed: null, which is the null array
+/// `*-1` in RESP2 (not the null bulk string `$-1`), as Redis sends it.
 fn aborted(exec: &Value) -> bool {
-    matches!(exec, Value::NullArray | Value::NullBulk | Value::Null)
+    matches!(exec, Value::NullArray | Value::Null)
 }
 
 fn expect_ok(value: &Value, what: &str) {
