@@ -325,7 +325,20 @@ impl Client {
     pub async fn limits(&self) -> Result<Limits, Error> {
         match &self.inner {
             Inner::Node(pool) => pool.pick().limits().await,
-            Inner::Cluster(cluster) => Box::pin(cluster.limits()).await,
+            Inner::Cluster(cluster) => cluster.limits().await,
+        }
+    }
+
+    // The `node_*` methods below are the single-server bodies of the public commands. The
+    // multi-node client calls them on its per-node clients, never the public methods: a
+    // public method may hand the request to the cluster, and a cluster future that
+    // contained a public method's future would contain itself.
+
+    /// [`Client::limits`] of a single-server client.
+    pub(crate) async fn node_limits(&self) -> Result<Limits, Error> {
+        match &self.inner {
+            Inner::Node(pool) => pool.pick().limits().await,
+            Inner::Cluster(_) => Err(not_a_node()),
         }
     }
 
@@ -346,9 +359,13 @@ impl Client {
 
     /// `PING`: checks that the server answers (for many nodes, every node).
     pub async fn ping(&self) -> Result<(), Error> {
-        if let Some(cluster) = self.cluster_inner() {
-            return Box::pin(cluster.ping()).await;
+        match self.cluster_inner() {
+            Some(cluster) => cluster.ping().await,
+            None => self.node_ping().await,
         }
+    }
+
+    pub(crate) async fn node_ping(&self) -> Result<(), Error> {
         let payload = Bytes::from_static(b"sessiond-client");
         let reply = self
             .call(Request::Ping(Ping {
@@ -384,10 +401,17 @@ impl Client {
         key: &[u8],
         touch_ttl_ms: Option<u64>,
     ) -> Result<Option<Entry>, Error> {
-        if let Some(cluster) = self.cluster_inner() {
-            let touch = touch_ttl_ms.map(Duration::from_millis);
-            return Box::pin(cluster.get_with(key, touch)).await;
+        match self.cluster_inner() {
+            Some(cluster) => cluster.get_with(key, touch_ttl_ms).await,
+            None => self.node_get_with(key, touch_ttl_ms).await,
         }
+    }
+
+    pub(crate) async fn node_get_with(
+        &self,
+        key: &[u8],
+        touch_ttl_ms: Option<u64>,
+    ) -> Result<Option<Entry>, Error> {
         let reply = self
             .call(Request::Get(Get {
                 key: checked_key(key)?,
@@ -429,15 +453,27 @@ impl Client {
         ttl: Duration,
         mode: SetMode,
     ) -> Result<u64, Error> {
-        if let Some(cluster) = self.cluster_inner() {
-            let (key, value) = (key.as_ref(), value.as_ref());
-            let written = Box::pin(cluster.set(key, value, ttl, mode, None)).await?;
-            return Ok(written.version);
+        let (key, value) = (key.as_ref(), value.as_ref());
+        match self.cluster_inner() {
+            Some(cluster) => {
+                let written = cluster.set(key, value, ttl, mode, None).await?;
+                Ok(written.version)
+            }
+            None => self.node_set(key, value, ttl, mode).await,
         }
+    }
+
+    pub(crate) async fn node_set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Duration,
+        mode: SetMode,
+    ) -> Result<u64, Error> {
         let reply = self
             .call(Request::Set(Set {
-                key: checked_key(key.as_ref())?,
-                value: checked_value(value.as_ref(), 0)?,
+                key: checked_key(key)?,
+                value: checked_value(value, 0)?,
                 ttl_ms: ttl_ms(ttl)?,
                 mode,
             }))
@@ -453,12 +489,16 @@ impl Client {
     /// `TOUCH`: resets the TTL of `key` to `ttl`, keeping its value and version, and returns
     /// the version. [`Error::NotFound`] if the key does not exist.
     pub async fn touch(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<u64, Error> {
-        if let Some(cluster) = self.cluster_inner() {
-            return Box::pin(cluster.touch(key.as_ref(), ttl)).await;
+        match self.cluster_inner() {
+            Some(cluster) => cluster.touch(key.as_ref(), ttl).await,
+            None => self.node_touch(key.as_ref(), ttl).await,
         }
+    }
+
+    pub(crate) async fn node_touch(&self, key: &[u8], ttl: Duration) -> Result<u64, Error> {
         let reply = self
             .call(Request::Touch(Touch {
-                key: checked_key(key.as_ref())?,
+                key: checked_key(key)?,
                 ttl_ms: ttl_ms(ttl)?,
             }))
             .await?;
@@ -470,10 +510,14 @@ impl Client {
 
     /// `DEL`: removes `key`; `true` if it existed.
     pub async fn del(&self, key: impl AsRef<[u8]>) -> Result<bool, Error> {
-        if let Some(cluster) = self.cluster_inner() {
-            return Box::pin(cluster.del(key.as_ref())).await;
+        match self.cluster_inner() {
+            Some(cluster) => cluster.del(key.as_ref()).await,
+            None => self.node_del(key.as_ref()).await,
         }
-        match self.del_with(key.as_ref(), None).await? {
+    }
+
+    pub(crate) async fn node_del(&self, key: &[u8]) -> Result<bool, Error> {
+        match self.del_with(key, None).await? {
             DelOutcome::Deleted => Ok(true),
             DelOutcome::NotFound => Ok(false),
             DelOutcome::VersionMismatch { current } => Err(Error::Protocol(format!(
@@ -485,10 +529,14 @@ impl Client {
     /// `DEL` with `IF_VERSION`: removes `key` only if its version is `version`.
     /// [`Error::VersionMismatch`] if it has another, [`Error::NotFound`] if it is absent.
     pub async fn del_if_version(&self, key: impl AsRef<[u8]>, version: u64) -> Result<(), Error> {
-        if let Some(cluster) = self.cluster_inner() {
-            return Box::pin(cluster.del_if_version(key.as_ref(), version)).await;
+        match self.cluster_inner() {
+            Some(cluster) => cluster.del_if_version(key.as_ref(), version).await,
+            None => self.node_del_if_version(key.as_ref(), version).await,
         }
-        match self.del_with(key.as_ref(), Some(version)).await? {
+    }
+
+    pub(crate) async fn node_del_if_version(&self, key: &[u8], version: u64) -> Result<(), Error> {
+        match self.del_with(key, Some(version)).await? {
             DelOutcome::Deleted => Ok(()),
             DelOutcome::NotFound => Err(Error::NotFound),
             DelOutcome::VersionMismatch { current } => Err(Error::VersionMismatch { current }),
@@ -544,6 +592,12 @@ impl Client {
         let reply = self.call(Request::Slowlog(request)).await?;
         Ok(SlowlogReply::from_frame(&reply, &request)?)
     }
+}
+
+/// What a `node_*` method answers on a multi-node client: a bug in this crate, never
+/// reached by the public API.
+fn not_a_node() -> Error {
+    Error::InvalidArgument("a per-node request was sent to a multi-node client".into())
 }
 
 /// The key as frame bytes. Only what the frame cannot carry is refused here; the server

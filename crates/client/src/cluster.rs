@@ -231,7 +231,7 @@ impl Cluster {
         let mut last = None;
         for &i in &self.current_members {
             match self.members[i]
-                .run(|c| async move { c.limits().await })
+                .run(|c| async move { c.node_limits().await })
                 .await
             {
                 Ok(limits) => return Ok(limits),
@@ -245,7 +245,7 @@ impl Cluster {
     pub(crate) async fn ping(&self) -> Result<(), Error> {
         for &i in &self.current_members {
             self.members[i]
-                .run(|c| async move { c.ping().await })
+                .run(|c| async move { c.node_ping().await })
                 .await?;
         }
         Ok(())
@@ -254,17 +254,11 @@ impl Cluster {
     pub(crate) async fn get_with(
         &self,
         key: &[u8],
-        touch: Option<Duration>,
+        touch_ttl_ms: Option<u64>,
     ) -> Result<Option<Entry>, Error> {
         let homes = self.homes_of_key(key);
-        let read = on_member(|m| {
-            m.run(|c| async move {
-                match touch {
-                    Some(ttl) => c.get_and_touch(key, ttl).await,
-                    None => c.get(key).await,
-                }
-            })
-        });
+        let read =
+            on_member(|m| m.run(|c| async move { c.node_get_with(key, touch_ttl_ms).await }));
         if let Some(old) = homes.old {
             if let Some(entry) = read(old).await? {
                 return Ok(Some(entry));
@@ -285,9 +279,9 @@ impl Cluster {
         let write = on_member(|m| {
             m.run(|c| async move {
                 match options {
-                    Some(options) => c.set_session(key, value, ttl, mode, options).await,
+                    Some(options) => c.node_set_session(key, value, ttl, mode, options).await,
                     None => c
-                        .set(key, value, ttl, mode)
+                        .node_set(key, value, ttl, mode)
                         .await
                         .map(|version| SessionWrite { version, ended: 0 }),
                 }
@@ -298,7 +292,7 @@ impl Cluster {
         };
         if mode == SetMode::CreateOnly {
             if old
-                .run(|c| async move { c.get(key).await })
+                .run(|c| async move { c.node_get_with(key, None).await })
                 .await?
                 .is_some()
             {
@@ -314,13 +308,13 @@ impl Cluster {
 
     pub(crate) async fn touch(&self, key: &[u8], ttl: Duration) -> Result<u64, Error> {
         let homes = self.homes_of_key(key);
-        let touch = on_member(|m| m.run(|c| async move { c.touch(key, ttl).await }));
+        let touch = on_member(|m| m.run(|c| async move { c.node_touch(key, ttl).await }));
         old_then_new(homes, touch).await
     }
 
     pub(crate) async fn del(&self, key: &[u8]) -> Result<bool, Error> {
         let homes = self.homes_of_key(key);
-        let del = on_member(|m| m.run(|c| async move { c.del(key).await }));
+        let del = on_member(|m| m.run(|c| async move { c.node_del(key).await }));
         let mut existed = false;
         if let Some(old) = homes.old {
             existed |= del(old).await?;
@@ -330,13 +324,14 @@ impl Cluster {
 
     pub(crate) async fn del_if_version(&self, key: &[u8], version: u64) -> Result<(), Error> {
         let homes = self.homes_of_key(key);
-        let del = on_member(|m| m.run(|c| async move { c.del_if_version(key, version).await }));
+        let del =
+            on_member(|m| m.run(|c| async move { c.node_del_if_version(key, version).await }));
         old_then_new(homes, del).await
     }
 
     pub(crate) async fn sessions_of(&self, owner: &[u8], tag: &str) -> Result<SessionList, Error> {
         let homes = self.homes(tag.as_bytes());
-        let list = on_member(|m| m.run(|c| async move { c.sessions_of(owner).await }));
+        let list = on_member(|m| m.run(|c| async move { c.node_sessions_of(owner).await }));
         let mut merged = list(homes.new).await?;
         if let Some(old) = homes.old {
             let more = list(old).await?;
@@ -363,7 +358,7 @@ impl Cluster {
         except: Option<&[u8]>,
     ) -> Result<u64, Error> {
         let homes = self.homes(tag.as_bytes());
-        let end = on_member(|m| m.run(|c| async move { c.end_all(owner, except).await }));
+        let end = on_member(|m| m.run(|c| async move { c.node_end_all(owner, except).await }));
         let mut ended = end(homes.new).await?;
         if let Some(old) = homes.old {
             ended += end(old).await?;
@@ -386,7 +381,7 @@ impl Cluster {
         let mut result = Err(Error::NotFound);
         for from in source.old.into_iter().chain([source.new]) {
             result = if from.node.name() == target.node.name() {
-                from.run(|c| async move { c.rotate(old_key, new_key, if_version, bind).await })
+                from.run(|c| async move { c.node_rotate(old_key, new_key, if_version, bind).await })
                     .await
             } else {
                 let copy = match lifetime {
@@ -421,7 +416,10 @@ impl Cluster {
         if_version: Option<u64>,
         bind: &SessionOptions,
     ) -> Result<SessionWrite, Error> {
-        let Some(entry) = from.run(|c| async move { c.get(old_key).await }).await? else {
+        let Some(entry) = from
+            .run(|c| async move { c.node_get_with(old_key, None).await })
+            .await?
+        else {
             return Err(Error::NotFound);
         };
         if if_version.is_some_and(|v| v != entry.version) {
@@ -433,13 +431,13 @@ impl Cluster {
         let value = &entry.value[..];
         let written = to
             .run(|c| async move {
-                c.set_session(new_key, value, ttl, SetMode::CreateOnly, bind)
+                c.node_set_session(new_key, value, ttl, SetMode::CreateOnly, bind)
                     .await
             })
             .await?;
         let version = entry.version;
         match from
-            .run(|c| async move { c.del_if_version(old_key, version).await })
+            .run(|c| async move { c.node_del_if_version(old_key, version).await })
             .await
         {
             Ok(()) => Ok(written),
@@ -448,7 +446,7 @@ impl Cluster {
                 // Best effort: if this fails too, the copy is an orphan under a fresh id no
                 // one holds, and it expires with its TTL.
                 let _ = to
-                    .run(|c| async move { c.del_if_version(new_key, copy).await })
+                    .run(|c| async move { c.node_del_if_version(new_key, copy).await })
                     .await;
                 Err(refused)
             }

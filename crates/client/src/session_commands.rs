@@ -125,15 +125,29 @@ impl Client {
         mode: SetMode,
         options: &SessionOptions,
     ) -> Result<SessionWrite, Error> {
-        let owner = options.checked_owner()?;
-        if let Some(cluster) = self.cluster_inner() {
-            let (key, value) = (key.as_ref(), value.as_ref());
-            return Box::pin(cluster.set(key, value, ttl, mode, Some(options))).await;
+        let (key, value) = (key.as_ref(), value.as_ref());
+        match self.cluster_inner() {
+            Some(cluster) => {
+                options.checked_owner()?;
+                cluster.set(key, value, ttl, mode, Some(options)).await
+            }
+            None => self.node_set_session(key, value, ttl, mode, options).await,
         }
-        let value = checked_value(value.as_ref(), owner.as_ref().map_or(0, Bytes::len))?;
+    }
+
+    pub(crate) async fn node_set_session(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Duration,
+        mode: SetMode,
+        options: &SessionOptions,
+    ) -> Result<SessionWrite, Error> {
+        let owner = options.checked_owner()?;
+        let value = checked_value(value, owner.as_ref().map_or(0, Bytes::len))?;
         let lifetime_ms = options.absolute_lifetime.map(ttl_ms).transpose()?;
         let request = SetSession {
-            key: checked_key(key.as_ref())?,
+            key: checked_key(key)?,
             value,
             ttl_ms: ttl_ms(ttl)?,
             mode,
@@ -155,12 +169,19 @@ impl Client {
     /// A multi-node client asks the node of the owner's [tag](Client::owner_tag): sessions
     /// bound to an owner must have ids that carry it (the session layer's do).
     pub async fn sessions_of(&self, owner: impl AsRef<[u8]>) -> Result<SessionList, Error> {
-        if let Some(cluster) = self.cluster_inner() {
-            let owner = checked_owner(owner.as_ref())?;
-            return Box::pin(cluster.sessions_of(&owner, &self.owner_tag(&owner))).await;
+        let owner = owner.as_ref();
+        match self.cluster_inner() {
+            Some(cluster) => {
+                checked_owner(owner)?;
+                cluster.sessions_of(owner, &self.owner_tag(owner)).await
+            }
+            None => self.node_sessions_of(owner).await,
         }
+    }
+
+    pub(crate) async fn node_sessions_of(&self, owner: &[u8]) -> Result<SessionList, Error> {
         let request = ListSessions {
-            owner: checked_owner(owner.as_ref())?,
+            owner: checked_owner(owner)?,
             max_sessions: 0,
         };
         let reply = self.call(Request::ListSessions(request)).await?;
@@ -175,12 +196,23 @@ impl Client {
         owner: impl AsRef<[u8]>,
         except: Option<&[u8]>,
     ) -> Result<u64, Error> {
-        if let Some(cluster) = self.cluster_inner() {
-            let owner = checked_owner(owner.as_ref())?;
-            return Box::pin(cluster.end_all(&owner, &self.owner_tag(&owner), except)).await;
+        let owner = owner.as_ref();
+        match self.cluster_inner() {
+            Some(cluster) => {
+                checked_owner(owner)?;
+                cluster.end_all(owner, &self.owner_tag(owner), except).await
+            }
+            None => self.node_end_all(owner, except).await,
         }
+    }
+
+    pub(crate) async fn node_end_all(
+        &self,
+        owner: &[u8],
+        except: Option<&[u8]>,
+    ) -> Result<u64, Error> {
         let request = EndAll {
-            owner: checked_owner(owner.as_ref())?,
+            owner: checked_owner(owner)?,
             except: except.map(checked_key).transpose()?,
         };
         let reply = self.call(Request::EndAll(request)).await?;
@@ -225,10 +257,22 @@ impl Client {
                 "a rotation keeps the session's absolute deadline; it cannot set one".into(),
             ));
         }
-        if let Some(cluster) = self.cluster_inner() {
-            bind.checked_owner()?;
-            return Box::pin(cluster.rotate(old, new, if_version, bind, lifetime)).await;
+        match self.cluster_inner() {
+            Some(cluster) => {
+                bind.checked_owner()?;
+                cluster.rotate(old, new, if_version, bind, lifetime).await
+            }
+            None => self.node_rotate(old, new, if_version, bind).await,
         }
+    }
+
+    pub(crate) async fn node_rotate(
+        &self,
+        old: &[u8],
+        new: &[u8],
+        if_version: Option<u64>,
+        bind: &SessionOptions,
+    ) -> Result<SessionWrite, Error> {
         let request = Rotate {
             old_key: checked_key(old)?,
             new_key: checked_key(new)?,
