@@ -220,6 +220,15 @@ pub struct RespConfig {
     /// Largest reply a multi-key command (`MGET`) may build, in bytes; a larger one is
     /// refused with an error instead of being built.
     pub max_reply_bytes: u64,
+    /// How long one `EVAL`/`EVALSHA` may run, in milliseconds; a script still running then
+    /// is stopped with an error and nothing it wrote is applied.
+    pub max_script_time_ms: u64,
+    /// How much memory one script may allocate in Lua, in bytes; past it the script is
+    /// stopped with an error and nothing it wrote is applied.
+    pub max_script_memory_bytes: u64,
+    /// How many scripts `SCRIPT LOAD` and `EVAL` keep for `EVALSHA`; past it the least
+    /// recently used is forgotten.
+    pub max_cached_scripts: u64,
     /// Deprecated in favour of `[auth]`: the password of an implicit user `default` with the
     /// `admin` role. Setting it turns authentication on for every listener.
     pub password: Option<Secret>,
@@ -233,6 +242,9 @@ impl Default for RespConfig {
             default_ttl: Duration::from_secs(24 * 60 * 60),
             allow_flush: false,
             max_reply_bytes: 64 * 1024 * 1024,
+            max_script_time_ms: 1000,
+            max_script_memory_bytes: 16 * 1024 * 1024,
+            max_cached_scripts: 1000,
             password: None,
         }
     }
@@ -361,6 +373,21 @@ pub const DEFAULT_MAX_SESSIONS_PER_OWNER: u32 = 1_000;
 /// already costs a listing or an end-all a few hundred milliseconds of one worker
 /// (proto/PROTOCOL.md 6.4), and nothing higher is a per-owner limit in any useful sense.
 pub const MAX_MAX_SESSIONS_PER_OWNER: u32 = 100_000;
+
+/// The longest `resp.max_script_time_ms`: a script holds its keys, and the worker thread it
+/// runs on, for as long as it runs.
+pub const MAX_SCRIPT_TIME_MS: u64 = 60_000;
+
+/// The smallest `resp.max_script_memory_bytes`: less leaves a script no room for the strings
+/// and tables of even a small reply.
+pub const MIN_SCRIPT_MEMORY: u64 = 1 << 20;
+
+/// The largest `resp.max_script_memory_bytes`: each worker thread has its own Lua state, so
+/// the server may need this much per worker.
+pub const MAX_SCRIPT_MEMORY: u64 = 1 << 30;
+
+/// The largest `resp.max_cached_scripts`.
+pub const MAX_CACHED_SCRIPTS: u64 = 100_000;
 
 /// `limits.owner_limit_policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -600,6 +627,7 @@ impl Config {
         if self.resp.default_ttl.as_millis() == 0 {
             return invalid("resp.default_ttl", "must be at least 1ms".into());
         }
+        self.validate_scripts()?;
         if self
             .resp
             .password
@@ -628,6 +656,35 @@ impl Config {
                 "metrics.tls",
                 "needs tls.cert_file and tls.key_file".to_string(),
             );
+        }
+        Ok(())
+    }
+
+    /// The `[resp]` script bounds are within what the server can honour: a time limit of at
+    /// most a minute (a script holds its keys for as long as it runs), at least 1 MiB of Lua
+    /// memory (the standard library alone needs some), at most 1 GiB.
+    fn validate_scripts(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        let resp = &self.resp;
+        if !(1..=MAX_SCRIPT_TIME_MS).contains(&resp.max_script_time_ms) {
+            return invalid(
+                "resp.max_script_time_ms",
+                "must be between 1 and 60000 (one minute)",
+            );
+        }
+        if !(MIN_SCRIPT_MEMORY..=MAX_SCRIPT_MEMORY).contains(&resp.max_script_memory_bytes) {
+            return invalid(
+                "resp.max_script_memory_bytes",
+                "must be between 1048576 (1 MiB) and 1073741824 (1 GiB)",
+            );
+        }
+        if !(1..=MAX_CACHED_SCRIPTS).contains(&resp.max_cached_scripts) {
+            return invalid("resp.max_cached_scripts", "must be between 1 and 100000");
         }
         Ok(())
     }
@@ -813,6 +870,11 @@ impl Config {
             default_ttl_ms: self.resp.default_ttl.min(self.limits.max_ttl).as_millis() as u64,
             allow_flush: self.resp.allow_flush,
             max_reply_bytes: usize::try_from(self.resp.max_reply_bytes).unwrap_or(usize::MAX),
+            max_script_time_ms: self.resp.max_script_time_ms,
+            // Validated to at most 1 GiB, which fits every usize sessiond builds for.
+            max_script_memory_bytes: usize::try_from(self.resp.max_script_memory_bytes)
+                .unwrap_or(usize::MAX),
+            max_cached_scripts: usize::try_from(self.resp.max_cached_scripts).unwrap_or(usize::MAX),
         }
     }
 
@@ -892,6 +954,33 @@ mod tests {
         assert!(err.contains("resp.password"), "{err}");
         let err = parse("[resp]\nlisten = \"nope\"\n").unwrap_err();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn script_bounds_are_validated() {
+        let settings = parse("").unwrap().resp_settings();
+        assert_eq!(settings.max_script_time_ms, 1000);
+        assert_eq!(settings.max_script_memory_bytes, 16 << 20);
+        assert_eq!(settings.max_cached_scripts, 1000);
+        for (text, key) in [
+            ("max_script_time_ms = 0", "resp.max_script_time_ms"),
+            ("max_script_time_ms = 60001", "resp.max_script_time_ms"),
+            (
+                "max_script_memory_bytes = 1000",
+                "resp.max_script_memory_bytes",
+            ),
+            (
+                "max_script_memory_bytes = 2147483648",
+                "resp.max_script_memory_bytes",
+            ),
+            ("max_cached_scripts = 0", "resp.max_cached_scripts"),
+        ] {
+            let err = parse(&format!("[resp]\n{text}\n")).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let config = parse("[resp]\nmax_script_time_ms = 200\nmax_cached_scripts = 5\n").unwrap();
+        assert_eq!(config.resp_settings().max_script_time_ms, 200);
+        assert_eq!(config.resp_settings().max_cached_scripts, 5);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub(crate) mod decode;
 pub(crate) mod frame;
 mod glob;
 mod peek;
+mod script;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,6 +63,12 @@ pub struct Settings {
     pub allow_flush: bool,
     /// Largest reply a multi-key command may build, in bytes (`[resp] max_reply_bytes`).
     pub max_reply_bytes: usize,
+    /// How long one script may run, in milliseconds (`[resp] max_script_time_ms`).
+    pub max_script_time_ms: u64,
+    /// How much Lua memory one script may allocate (`[resp] max_script_memory_bytes`).
+    pub max_script_memory_bytes: usize,
+    /// How many scripts are kept for `EVALSHA` (`[resp] max_cached_scripts`).
+    pub max_cached_scripts: usize,
 }
 
 /// The name of entry `index` of the command table (the metrics' `command` label).
@@ -79,6 +86,8 @@ pub(crate) struct Shared {
     /// The connection limit, for `INFO`.
     max_clients: u32,
     next_client_id: AtomicU64,
+    /// The scripts `EVALSHA` can run, by SHA1.
+    scripts: script::Cache,
 }
 
 impl Shared {
@@ -92,7 +101,6 @@ impl Shared {
         let max_key = limits.max_key_len as usize;
         let max_value = limits.max_value_len as usize;
         Arc::new(Shared {
-            settings,
             decode_limits: DecodeLimits {
                 max_arg_bytes: max_key.max(max_value),
                 max_request_bytes: max_key + max_value + REQUEST_SLACK_BYTES,
@@ -100,6 +108,8 @@ impl Shared {
             port,
             max_clients,
             next_client_id: AtomicU64::new(1),
+            scripts: script::Cache::new(settings.max_cached_scripts),
+            settings,
         })
     }
 

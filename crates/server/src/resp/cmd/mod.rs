@@ -15,6 +15,7 @@
 
 mod connection;
 mod keys;
+mod scripting;
 mod server;
 mod sessiond;
 mod strings;
@@ -1158,6 +1159,67 @@ pub(super) static COMMANDS: &[Spec] = &[
         ],
         run: sessiond::rotate,
     },
+    Spec {
+        name: "eval",
+        arity: -3,
+        // Not in MULTI (the script is its own transaction) nor in scripts.
+        flags: &["noscript", "no_multi", "no_mandatory_keys", "movablekeys"],
+        keys: (0, 0, 0),
+        // The script's commands are checked against the caller's role one by one.
+        category: Category::Session,
+        group: "scripting",
+        since: "2.6.0",
+        summary: "Runs a Lua script atomically over the keys it declares; all or nothing.",
+        args: SCRIPT_ARGS,
+        run: scripting::eval,
+    },
+    Spec {
+        name: "evalsha",
+        arity: -3,
+        flags: &["noscript", "no_multi", "no_mandatory_keys", "movablekeys"],
+        keys: (0, 0, 0),
+        category: Category::Session,
+        group: "scripting",
+        since: "2.6.0",
+        summary: "Runs a cached Lua script by its SHA1; NOSCRIPT if it is not cached.",
+        args: &[
+            arg("sha1", ArgKind::String),
+            SCRIPT_ARGS[1],
+            SCRIPT_ARGS[2],
+            SCRIPT_ARGS[3],
+        ],
+        run: scripting::evalsha,
+    },
+    Spec {
+        name: "script",
+        arity: -2,
+        flags: &["noscript"],
+        keys: (0, 0, 0),
+        // FLUSH is admin only: `scripting::script` checks it.
+        category: Category::Session,
+        group: "scripting",
+        since: "2.6.0",
+        summary: "SCRIPT LOAD, EXISTS, FLUSH (admin), KILL, HELP: the script cache.",
+        args: &[arg(
+            "subcommand",
+            ArgKind::OneOf(&[
+                token("script", "LOAD", ArgKind::String),
+                token("sha1", "EXISTS", ArgKind::String),
+                flag("flush", "FLUSH"),
+                flag("kill", "KILL"),
+                flag("help", "HELP"),
+            ]),
+        )],
+        run: scripting::script,
+    },
+];
+
+/// `script numkeys [key ...] [arg ...]`, for EVAL (EVALSHA replaces the first).
+const SCRIPT_ARGS: &[ArgDoc] = &[
+    arg("script", ArgKind::String),
+    arg("numkeys", ArgKind::Integer),
+    KEY.optional().multiple(),
+    arg("arg", ArgKind::String).optional().multiple(),
 ];
 
 /// `OWNER owner`, for the sessiond commands.

@@ -1,0 +1,210 @@
+//! Scripting commands: `EVAL`, `EVALSHA`, `SCRIPT LOAD | EXISTS | FLUSH | KILL | HELP`.
+//!
+//! A script runs inside one store transaction over the keys it declares in `KEYS`
+//! ([`Store::transaction`](crate::store::Store::transaction)): no other command on either
+//! protocol touches those keys until it ends, and its writes reach the append-only file as
+//! one record. Each `redis.call` goes through
+//! [`run_in_transaction`](super::transactions::run_in_transaction), which checks the command
+//! as any other (name, arity, the caller's role), refuses commands flagged `noscript`, and
+//! refuses a key the script did not declare: the transaction holds only declared keys, as
+//! Redis Cluster requires of scripts.
+//!
+//! Unlike Redis, a script is all or nothing: if it ends with an error (an uncaught
+//! `redis.call` error, a Lua error, the time or memory limit, a reply too large to send),
+//! the transaction is rolled back and the error is the reply; nothing it wrote is visible
+//! or persisted. A script that *returns* an error reply (`return redis.error_reply(...)`)
+//! has not failed: its writes stand.
+
+use bytes::Bytes;
+
+use super::transactions::{run_in_transaction, InTransaction};
+use super::{int_arg, is, unknown_subcommand, Call, Outcome, Result};
+use crate::access::{Category, Denied};
+use crate::resp::frame::{Value, OK};
+use crate::resp::script::{self, Failure, Limits, Script, Sha};
+
+/// Redis's reply to `EVALSHA` with a name the cache does not have; clients (redis-py's
+/// `Script`, phpredis, ioredis) recognise it and send the script's text with `EVAL`.
+fn noscript() -> Value {
+    Value::error("NOSCRIPT No matching script. Please use EVAL.")
+}
+
+/// `EVAL script numkeys [key ...] [arg ...]`: runs the script (and caches it for
+/// `EVALSHA`, as Redis does).
+pub(super) fn eval(call: &mut Call<'_>) -> Result {
+    let source = call.args[1].clone();
+    let sha = Sha::of(&source);
+    let cache = &call.shared.scripts;
+    cache.insert(sha, source.clone());
+    let script = Script {
+        sha,
+        source,
+        generation: cache.generation(),
+    };
+    run(call, &script)
+}
+
+/// `EVALSHA sha1 numkeys [key ...] [arg ...]`: runs a cached script, or `NOSCRIPT`.
+pub(super) fn evalsha(call: &mut Call<'_>) -> Result {
+    let sha = Sha::parse(&call.args[1]).ok_or_else(noscript)?;
+    let cache = &call.shared.scripts;
+    // The generation is read before the look-up: a flush in between makes the thread
+    // recompile, never run a stale function.
+    let generation = cache.generation();
+    let source = cache.get(&sha).ok_or_else(noscript)?;
+    run(
+        call,
+        &Script {
+            sha,
+            source,
+            generation,
+        },
+    )
+}
+
+/// Splits `numkeys key... arg...` (from `args[2]`), runs the script over the keys in one
+/// transaction, and rolls it back if the script fails.
+fn run(call: &mut Call<'_>, script: &Script) -> Result {
+    let numkeys = int_arg(&call.args[2])?;
+    let available = call.args.len() - 3;
+    if numkeys < 0 {
+        return Err(Value::error("ERR Number of keys can't be negative"));
+    }
+    let numkeys = usize::try_from(numkeys).unwrap_or(usize::MAX);
+    if numkeys > available {
+        return Err(Value::error(
+            "ERR Number of keys can't be greater than number of args",
+        ));
+    }
+    for i in 3..3 + numkeys {
+        call.key(i)?;
+    }
+    let keys: Vec<Bytes> = call.args[3..3 + numkeys].to_vec();
+    let argv: Vec<Bytes> = call.args[3 + numkeys..].to_vec();
+    let settings = &call.shared.settings;
+    let limits = Limits {
+        time: std::time::Duration::from_millis(settings.max_script_time_ms),
+        memory: settings.max_script_memory_bytes,
+        reply_bytes: settings.max_reply_bytes,
+        cached_scripts: settings.max_cached_scripts,
+    };
+    let (ctx, shared) = (call.ctx, call.shared);
+    let client = &mut *call.client;
+    let declared: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    let mut mutated = false;
+    let ran = ctx.store.transaction(&declared, |tx| {
+        let result = off_the_worker(|| {
+            script::run(script, &keys, &argv, &limits, &mut |args| {
+                let outcome =
+                    run_in_transaction(args, ctx, shared, client, tx, InTransaction::Script);
+                mutated |= outcome.mutated;
+                outcome.value.unwrap_or(Value::Null)
+            })
+        });
+        if result.is_err() {
+            tx.rollback();
+        }
+        result
+    });
+    match ran {
+        Ok(Ok(reply)) => Ok(Outcome::write(reply, mutated)),
+        Ok(Err(failure)) => Err(failed(&failure, &script.sha)),
+        Err(too_large) => Err(Value::error(format!("ERR {too_large}"))),
+    }
+}
+
+/// The reply of a failed script, and the log line an operator needs to find it (its name,
+/// never its keys or arguments, which may be session ids).
+fn failed(failure: &Failure, sha: &Sha) -> Value {
+    if matches!(failure, Failure::TimedOut(_) | Failure::OutOfMemory(_)) {
+        tracing::warn!(script = sha.as_str(), ?failure, "script stopped at a limit");
+    }
+    failure.reply(sha)
+}
+
+/// Runs `f`, which may block for up to `resp.max_script_time_ms`, so that the worker
+/// thread's other connections are handed to another worker meanwhile (on the
+/// multi-threaded runtime the daemon uses; elsewhere, in unit tests, it simply runs).
+fn off_the_worker<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// The error for `SCRIPT FLUSH` by a role that may not run it (Redis's wording for a
+/// subcommand a user may not run).
+fn refused(denied: Denied) -> Value {
+    match denied {
+        Denied::AuthRequired => Value::error("NOAUTH Authentication required."),
+        Denied::NoPermission { user, .. } => Value::error(format!(
+            "NOPERM User {user} has no permissions to run the 'script|flush' command"
+        )),
+    }
+}
+
+/// `SCRIPT LOAD script | EXISTS sha1 [sha1 ...] | FLUSH [ASYNC | SYNC] | KILL | HELP`.
+pub(super) fn script(call: &mut Call<'_>) -> Result {
+    let sub = &call.args[1];
+    let rest = &call.args[2..];
+    let cache = &call.shared.scripts;
+    let reply = if is(sub, "load") && rest.len() == 1 {
+        let source = rest[0].clone();
+        let sha = Sha::of(&source);
+        cache.insert(sha, source);
+        Value::bulk_string(sha.as_str().to_owned())
+    } else if is(sub, "exists") && !rest.is_empty() {
+        Value::Array(
+            rest.iter()
+                .map(|name| {
+                    let cached = Sha::parse(name).is_some_and(|sha| cache.contains(&sha));
+                    Value::Integer(i64::from(cached))
+                })
+                .collect(),
+        )
+    } else if is(sub, "flush") && rest.len() <= 1 {
+        if let Some(mode) = rest.first() {
+            if !is(mode, "async") && !is(mode, "sync") {
+                return Err(Value::error(
+                    "ERR SCRIPT FLUSH only support SYNC|ASYNC option",
+                ));
+            }
+        }
+        // Forgetting every script makes every client resend its scripts: the admin's call,
+        // as FLUSHDB is.
+        if let Err(denied) = call.client.access.check(Category::Keyspace) {
+            return Err(refused(denied));
+        }
+        cache.flush();
+        OK
+    } else if is(sub, "kill") && rest.is_empty() {
+        // A script is stopped by resp.max_script_time_ms, and none is ever "busy" between
+        // requests, so there is never one to kill (Redis's answer when none runs).
+        return Err(Value::error("NOTBUSY No scripts in execution right now."));
+    } else if is(sub, "help") && rest.is_empty() {
+        Value::Array(
+            [
+                "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "EXISTS <sha1> [<sha1> ...]",
+                "    Return information about the existence of the scripts in the script cache.",
+                "FLUSH [ASYNC|SYNC]",
+                "    Flush the Lua scripts cache (admin only).",
+                "KILL",
+                "    Scripts are stopped by resp.max_script_time_ms; there is never one to kill.",
+                "LOAD <script>",
+                "    Load a script into the scripts cache without executing it.",
+                "HELP",
+                "    Print this help.",
+            ]
+            .into_iter()
+            .map(Value::bulk_static)
+            .collect(),
+        )
+    } else {
+        return Err(unknown_subcommand(sub, "script"));
+    };
+    Ok(Outcome::reply(reply))
+}
