@@ -126,8 +126,6 @@ pub(in crate::resp) enum InTransaction {
     /// A command queued in `MULTI`, run by `EXEC`.
     Exec,
     /// `redis.call` or `redis.pcall` in a script.
-    // Until the scripting commands that construct it are in the tree.
-    #[allow(dead_code)]
     Script,
 }
 
