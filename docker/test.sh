@@ -15,7 +15,11 @@
 #   4. after `docker stop` (SIGTERM: drain, flush, fsync) and `docker start` of sessiond the
 #      session is still there;
 #   5. with fsync=always, a session acknowledged just before `docker kill -s KILL` is there
-#      after `docker start`.
+#      after `docker start`;
+#   6. docker/compose.cluster.yaml, with the same images: three nodes and two replicas that
+#      place sessions on them by node name. Sessions made through one replica are read
+#      through the other and spread over all three nodes; with one node stopped, its users
+#      get 503 at once while everyone else carries on; started again, its sessions are back.
 # Whatever happens, it removes everything it created: containers, network, volume, images,
 # and the secrets.
 #
@@ -68,8 +72,11 @@ work=$(mktemp -d)
 # This run's passwords and certificates, not the user's docker/secrets.
 export SESSIOND_SECRETS="$work/secrets"
 
+# The project under test: docker/compose.yaml, then (step 6) docker/compose.cluster.yaml.
+compose_file=compose.yaml
+cluster_project="$run_id-cluster"
 compose() {
-  "${compose_cmd[@]}" --project-name "$project" --file "$repo/docker/compose.yaml" "$@"
+  "${compose_cmd[@]}" --project-name "$project" --file "$repo/docker/$compose_file" "$@"
 }
 
 cleanup() {
@@ -80,14 +87,19 @@ cleanup() {
     echo "== FAILED (exit $status); the containers' last logs:"
     compose logs --no-color --tail=40 2>&1
   fi
-  echo "== tearing down $project"
-  compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1
+  local left="" label
+  for pair in "$run_id compose.yaml" "$cluster_project compose.cluster.yaml"; do
+    read -r project compose_file <<<"$pair"
+    echo "== tearing down $project"
+    compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1
+    # Prove it: nothing labelled with the project may remain.
+    label="label=com.docker.compose.project=$project"
+    left+="$(docker ps -aq --filter "$label")$(docker network ls -q --filter "$label")"
+    left+="$(docker volume ls -q --filter "$label")"
+  done
   docker image rm "$SESSIOND_IMAGE" "$EXAMPLE_APP_IMAGE" >/dev/null 2>&1
   rm -rf "$work"
-  # Prove it: nothing labelled with the project, and neither image, may remain.
-  local label="label=com.docker.compose.project=$project" left
-  left="$(docker ps -aq --filter "$label")$(docker network ls -q --filter "$label")"
-  left+="$(docker volume ls -q --filter "$label")"
+  # Nor either image.
   left+="$(docker image ls -q "$SESSIOND_IMAGE")$(docker image ls -q "$EXAMPLE_APP_IMAGE")"
   if [ -n "$left" ]; then
     echo "docker/test.sh: left behind after teardown: $left" >&2
@@ -377,5 +389,73 @@ wait_healthy "$sessiond"
 expect "$app2" /get "$work/jar3" "Username: Alice"
 expect "$app2" /get "$work/jar2" "Username: Alice"
 expect "$app2" /get "$work/jar1" "Username: Alice"
+
+step "6. three nodes (docker/compose.cluster.yaml): spread, fail closed per node, back"
+cluster_start=$SECONDS
+# The single-node project is done; its containers would only compete for the CPUs.
+compose down --volumes --timeout 10 >/dev/null 2>&1
+project=$cluster_project
+compose_file=compose.cluster.yaml
+# One certificate valid for the three nodes' names; compose-secrets adds the passwords and
+# keeps it.
+export SESSIOND_SECRETS="$work/cluster-secrets"
+"$repo/scripts/gen-certs" "$SESSIOND_SECRETS" sessiond-0 sessiond-1 sessiond-2 >/dev/null
+"$repo/scripts/compose-secrets" "$SESSIOND_SECRETS" >/dev/null
+unset SESSIOND_FSYNC
+compose up -d
+nodes=()
+for i in 0 1 2; do
+  nodes+=("$(compose ps -q "sessiond-$i")")
+  [ -n "${nodes[$i]}" ] || fail "no sessiond-$i container"
+done
+for cid in "${nodes[@]}"; do
+  wait_healthy "$cid"
+done
+app1=$(host_port app1 8000)
+app2=$(host_port app2 8000)
+echo "   three nodes healthy; app1 on 127.0.0.1:$app1, app2 on 127.0.0.1:$app2"
+users=30
+for ((u = 0; u < users; u++)); do
+  expect "$app1" / "$work/cluster-jar$u" "Session data set!" >/dev/null
+  expect "$app2" /get "$work/cluster-jar$u" "Username: Alice" >/dev/null
+done
+entries=()
+for i in 0 1 2; do
+  entries+=("$(stats_value "${nodes[$i]}" entries)")
+  [ "${entries[$i]}" -gt 0 ] || fail "sessiond-$i holds none of the $users sessions"
+done
+total=$((entries[0] + entries[1] + entries[2]))
+[ "$total" -eq "$users" ] || fail "the nodes hold $total sessions (${entries[*]}), expected $users"
+echo "   $users users through app1, read through app2; sessions per node: ${entries[*]}"
+
+# sessiond-1 stopped: its users get 503 (session store unavailable), each at once; the
+# other nodes' users are served as before. Nobody is silently logged out.
+docker stop "${nodes[1]}" >/dev/null
+ok=0 unavailable=0 slowest_ms=0
+for ((u = 0; u < users; u++)); do
+  started=$(date +%s%N)
+  request "$app2" /get "$work/cluster-jar$u"
+  ms=$((($(date +%s%N) - started) / 1000000))
+  [ "$ms" -gt "$slowest_ms" ] && slowest_ms=$ms
+  case "$code" in
+    200)
+      [ "$body" = "Username: Alice" ] || fail "user $u with sessiond-1 down: '$body'"
+      ok=$((ok + 1))
+      ;;
+    503) unavailable=$((unavailable + 1)) ;;
+    *) fail "user $u with sessiond-1 down: $code '$body'" ;;
+  esac
+done
+[ "$unavailable" -eq "${entries[1]}" ] && [ "$ok" -eq $((users - entries[1])) ] ||
+  fail "with sessiond-1 down: $ok served, $unavailable unavailable; expected ${entries[1]} unavailable"
+[ "$slowest_ms" -lt 5000 ] || fail "with sessiond-1 down a request took $slowest_ms ms"
+echo "   sessiond-1 stopped: $ok users served, $unavailable got 503 (slowest request $slowest_ms ms)"
+
+docker start "${nodes[1]}" >/dev/null
+wait_healthy "${nodes[1]}"
+for ((u = 0; u < users; u++)); do
+  expect "$app1" /get "$work/cluster-jar$u" "Username: Alice" >/dev/null
+done
+echo "   sessiond-1 started again: all $users users served (cluster phase $((SECONDS - cluster_start)) s)"
 
 echo "== PASSED in $((SECONDS - step_start)) s, of which $build_secs s building the images"
