@@ -90,6 +90,11 @@ async fn a_queueing_error_aborts_the_whole_transaction() {
         c.call(&["SCAN", "0"]).await,
         Value::Error("ERR Command not allowed inside a transaction".into())
     );
+    // A script is a transaction of its own, over the keys it declares.
+    assert_eq!(
+        c.call(&["EVAL", "return 1", "0"]).await,
+        Value::Error("ERR Command not allowed inside a transaction".into())
+    );
     assert_eq!(c.call(&["SET", "c", "3"]).await, queued());
     assert_eq!(
         c.call(&["EXEC"]).await,
