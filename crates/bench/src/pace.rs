@@ -170,7 +170,11 @@ impl Pacer {
             // connection that asks meanwhile is either seen now or wakes us (see `until`).
             let plan = next.saturating_sub(spin_ns);
             self.sleeping_until.store(plan, Ordering::SeqCst);
-            let (now, next) = self.wake_due();
+            let (now, again) = self.wake_due();
+            // Never past the time announced: a connection due after it does not wake us, so
+            // sleeping longer (the second look found the first one's earliest gone, perhaps
+            // nobody left) could sleep through it for good.
+            let next = next.min(again);
             if next <= now + spin_ns {
                 self.sleeping_until.store(0, Ordering::SeqCst);
                 continue;
