@@ -838,11 +838,28 @@ fn the_body_length_limits_of_section_4_9() {
         Bytes::from(bytes)
     };
     // The longest body (a batch's) is a record that needs more bytes; one more is not a
-    // record at all.
+    // record at all. Past the longest write, only a batch is.
+    let with_kind = |body_len: u32, kind: u8| {
+        let mut bytes = frame(body_len).to_vec();
+        bytes.push(kind);
+        Bytes::from(bytes)
+    };
     assert_eq!(
         decode_record(&frame(MAX_BATCH_BODY_LEN), format()),
         Decoded::Incomplete
     );
+    assert_eq!(
+        decode_record(&with_kind(MAX_BATCH_BODY_LEN, 0x09), format()),
+        Decoded::Incomplete
+    );
+    assert_eq!(
+        decode_record(&with_kind(MAX_BODY_LEN, 0x01), format()),
+        Decoded::Incomplete
+    );
+    assert!(matches!(
+        decode_record(&with_kind(MAX_BODY_LEN + 1, 0x01), format()),
+        Decoded::Invalid(_)
+    ));
     assert!(matches!(
         decode_record(&frame(MAX_BATCH_BODY_LEN + 1), format()),
         Decoded::Invalid(_)

@@ -475,6 +475,15 @@ pub fn decode_record(buf: &Bytes, format: Format) -> Decoded {
         }
     }
     let crc = header.get_u32();
+    // Only a batch may be longer than one write's record: a longer body of another kind is
+    // damage, found before the reader waits for (or holds) up to a batch's length of bytes.
+    if body_len > MAX_BODY_LEN {
+        match buf.get(frame_len) {
+            None => return Decoded::Incomplete,
+            Some(&KIND_BATCH) => {}
+            Some(_) => return invalid(format!("record length {body_len} is out of range"), 1),
+        }
+    }
     let total = frame_len + body_len as usize;
     if buf.len() < total {
         return Decoded::Incomplete;

@@ -22,11 +22,14 @@
 //!
 //! Gates are coarser than keys: two keys may share one, which costs a transaction nothing but
 //! a little concurrency. Nothing awaits while a gate is held, so `std`'s blocking lock is
-//! right here, as it is for the shards.
+//! right here, as it is for the shards. A command that finds its gate taken may wait as long
+//! as a script runs (`resp.max_script_time_ms`), so it waits off the async worker
+//! ([`off_the_worker`]): only the requests for held keys wait, not every connection the
+//! worker serves.
 
 use std::cell::RefCell;
 use std::hash::BuildHasher;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 /// Number of gates. A power of two well above the number of worker threads, so that
 /// unrelated transactions rarely share one.
@@ -61,8 +64,7 @@ impl Gates {
         if Held::is_running(self) {
             return None;
         }
-        let lock = &self.locks[self.index(key)];
-        Some(lock.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        Some(read(&self.locks[self.index(key)]))
     }
 
     /// Holds the gates of two keys shared (a rotation), each once, in index order.
@@ -71,13 +73,7 @@ impl Gates {
             return (None, None);
         }
         let (i, j) = (self.index(a), self.index(b));
-        let read = |i: usize| {
-            Some(
-                self.locks[i]
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
-            )
-        };
+        let read = |i: usize| Some(read(&self.locks[i]));
         match i.cmp(&j) {
             std::cmp::Ordering::Equal => (read(i), None),
             std::cmp::Ordering::Less => {
@@ -113,14 +109,46 @@ impl Gates {
     }
 
     fn exclusive_indexes(&self, sorted: &[usize]) -> Vec<RwLockWriteGuard<'_, ()>> {
-        sorted
-            .iter()
-            .map(|&i| {
-                self.locks[i]
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-            })
-            .collect()
+        sorted.iter().map(|&i| write(&self.locks[i])).collect()
+    }
+}
+
+/// Takes `lock` shared. Uncontended, at once; if a transaction holds it, the wait (as long as
+/// a script may run) happens off the async worker, so that the worker's other connections
+/// carry on meanwhile.
+pub(super) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    match lock.try_read() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            off_the_worker(|| lock.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        }
+    }
+}
+
+/// Takes `lock` exclusively, waiting off the async worker if it must wait (see [`read`]).
+pub(super) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    match lock.try_write() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => off_the_worker(|| {
+            lock.write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }),
+    }
+}
+
+/// Runs `f`, which may block for a while, without holding up the other tasks of the current
+/// async worker thread: on a multi-threaded tokio runtime the worker hands its tasks to
+/// another thread for the duration (`block_in_place`). Elsewhere (a plain thread, a
+/// current-thread runtime) it just runs `f`.
+pub(crate) fn off_the_worker<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

@@ -784,12 +784,17 @@ impl Store {
     }
 
     /// Like [`Store::visit_live_in_shard`], with each entry's session fields and whether it
-    /// has any (a plain entry's are all zero): what a snapshot writes.
+    /// has any (a plain entry's are all zero): what a snapshot writes. The shard is read
+    /// while no transaction runs.
     pub fn visit_live_sessions_in_shard(
         &self,
         shard: usize,
         mut f: impl FnMut(&SessionState<'_>, bool),
     ) {
+        // Never a transaction's half-done state: a snapshot taken from it would keep writes
+        // the transaction then undoes, or had not recorded yet ([`transaction`]).
+        let _quiet = (!gate::Held::is_running(&self.shared.gates))
+            .then(|| gate::write(&self.shared.transactions));
         let now = self.shared.clock.now_ms();
         self.visit_buckets(shard, 0, usize::MAX, |slot| {
             if slot.is_live(now) {
@@ -821,13 +826,6 @@ impl Store {
         max: usize,
         f: impl FnMut(&Slot),
     ) -> (usize, usize) {
-        // Never a transaction's half-done state ([`transaction`]).
-        let _quiet = (!gate::Held::is_running(&self.shared.gates)).then(|| {
-            self.shared
-                .transactions
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        });
         let table = self.shared.map.shards()[shard].read();
         let buckets = table.buckets();
         let end = from.saturating_add(max).min(buckets);
@@ -940,9 +938,10 @@ impl Store {
 
     fn record(&self, mutation: Mutation<'_>) {
         if let Some(sink) = &self.shared.sink {
-            if gate::Held::is_running(&self.shared.gates) {
-                // Recorded with the rest of the transaction, when it ends.
-                return transaction::note(&mutation);
+            // A write of a transaction's key is recorded with the rest of the transaction,
+            // when it ends.
+            if gate::Held::is_running(&self.shared.gates) && transaction::note(&mutation) {
+                return;
             }
             sink.record(mutation);
         }

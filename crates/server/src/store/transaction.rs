@@ -26,10 +26,11 @@
 //! - **Snapshots.** An append-only-file rewrite reads the map shard by shard. It must never
 //!   copy a transaction's half-done state (a rollback, or a crash before the batch, would
 //!   then leave half of it in the new file), so it visits a shard only while no transaction
-//!   is running ([`Store::visit_live_in_shard`] holds `Shared::transactions` exclusively for
-//!   one shard's visit; transactions hold it shared).
+//!   is running ([`Store::visit_live_sessions_in_shard`] holds `Shared::transactions`
+//!   exclusively for one shard's visit; transactions hold it shared).
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 use super::gate::Held;
 use super::raw::Slot;
@@ -68,44 +69,78 @@ enum Effect {
 }
 
 thread_local! {
-    /// The keys the running transaction changed (see the module docs).
-    static CHANGED: RefCell<Vec<(Box<[u8]>, Effect)>> = const { RefCell::new(Vec::new()) };
+    /// The running transaction's keys, and how it changed them so far (see the module docs).
+    static NOTES: RefCell<Notes> = RefCell::new(Notes::default());
 }
 
-/// Notes a mutation made inside a transaction instead of recording it.
-pub(super) fn note(mutation: &Mutation<'_>) {
-    let mark = |key: &[u8], effect: Effect| {
-        CHANGED.with(|changed| {
-            let mut changed = changed.borrow_mut();
-            match changed.iter_mut().find(|(k, _)| &k[..] == key) {
-                Some((_, noted)) if effect == Effect::Written => *noted = Effect::Written,
-                Some(_) => {}
-                None => changed.push((Box::from(key), effect)),
-            }
-        })
-    };
-    match mutation {
-        Mutation::Set { key, .. } | Mutation::Del { key } => mark(key, Effect::Written),
-        Mutation::SessionSet(session) => mark(session.key, Effect::Written),
+/// What the thread running a transaction keeps beside it. Hash-based: an `MSET` of tens of
+/// thousands of pairs must not cost a quadratic scan per write.
+#[derive(Default)]
+struct Notes {
+    declared: HashSet<Box<[u8]>>,
+    changed: HashMap<Box<[u8]>, Effect>,
+}
+
+/// Notes a mutation of the running transaction's keys instead of recording it, and returns
+/// true; returns false for a mutation of other keys, which the caller records at once: an
+/// eviction that a write inside the transaction set off, say. Held back, such a DEL would be
+/// lost if the transaction rolled back, and read at its end without the key's gate.
+pub(super) fn note(mutation: &Mutation<'_>) -> bool {
+    let (first, second, effect) = match mutation {
+        Mutation::Set { key, .. } | Mutation::Del { key } => (*key, None, Effect::Written),
+        Mutation::SessionSet(session) => (session.key, None, Effect::Written),
         Mutation::Touch { key, .. } | Mutation::SessionTouch { key, .. } => {
-            mark(key, Effect::Touched)
+            (*key, None, Effect::Touched)
         }
-        Mutation::Rotate { old_key, new } => {
-            mark(old_key, Effect::Written);
-            mark(new.key, Effect::Written);
+        Mutation::Rotate { old_key, new } => (*old_key, Some(new.key), Effect::Written),
+    };
+    NOTES.with(|notes| {
+        let mut notes = notes.borrow_mut();
+        let keys = std::iter::once(first).chain(second);
+        if !keys.clone().all(|key| notes.declared.contains(key)) {
+            return false;
         }
-    }
+        for key in keys {
+            match notes.changed.get_mut(key) {
+                Some(noted) => {
+                    if effect == Effect::Written {
+                        *noted = Effect::Written;
+                    }
+                }
+                None => {
+                    notes.changed.insert(Box::from(key), effect);
+                }
+            }
+        }
+        true
+    })
 }
 
-fn take_changed() -> Vec<(Box<[u8]>, Effect)> {
-    CHANGED.with(|changed| std::mem::take(&mut *changed.borrow_mut()))
+/// Starts the notes of a transaction of `keys` on this thread (dropping any a panicked
+/// transaction left).
+fn begin_notes(keys: &[&[u8]]) {
+    NOTES.with(|notes| {
+        let mut notes = notes.borrow_mut();
+        notes.changed.clear();
+        notes.declared = keys.iter().map(|key| Box::from(*key)).collect();
+    });
+}
+
+/// Takes the changes noted so far.
+fn take_changed() -> HashMap<Box<[u8]>, Effect> {
+    NOTES.with(|notes| std::mem::take(&mut notes.borrow_mut().changed))
+}
+
+/// Ends the notes of the transaction on this thread.
+fn end_notes() {
+    NOTES.with(|notes| *notes.borrow_mut() = Notes::default());
 }
 
 /// A running transaction: the keys it holds and what they held when it began.
 pub struct Transaction<'a> {
     store: &'a Store,
-    /// Each declared key (once) and a copy of its entry when the transaction began.
-    before: Vec<(Box<[u8]>, Option<Slot>)>,
+    /// Each declared key and a copy of its entry when the transaction began.
+    before: HashMap<Box<[u8]>, Option<Slot>>,
     /// Whether it runs inside another transaction of the same store, which holds the locks
     /// and records the writes of both.
     nested: bool,
@@ -114,7 +149,7 @@ pub struct Transaction<'a> {
 impl Transaction<'_> {
     /// Whether `key` is one of the keys the transaction holds.
     pub fn declares(&self, key: &[u8]) -> bool {
-        self.before.iter().any(|(k, _)| &k[..] == key)
+        self.before.contains_key(key)
     }
 
     /// The live version of `key`, without touching it (`None`: absent or expired).
@@ -185,14 +220,10 @@ impl Store {
             };
             return Ok(f(&mut tx));
         }
-        let _running = shared
-            .transactions
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _running = super::gate::read(&shared.transactions);
         let _gates = shared.gates.exclusive(keys);
         let _held = Held::mark(&shared.gates);
-        // A transaction that panicked on this thread must not leave its notes to the next.
-        take_changed();
+        begin_notes(keys);
         let mut tx = Transaction {
             store: self,
             before: self.copies(keys),
@@ -200,6 +231,7 @@ impl Store {
         };
         let result = f(&mut tx);
         let changed = take_changed();
+        end_notes();
         if let Some(sink) = &shared.sink {
             if !changed.is_empty() {
                 let finals: Vec<Final> = changed
@@ -222,12 +254,12 @@ impl Store {
     }
 
     /// Each of `keys` once, with a copy of its entry.
-    fn copies(&self, keys: &[&[u8]]) -> Vec<(Box<[u8]>, Option<Slot>)> {
-        let mut copies: Vec<(Box<[u8]>, Option<Slot>)> = Vec::with_capacity(keys.len());
+    fn copies(&self, keys: &[&[u8]]) -> HashMap<Box<[u8]>, Option<Slot>> {
+        let mut copies = HashMap::with_capacity(keys.len());
         for key in keys {
-            if !copies.iter().any(|(k, _)| &k[..] == *key) {
+            if !copies.contains_key(*key) {
                 let slot = self.shared.map.get(*key).map(|found| copy(found.key()));
-                copies.push((Box::from(*key), slot));
+                copies.insert(Box::from(*key), slot);
             }
         }
         copies
@@ -495,6 +527,25 @@ mod tests {
     }
 
     #[test]
+    fn a_write_of_an_undeclared_key_is_recorded_at_once_and_survives_a_rollback() {
+        // What eviction does when a write inside a transaction needs room: it removes other
+        // keys, on the transaction's thread. Held back, their DELs would be lost by a
+        // rollback and the evicted sessions would come back after a restart.
+        let (store, sink) = store();
+        set(&store, b"evicted", b"e");
+        sink.take();
+        let done = store.transaction(&[b"a"], |tx| {
+            set(&store, b"a", b"1");
+            store.del(b"evicted", None);
+            assert_eq!(sink.take(), vec![Seen::Single("del evicted".into())]);
+            tx.rollback();
+        });
+        assert_eq!(done, Ok(()));
+        assert!(sink.take().is_empty());
+        assert_eq!(value(&store, b"evicted"), None);
+    }
+
+    #[test]
     fn writes_after_a_rollback_are_recorded() {
         let (store, sink) = store();
         let done = store.transaction(&[b"a"], |tx| {
@@ -572,6 +623,40 @@ mod tests {
         assert_eq!(done, Ok(()));
         let seen = read_rx.recv_timeout(Duration::from_secs(10));
         assert_eq!(seen, Ok(Some(b"2".to_vec())));
+    }
+
+    #[test]
+    fn a_command_waiting_for_a_held_key_does_not_hold_up_its_worker() {
+        // One async worker: if the GET waiting at the gate blocked it, the timer task could
+        // not run until the transaction ended.
+        let (store, _sink) = store();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let (held_tx, held_rx) = mpsc::channel();
+        let holder = store.clone();
+        let transaction = std::thread::spawn(move || {
+            holder.transaction(&[b"k"], |_| {
+                let _ = held_tx.send(());
+                std::thread::sleep(Duration::from_millis(1500));
+            })
+        });
+        assert!(held_rx.recv_timeout(Duration::from_secs(10)).is_ok());
+        let timer_took = runtime.block_on(async {
+            let reader = store.clone();
+            let waiting = tokio::spawn(async move { value(&reader, b"k") });
+            tokio::task::yield_now().await;
+            let started = std::time::Instant::now();
+            let timer = tokio::spawn(tokio::time::sleep(Duration::from_millis(10)));
+            let _ = timer.await;
+            let took = started.elapsed();
+            let _ = waiting.await;
+            took
+        });
+        assert!(timer_took < Duration::from_millis(1000), "{timer_took:?}");
+        assert_eq!(transaction.join().ok(), Some(Ok(())));
     }
 
     #[test]
