@@ -356,6 +356,20 @@ mod tests {
     }
 
     #[test]
+    fn the_client_crate_writes_topology_files_this_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        let topology = Topology::new([
+            Node::new("odd\"name\\", "h:1").unwrap(),
+            Node::new("sessiond-1", "sessiond-1.sessiond:7878").unwrap(),
+        ])
+        .unwrap();
+        let text = sessiond_client::discovery::topology_toml(&topology);
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(read_topology(&path).unwrap(), topology);
+    }
+
+    #[test]
     fn progress_survives_a_round_trip_through_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("progress.toml");

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sessiond_client::discovery::topology_toml;
 use sessiond_client::placement::{Node, Topology};
 use sessiond_client::{Client, Error, SetMode};
 
@@ -173,22 +174,6 @@ fn topology(addrs: &[&str]) -> Result<Topology> {
     Ok(Topology::new(nodes)?)
 }
 
-fn topology_file(path: &std::path::Path, topology: &Topology) -> Result<()> {
-    let text: String = topology
-        .nodes()
-        .iter()
-        .map(|n| {
-            format!(
-                "[[node]]\nname = \"{}\"\naddr = \"{}\"\n",
-                n.name(),
-                n.addr()
-            )
-        })
-        .collect();
-    std::fs::write(path, text)?;
-    Ok(())
-}
-
 /// An application load of `rate` requests per second (GET with touch, and one update in
 /// five) over `sessions` keys until `stop`; the latencies go into `out`.
 fn start_load(
@@ -283,8 +268,8 @@ async fn rebalance(
 
     let dir = tempfile::tempdir()?;
     let (old_file, new_file) = (dir.path().join("old.toml"), dir.path().join("new.toml"));
-    topology_file(&old_file, &from)?;
-    topology_file(&new_file, &to)?;
+    std::fs::write(&old_file, topology_toml(&from))?;
+    std::fs::write(&new_file, topology_toml(&to))?;
     let during = Arc::new(Mutex::new(Latencies::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(window, sessions, rate, stop.clone(), during.clone());

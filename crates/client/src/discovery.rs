@@ -97,6 +97,44 @@ pub fn statefulset(
     Ok(Topology::new(nodes)?)
 }
 
+/// `topology` as the topology file `sessiond-cli rebalance` reads: one TOML `[[node]]`
+/// table per node, with its `name` and `addr`.
+///
+/// ```
+/// use sessiond_client::discovery::{parse_nodes, topology_toml};
+///
+/// let topology = parse_nodes("a=10.0.0.1:7878")?;
+/// assert_eq!(topology_toml(&topology), "[[node]]\nname = \"a\"\naddr = \"10.0.0.1:7878\"\n");
+/// # Ok::<(), sessiond_client::discovery::DiscoveryError>(())
+/// ```
+pub fn topology_toml(topology: &Topology) -> String {
+    topology
+        .nodes()
+        .iter()
+        .map(|n| {
+            let (name, addr) = (toml_string(n.name()), toml_string(n.addr()));
+            format!("[[node]]\nname = {name}\naddr = {addr}\n")
+        })
+        .collect()
+}
+
+/// `text` as a TOML basic string: quoted, with quotes, backslashes and control characters
+/// escaped.
+fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

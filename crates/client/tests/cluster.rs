@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use sessiond_client::discovery::topology_toml;
 use sessiond_client::placement::{Node, Topology};
 use sessiond_client::{Client, Error, SessionConfig, SessionError, SessionId, Sessions};
 use sessiond_tests::Daemon;
@@ -296,22 +297,6 @@ async fn a_login_moves_the_session_to_its_owners_node_and_kills_the_old_id() {
     assert_eq!(total, 40, "{keys:?}");
 }
 
-/// `[[node]]` tables for `sessiond-cli rebalance`.
-fn topology_file(path: &Path, topology: &Topology) {
-    let text: String = topology
-        .nodes()
-        .iter()
-        .map(|n| {
-            format!(
-                "[[node]]\nname = \"{}\"\naddr = \"{}\"\n",
-                n.name(),
-                n.addr()
-            )
-        })
-        .collect();
-    std::fs::write(path, text).unwrap();
-}
-
 /// What one load task knows of the sessions it alone uses: the value of each acknowledged
 /// write, or that it deleted the session.
 #[derive(Default)]
@@ -417,8 +402,8 @@ async fn adding_a_fourth_node_under_load_loses_and_resurrects_nothing() {
 
     // The rebalance, interrupted once and resumed from its progress file.
     let (old_file, new_file) = (root.path().join("old.toml"), root.path().join("new.toml"));
-    topology_file(&old_file, &three);
-    topology_file(&new_file, &four);
+    std::fs::write(&old_file, topology_toml(&three)).unwrap();
+    std::fs::write(&new_file, topology_toml(&four)).unwrap();
     let progress = root.path().join("progress");
     let rebalance = {
         let (old_file, new_file, progress) = (old_file.clone(), new_file.clone(), progress.clone());

@@ -339,20 +339,7 @@ async fn with_two_nodes_users_spread_over_both_and_a_dead_node_is_a_503_for_its_
         assert_eq!(get(&jar, app.url("/devices")).await.0, 200);
         browsers.push((jar, user));
     }
-    let on_a: u64 = daemons[0]
-        .stats()
-        .await
-        .get("entries")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let on_b: u64 = daemons[1]
-        .stats()
-        .await
-        .get("entries")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (on_a, on_b) = (entries(&daemons[0]).await, entries(&daemons[1]).await);
     assert_eq!(on_a + on_b, 12);
     assert!(on_a > 0 && on_b > 0, "{on_a} and {on_b}");
 
@@ -370,4 +357,10 @@ async fn with_two_nodes_users_spread_over_both_and_a_dead_node_is_a_503_for_its_
         }
     }
     assert_eq!((served, unavailable), (on_a, on_b));
+}
+
+/// How many entries `daemon` holds.
+async fn entries(daemon: &Daemon) -> u64 {
+    let stats = daemon.stats().await;
+    stats.get("entries").unwrap().parse().unwrap()
 }
