@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sessiond_client::discovery::topology_toml;
 use sessiond_client::placement::{Node, Topology};
-use sessiond_client::{Client, Error, SessionConfig, SessionError, SessionId, Sessions};
+use sessiond_client::{Client, Error, SessionConfig, SessionError, SessionId, Sessions, SetMode};
 use sessiond_tests::Daemon;
 
 /// Every acknowledged write is on disk before its reply, so a `kill -9` loses nothing.
@@ -505,7 +505,7 @@ async fn only_an_admin_may_scan_and_a_scan_returns_every_session_field() {
         .owner("u7")
         .absolute_lifetime(Duration::from_secs(3600));
     let ttl = Duration::from_secs(600);
-    let mode = sessiond_client::SetMode::CreateOnly;
+    let mode = SetMode::CreateOnly;
     let written = app
         .set_session("s:1", "hi", ttl, mode, &options)
         .await
@@ -536,4 +536,54 @@ async fn only_an_admin_may_scan_and_a_scan_returns_every_session_field() {
     assert!(session.ttl_ms <= 600_000 && session.ttl_ms > 590_000);
     let lifetime = session.deadline_ms.unwrap() - session.created_ms;
     assert!((3_599_000..=3_600_000).contains(&lifetime), "{lifetime}");
+}
+
+#[tokio::test]
+async fn a_node_that_accepts_but_never_answers_costs_one_timeout_then_fails_fast() {
+    // A peer that accepts connections and never answers: the case a breaker is for, since
+    // every request to it would otherwise wait out its whole timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let daemon = Daemon::start();
+    let topology = Topology::new([
+        Node::new("silent", silent_addr.to_string()).unwrap(),
+        Node::new("alive", daemon.addr().to_string()).unwrap(),
+    ])
+    .unwrap();
+    let client = Client::cluster(topology.clone())
+        .connect_timeout(Duration::from_millis(300))
+        .request_timeout(Duration::from_millis(300))
+        .retry_interval(Duration::from_secs(5))
+        .build();
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let on = |name: &str| -> Vec<&String> {
+        let on_node = |k: &&String| topology.node_for_key(k.as_bytes()).name() == name;
+        keys.iter().filter(on_node).collect()
+    };
+    let (silent_keys, alive_keys) = (on("silent"), on("alive"));
+    assert!(silent_keys.len() > 5 && alive_keys.len() > 5);
+
+    let started = Instant::now();
+    let first = client.get(silent_keys[0]).await;
+    assert!(matches!(first, Err(Error::Unavailable { .. })), "{first:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let started = Instant::now();
+    for key in &silent_keys[1..] {
+        let err = client.get(key).await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+    }
+    let fast = started.elapsed();
+    assert!(fast < Duration::from_millis(50), "{fast:?} for the rest");
+    for key in &alive_keys {
+        let ttl = Duration::from_secs(60);
+        client.set(key, "v", ttl, SetMode::Upsert).await.unwrap();
+        assert!(client.get(key).await.unwrap().is_some());
+    }
+    held.abort();
 }
