@@ -8,7 +8,7 @@
 //! arbitrary key.
 //!
 //! The id of a session bound to an owner carries the owner's routing tag in front:
-//! `TTTTTTTT.RRRR…` (8 tag characters, a dot, the 43 random ones; 52 in all). The tag is
+//! `TTTTTTTT~RRRR…` (8 tag characters, a tilde, the 43 random ones; 52 in all). The tag is
 //! an HMAC of the owner ([`Client::owner_tag`](crate::Client::owner_tag)), never the owner, and is what placement hashes
 //! ([`crate::placement::routing_key`]), so all of an owner's sessions live on one node and
 //! listing or ending them stays one atomic request there. The tag adds no secrecy and
@@ -23,7 +23,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::placement::{is_base64url, TAG_LEN};
+use crate::placement::{is_base64url, TAG_LEN, TAG_SEPARATOR};
 
 /// A session id. `Debug` shows only its first characters, so that logging a session does
 /// not leak the secret.
@@ -70,14 +70,14 @@ impl SessionId {
             return Ok(None);
         }
         let random = SessionId::generate()?;
-        Ok(Some(SessionId(format!("{tag}.{}", random.0))))
+        Ok(Some(SessionId(format!("{tag}~{}", random.0))))
     }
 
     /// The id in `text`, if it has the exact shape of a generated id, tagged or not.
     pub fn parse(text: &str) -> Option<SessionId> {
         if text.len() == Self::TAGGED_LEN {
             let (tag, random) = text.split_at(TAG_LEN);
-            let random = random.strip_prefix('.')?;
+            let random = random.strip_prefix(char::from(TAG_SEPARATOR))?;
             return (tag.bytes().all(is_base64url) && Self::parse(random).is_some())
                 .then(|| SessionId(text.to_string()));
         }
@@ -194,9 +194,9 @@ mod tests {
         // A bad tag or separator, or a bad random part, is not an id.
         let random = &id.as_str()[TAG_LEN + 1..];
         for bad in [
-            format!("{}+.{random}", &tag[..7]),
+            format!("{}+~{random}", &tag[..7]),
             format!("{tag}:{random}"),
-            format!("{tag}.{}=", &random[..42]),
+            format!("{tag}~{}=", &random[..42]),
         ] {
             assert_eq!(SessionId::parse(&bad), None, "{bad}");
         }
@@ -207,6 +207,23 @@ mod tests {
             crate::placement::routing_key(key.as_bytes()),
             tag.as_bytes()
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever the owner and the key prefix, a session minted with the owner's tag
+        /// routes by that tag, so every session of an owner lands on one node.
+        #[test]
+        fn every_tagged_session_routes_by_its_owners_tag(
+            owner in proptest::collection::vec(proptest::num::u8::ANY, 1..64),
+            prefix in "[ -~]{0,24}",
+        ) {
+            let tag = owner_tag(b"key", &owner);
+            let id = SessionId::generate_tagged(&tag).unwrap().unwrap();
+            proptest::prop_assert_eq!(SessionId::parse(id.as_str()), Some(id.clone()));
+            let key = format!("{prefix}{id}");
+            let routing = crate::placement::routing_key(key.as_bytes());
+            proptest::prop_assert_eq!(routing, tag.as_bytes());
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! # The function
 //!
 //! 1. The **routing key** of a key ([`routing_key`]): if the key ends with a tagged session
-//!    id, `T.R` where `T` is [`TAG_LEN`] (8) URL-safe base64 characters (`A-Z a-z 0-9 - _`),
-//!    then one `.`, then `R`, 43 such characters, the routing key is `T`. Otherwise it is
+//!    id, `T~R` where `T` is [`TAG_LEN`] (8) URL-safe base64 characters (`A-Z a-z 0-9 - _`),
+//!    then one `~`, then `R`, 43 such characters, the routing key is `T`. Otherwise it is
 //!    the whole key. (So all sessions minted with one owner's tag route together, whatever
 //!    key prefix the application uses, and untagged keys spread by their own bytes.)
 //! 2. `h(x)` = the first 8 bytes of SHA-256(x), read as a big-endian `u64`.
@@ -56,6 +56,11 @@ use sha2::{Digest, Sha256};
 
 /// Characters in a routing tag.
 pub const TAG_LEN: usize = 8;
+
+/// What separates a routing tag from the random part of a session id. Not a dot: key
+/// prefixes often end in a word and a dot (`app.sessions.`), and an untagged id behind one
+/// would look tagged. A tilde is URL- and cookie-safe and rare in prefixes.
+pub const TAG_SEPARATOR: u8 = b'~';
 
 /// Characters in the random part of a session id (32 bytes in URL-safe base64).
 const RANDOM_LEN: usize = 43;
@@ -201,7 +206,7 @@ impl Topology {
 /// use sessiond_client::placement::routing_key;
 ///
 /// let random = "A".repeat(43);
-/// assert_eq!(routing_key(format!("session:k3Y_9aZ-.{random}").as_bytes()), b"k3Y_9aZ-");
+/// assert_eq!(routing_key(format!("session:k3Y_9aZ-~{random}").as_bytes()), b"k3Y_9aZ-");
 /// assert_eq!(routing_key(format!("session:{random}").as_bytes()), format!("session:{random}").as_bytes());
 /// ```
 pub fn routing_key(key: &[u8]) -> &[u8] {
@@ -211,7 +216,8 @@ pub fn routing_key(key: &[u8]) -> &[u8] {
     }
     let id = &key[key.len() - tagged..];
     let (tag, rest) = id.split_at(TAG_LEN);
-    let is_tagged = rest[0] == b'.' && tag.iter().chain(&rest[1..]).copied().all(is_base64url);
+    let is_tagged =
+        rest[0] == TAG_SEPARATOR && tag.iter().chain(&rest[1..]).copied().all(is_base64url);
     if is_tagged {
         tag
     } else {
@@ -344,15 +350,18 @@ mod tests {
     #[test]
     fn tagged_ids_route_by_their_tag_and_others_by_the_whole_key() {
         let random = "Ab-_".repeat(10) + "xyz";
-        let tagged = format!("app:session:TAG_tag-.{random}");
+        let tagged = format!("app:session:TAG_tag-~{random}");
         assert_eq!(routing_key(tagged.as_bytes()), b"TAG_tag-");
-        let other_prefix = format!("x.TAG_tag-.{random}");
+        let other_prefix = format!("x.TAG_tag-~{random}");
         assert_eq!(routing_key(other_prefix.as_bytes()), b"TAG_tag-");
-        // Not a tag: a character outside base64url, a missing dot, too short.
+        // Not a tag: a character outside base64url, another separator (a key prefix
+        // ending in 8 base64url characters and a dot is common), too short.
         for key in [
-            format!("s:TAG+tag-.{random}"),
-            format!("s:TAG_tag-:{random}"),
-            format!("TAG_tag.{random}"),
+            format!("s:TAG+tag-~{random}"),
+            format!("s:TAG_tag-.{random}"),
+            // An untagged id behind a prefix ending in eight base64url characters.
+            format!("app.sessions.{random}"),
+            format!("TAG_tag~{random}"),
             random.clone(),
         ] {
             assert_eq!(routing_key(key.as_bytes()), key.as_bytes(), "{key}");

@@ -247,7 +247,7 @@ async fn a_login_moves_the_session_to_its_owners_node_and_kills_the_old_id() {
         );
         moved += usize::from(from != to);
         let tag = client.owner_tag(&user);
-        assert!(after.contains(&format!("={tag}.")), "{after}");
+        assert!(after.contains(&format!("={tag}~")), "{after}");
         assert!(!after.contains(&user));
         // The old id is dead, the new one holds the data and is the owner's.
         assert!(sessions
