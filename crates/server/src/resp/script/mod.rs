@@ -114,6 +114,11 @@ impl Failure {
     }
 }
 
+/// A script whose last run on a thread took less than this runs there again in place; any
+/// other first hands the thread's other connections to another worker, which costs more
+/// than such a script itself (see `cmd::scripting`).
+pub(crate) const QUICK: Duration = Duration::from_millis(1);
+
 thread_local! {
     /// This worker thread's Lua state (see the module docs), built on first use.
     static SANDBOX: RefCell<Option<Sandbox>> = const { RefCell::new(None) };
@@ -143,7 +148,13 @@ pub(crate) fn run(
         let Some(sandbox) = slot.as_mut() else {
             return Err(Failure::Engine("no Lua state".into()));
         };
+        let started = Instant::now();
         let result = run_in(sandbox, script, keys, argv, limits, dispatch);
+        if started.elapsed() < QUICK {
+            sandbox.quick.insert(script.sha);
+        } else {
+            sandbox.quick.remove(&script.sha);
+        }
         // What a stopped script allocated is garbage now; a state that still holds more
         // than one script may use is rebuilt rather than kept at that size.
         let lua = &sandbox.lua;
@@ -153,6 +164,16 @@ pub(crate) fn run(
             *slot = None;
         }
         result
+    })
+}
+
+/// Whether script `sha` last ran on this thread in less than [`QUICK`].
+pub(crate) fn ran_quickly(sha: &Sha) -> bool {
+    SANDBOX.with(|slot| {
+        slot.try_borrow()
+            .ok()
+            .and_then(|sandbox| sandbox.as_ref().map(|s| s.quick.contains(sha)))
+            .unwrap_or(false)
     })
 }
 

@@ -18,7 +18,7 @@
 //!   `loadstring` are not in the sandbox.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -63,6 +63,8 @@ pub(super) struct Sandbox {
     pub(super) run: Rc<Run>,
     /// Compiled scripts, by name.
     compiled: HashMap<Sha, Function>,
+    /// The scripts whose last run on this thread was quick (see [`super::QUICK`]).
+    pub(super) quick: HashSet<Sha>,
     /// The script cache's generation these were compiled under.
     generation: u64,
 }
@@ -114,6 +116,7 @@ impl Sandbox {
             current,
             run,
             compiled: HashMap::new(),
+            quick: HashSet::new(),
             generation: 0,
         })
     }
@@ -130,6 +133,7 @@ impl Sandbox {
     ) -> mlua::Result<Function> {
         if generation != self.generation || self.compiled.len() >= max {
             self.compiled.clear();
+            self.quick.clear();
             self.generation = generation;
         }
         if let Some(function) = self.compiled.get(&sha) {

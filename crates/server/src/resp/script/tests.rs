@@ -407,3 +407,14 @@ fn a_flushed_cache_recompiles() {
         Ok(Value::Integer(2))
     );
 }
+
+#[test]
+fn only_scripts_that_ran_quickly_on_this_thread_count_as_quick() {
+    let quick = script("return 'quick'");
+    assert!(!ran_quickly(&quick.sha), "never ran here");
+    assert_eq!(eval("return 'quick'"), Ok(Value::bulk_static("quick")));
+    assert!(ran_quickly(&quick.sha));
+    let slow = script("while true do end");
+    assert!(eval("while true do end").is_err());
+    assert!(!ran_quickly(&slow.sha));
+}
