@@ -190,8 +190,19 @@ async fn an_endless_script_is_stopped_while_other_clients_are_served() {
         );
     }
     assert!(started.elapsed() < Duration::from_millis(400));
+    // A read of the script's key waits for the script, and never sees its write.
+    let mut reader = daemon.resp_connect().await;
+    reader.send(&["GET", "busy"]).await;
+    let early = tokio::time::timeout(Duration::from_millis(100), reader.recv()).await;
+    assert!(
+        early.is_err(),
+        "a read of the script's key was answered while the script ran: {early:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(400));
 
     let reply = looping.recv().await.expect("the script's reply");
+    let read = reader.recv().await.expect("the read's reply");
+    assert_eq!(read, Value::bulk("before"));
     let took = started.elapsed();
     assert_error(&reply, "ERR", "max_script_time_ms (400 ms)");
     assert!(
