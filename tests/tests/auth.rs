@@ -115,7 +115,7 @@ fn status(reply: &ResponseFrame) -> Status {
 /// The expected answers, written from the specification (PROTOCOL.md 5.8, docs/RESP.md).
 struct Row {
     user: Option<&'static str>,
-    native: [bool; 12],
+    native: [bool; 13],
     resp: [bool; 15],
 }
 
@@ -140,9 +140,9 @@ const RESP_CMDS: [&[&str]; 15] = [
 const TABLE: [Row; 4] = [
     Row {
         user: None,
-        //       HELLO PING   GET    SET    TOUCH  DEL    STATS  SLOWLOG SET_SESSION LIST_SESSIONS END_ALL ROTATE
+        //       HELLO PING   GET    SET    TOUCH  DEL    STATS  SLOWLOG SET_SESSION LIST_SESSIONS END_ALL ROTATE SCAN
         native: [
-            true, true, false, false, false, false, false, false, false, false, false, false,
+            true, true, false, false, false, false, false, false, false, false, false, false, false,
         ],
         //     PING  GET    SET    EXPIRE TTL    DEL    INFO   SCAN   DBSIZE CONFIG FLUSH  SELECT CLIENT S.SET S.SESSIONS
         resp: [
@@ -153,7 +153,7 @@ const TABLE: [Row; 4] = [
     Row {
         user: Some("app"),
         native: [
-            true, true, true, true, true, true, false, false, true, true, true, true,
+            true, true, true, true, true, true, false, false, true, true, true, true, false,
         ],
         resp: [
             true, true, true, true, true, true, false, false, false, false, false, true, true,
@@ -163,7 +163,7 @@ const TABLE: [Row; 4] = [
     Row {
         user: Some("monitor"),
         native: [
-            true, true, false, false, false, false, true, true, false, false, false, false,
+            true, true, false, false, false, false, true, true, false, false, false, false, false,
         ],
         resp: [
             true, false, false, false, false, false, true, false, false, false, false, true, true,
@@ -172,7 +172,7 @@ const TABLE: [Row; 4] = [
     },
     Row {
         user: Some("admin"),
-        native: [true; 12],
+        native: [true; 13],
         resp: [true; 15],
     },
 ];
@@ -230,6 +230,11 @@ fn native_request(op: Opcode) -> Request {
             if_version: None,
             bind: None,
         }),
+        // Enumerates every session id: the admin role's alone.
+        Opcode::Scan => Request::Scan(sessiond_proto::command::Scan {
+            cursor: 0,
+            max_entries: 10,
+        }),
     }
 }
 
@@ -247,8 +252,12 @@ async fn each_role_can_run_exactly_its_row_on_both_protocols() {
             None => daemon.connect().await,
         };
         // Every opcode but AUTH, in numeric order, like the row.
-        let ops = Opcode::ALL.iter().filter(|op| **op != Opcode::Auth);
-        for (op, allowed) in ops.zip(row.native) {
+        let ops: Vec<_> = Opcode::ALL
+            .iter()
+            .filter(|op| **op != Opcode::Auth)
+            .collect();
+        assert_eq!(ops.len(), row.native.len(), "a column for every opcode");
+        for (op, allowed) in ops.into_iter().zip(row.native) {
             let reply = native.exchange(&native_request(*op)).await;
             let refused = match row.user {
                 None => Status::AuthRequired,
