@@ -226,6 +226,47 @@ async fn an_endless_script_is_stopped_while_other_clients_are_served() {
     assert_error(&reply, "ERR", "Script killed");
 }
 
+/// Regression: Lua's pattern matcher backtracks in C, out of the time limit's reach; this
+/// script held its key's gate for ever and, through the requests queued behind it, froze the
+/// daemon. The pattern is now refused before it runs.
+#[tokio::test]
+async fn a_backtracking_pattern_is_refused_and_the_daemon_keeps_answering() {
+    let daemon = daemon_with("");
+    let mut script = daemon.resp_connect().await;
+    let mut other = daemon.resp_connect().await;
+    let started = Instant::now();
+    script
+        .send(&[
+            "EVAL",
+            "local s=string.rep('a',3000); return string.find(s,'.-.-.-.-.-.-.-b')",
+            "1",
+            "held",
+        ])
+        .await;
+    // Readers of the script's key and PING on another connection, all answered promptly.
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let mut reader = daemon.resp_connect().await;
+        reader.send(&["GET", "held"]).await;
+        readers.push(reader);
+    }
+    for _ in 0..5 {
+        let ping = tokio::time::timeout(Duration::from_secs(2), other.call(&["PING"])).await;
+        assert_eq!(ping.ok(), Some(Value::Simple("PONG".into())));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = tokio::time::timeout(Duration::from_secs(2), script.recv())
+        .await
+        .expect("the script answers within 2 s")
+        .expect("the script's reply");
+    assert_error(&reply, "ERR", "pattern too costly");
+    for mut reader in readers {
+        let read = tokio::time::timeout(Duration::from_secs(2), reader.recv()).await;
+        assert_eq!(read.ok().flatten(), Some(Value::NullBulk));
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn a_memory_bomb_is_stopped_and_the_server_carries_on() {
     let daemon = daemon_with("[resp]\nmax_script_memory_bytes = 8388608\n");

@@ -90,11 +90,6 @@ async fn a_queueing_error_aborts_the_whole_transaction() {
         c.call(&["SCAN", "0"]).await,
         Value::Error("ERR Command not allowed inside a transaction".into())
     );
-    // A script is a transaction of its own, over the keys it declares.
-    assert_eq!(
-        c.call(&["EVAL", "return 1", "0"]).await,
-        Value::Error("ERR Command not allowed inside a transaction".into())
-    );
     assert_eq!(c.call(&["SET", "c", "3"]).await, queued());
     assert_eq!(
         c.call(&["EXEC"]).await,
@@ -106,6 +101,51 @@ async fn a_queueing_error_aborts_the_whole_transaction() {
         c.call(&["EXEC"]).await,
         Value::Error("ERR EXEC without MULTI".into())
     );
+}
+
+/// What redis-py's default pipeline (`transaction=True`) sends for a registered script
+/// next to other commands: `MULTI`, `EVALSHA`, `SET`, `EXEC`. sessiond used to refuse the
+/// `EVALSHA` and abort the whole transaction.
+#[tokio::test]
+async fn a_loaded_script_runs_inside_multi_exec() {
+    let daemon = daemon_with("");
+    let mut c = daemon.resp_connect().await;
+    let script =
+        "local n = redis.call('get', KEYS[1]) + 1 redis.call('set', KEYS[1], n) redis.call('set', KEYS[2], ARGV[1]) return n";
+    let Value::Bulk(sha) = c.call(&["SCRIPT", "LOAD", script]).await else {
+        panic!("SCRIPT LOAD gave no name");
+    };
+    let sha = String::from_utf8_lossy(&sha).into_owned();
+    assert_eq!(c.call(&["SET", "counter", "41"]).await, ok());
+    let reply = transaction(
+        &mut c,
+        &[
+            &["EVALSHA", &sha, "2", "counter", "seen", "yes"],
+            &["SET", "plain", "v"],
+            // A failing script: its own write is undone, the others' stand.
+            &[
+                "EVAL",
+                "redis.call('set', KEYS[1], 'no') error('x')",
+                "1",
+                "plain",
+            ],
+            &["GET", "seen"],
+        ],
+    )
+    .await;
+    let Value::Array(replies) = reply else {
+        panic!("EXEC answered {reply:?}");
+    };
+    assert_eq!(replies[0], Value::Integer(42));
+    assert_eq!(replies[1], ok());
+    assert!(
+        replies[2].is_error("ERR user_script:1: x"),
+        "{:?}",
+        replies[2]
+    );
+    assert_eq!(replies[3], Value::bulk("yes"));
+    assert_eq!(c.call(&["GET", "plain"]).await, Value::bulk("v"));
+    assert_eq!(c.call(&["GET", "counter"]).await, Value::bulk("42"));
 }
 
 #[tokio::test]

@@ -43,6 +43,7 @@ use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetMode, SetOutcome, 
 
 use crate::clock::Clock;
 use crate::memory::{allocated_size, Accounting, Part};
+pub(crate) use gate::off_the_worker;
 use gate::Gates;
 pub use mutation::{Mutation, MutationSink, SessionMeta, SessionState};
 use owner::OwnerIndex;

@@ -224,9 +224,12 @@ pub(super) fn execute(
     (outcome, tag)
 }
 
-/// The key arguments of a command, by its `keys` triple (first, last, step).
+/// The key arguments of a command, by its `keys` triple (first, last, step); for `EVAL` and
+/// `EVALSHA`, whose keys move with `numkeys`, the `numkeys` arguments after it (none if
+/// `numkeys` is not a count the arguments hold: the command then fails on its own).
 fn key_args<'a>(spec: &Spec, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> {
     let (first, last, step) = match spec.keys {
+        _ if scripting::declares_keys(spec.name) => (3, 2 + scripting::numkeys(args), 1),
         (first, last, step) if first > 0 && step > 0 => (first, last, step),
         // A command without keys: a range that yields nothing.
         _ => (1, 0, 1),
@@ -297,15 +300,20 @@ fn check(
     if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
         return Err(wrong_arity(spec.name));
     }
-    match client.access.check(spec.category) {
-        Ok(()) => Ok(spec),
-        Err(Denied::AuthRequired) => Err(Value::error("NOAUTH Authentication required.")),
-        // Redis's wording, so that clients that recognise it can say what happened.
-        Err(Denied::NoPermission { user, .. }) => Err(Value::error(format!(
-            "NOPERM User {user} has no permissions to run the '{}' command",
-            spec.name
-        ))),
-    }
+    require(&client.access, spec.category, spec.name)?;
+    Ok(spec)
+}
+
+/// Refuses a role that may not run `category`, with Redis's error for `command` (a command
+/// name, or `name|subcommand` for a subcommand that needs more than its command, such as
+/// `script|flush`), so that clients that recognise the wording can say what happened.
+fn require(access: &Access, category: Category, command: &str) -> std::result::Result<(), Value> {
+    access.check(category).map_err(|denied| match denied {
+        Denied::AuthRequired => Value::error("NOAUTH Authentication required."),
+        Denied::NoPermission { user, .. } => Value::error(format!(
+            "NOPERM User {user} has no permissions to run the '{command}' command"
+        )),
+    })
 }
 
 /// Runs a command that passed [`check`]: refuses a write while the AOF cannot be written,
@@ -1162,8 +1170,9 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "eval",
         arity: -3,
-        // Not in MULTI (the script is its own transaction) nor in scripts.
-        flags: &["noscript", "no_multi", "no_mandatory_keys", "movablekeys"],
+        // Not in scripts. In MULTI, EXEC holds the keys it declares and the script runs as a
+        // transaction nested in EXEC's.
+        flags: &["noscript", "no_mandatory_keys", "movablekeys"],
         keys: (0, 0, 0),
         // The script's commands are checked against the caller's role one by one.
         category: Category::Session,
@@ -1176,7 +1185,7 @@ pub(super) static COMMANDS: &[Spec] = &[
     Spec {
         name: "evalsha",
         arity: -3,
-        flags: &["noscript", "no_multi", "no_mandatory_keys", "movablekeys"],
+        flags: &["noscript", "no_mandatory_keys", "movablekeys"],
         keys: (0, 0, 0),
         category: Category::Session,
         group: "scripting",
@@ -1277,9 +1286,16 @@ mod tests {
                 assert!(spec.has_flag("no_multi"), "{}", spec.name);
                 assert!(spec.has_flag("noscript"), "{}", spec.name);
             }
-            // A script's own transaction cannot nest in EXEC's.
+            // A script in MULTI runs nested in EXEC's transaction, which holds the keys
+            // the script declares: those must be what `key_args` reads.
             if spec.name.starts_with("eval") {
-                assert!(spec.has_flag("no_multi"), "{}", spec.name);
+                assert!(scripting::declares_keys(spec.name), "{}", spec.name);
+                let args: Vec<Bytes> = ["evalsha", "sha", "2", "k1", "k2", "arg"]
+                    .into_iter()
+                    .map(|arg| Bytes::from_static(arg.as_bytes()))
+                    .collect();
+                let keys: Vec<&Bytes> = key_args(spec, &args).collect();
+                assert_eq!(keys, [&args[3], &args[4]]);
             }
         }
     }

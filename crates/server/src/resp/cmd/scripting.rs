@@ -18,10 +18,11 @@
 use bytes::Bytes;
 
 use super::transactions::{run_in_transaction, InTransaction};
-use super::{int_arg, is, unknown_subcommand, Call, Outcome, Result};
-use crate::access::{Category, Denied};
+use super::{int_arg, is, require, unknown_subcommand, Call, Outcome, Result};
+use crate::access::Category;
 use crate::resp::frame::{Value, OK};
 use crate::resp::script::{self, Failure, Limits, Script, Sha};
+use crate::store;
 
 /// Redis's reply to `EVALSHA` with a name the cache does not have; clients (redis-py's
 /// `Script`, phpredis, ioredis) recognise it and send the script's text with `EVAL`.
@@ -62,20 +63,38 @@ pub(super) fn evalsha(call: &mut Call<'_>) -> Result {
     )
 }
 
-/// Splits `numkeys key... arg...` (from `args[2]`), runs the script over the keys in one
-/// transaction, and rolls it back if the script fails.
-fn run(call: &mut Call<'_>, script: &Script) -> Result {
-    let numkeys = int_arg(&call.args[2])?;
-    let available = call.args.len() - 3;
+/// Whether command `name` declares its keys as a script does (`numkeys key ... arg ...`).
+pub(super) fn declares_keys(name: &str) -> bool {
+    matches!(name, "eval" | "evalsha")
+}
+
+/// The keys `EVAL`/`EVALSHA` `args` declare: `numkeys` if it is a count the arguments
+/// hold, else 0 (the command then fails with [`parse_numkeys`]'s error).
+pub(super) fn numkeys(args: &[Bytes]) -> i64 {
+    parse_numkeys(args).map_or(0, |n| n as i64)
+}
+
+/// `args[2]`, checked as Redis checks it: a count of the arguments that follow.
+fn parse_numkeys(args: &[Bytes]) -> std::result::Result<usize, Value> {
+    let numkeys = args.get(2).map_or(Ok(0), |arg| int_arg(arg))?;
+    let available = args.len().saturating_sub(3);
     if numkeys < 0 {
         return Err(Value::error("ERR Number of keys can't be negative"));
     }
-    let numkeys = usize::try_from(numkeys).unwrap_or(usize::MAX);
-    if numkeys > available {
-        return Err(Value::error(
+    match usize::try_from(numkeys) {
+        Ok(numkeys) if numkeys <= available => Ok(numkeys),
+        _ => Err(Value::error(
             "ERR Number of keys can't be greater than number of args",
-        ));
+        )),
     }
+}
+
+/// Splits `numkeys key... arg...` (from `args[2]`), runs the script over the keys in one
+/// transaction, and rolls it back if the script fails. Inside `EXEC` that transaction is
+/// nested in `EXEC`'s (which holds the keys, see `key_args`): a rollback undoes the
+/// script's writes only, and its error is its place in `EXEC`'s reply.
+fn run(call: &mut Call<'_>, script: &Script) -> Result {
+    let numkeys = parse_numkeys(&call.args)?;
     for i in 3..3 + numkeys {
         call.key(i)?;
     }
@@ -88,13 +107,17 @@ fn run(call: &mut Call<'_>, script: &Script) -> Result {
         reply_bytes: settings.max_reply_bytes,
         cached_scripts: settings.max_cached_scripts,
     };
+    // Taken before the keys: a script waiting for a turn holds nothing others wait for
+    // (inside EXEC the keys are EXEC's, held already).
+    let _turn = script::Turn::take(limits.time).map_err(|busy| failed(&busy, &script.sha))?;
     let (ctx, shared) = (call.ctx, call.shared);
     let client = &mut *call.client;
     let declared: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
     let mut mutated = false;
     let ran = ctx.store.transaction(&declared, |tx| {
         let result = off_the_worker(script::ran_quickly(&script.sha), || {
-            script::run(script, &keys, &argv, &limits, &mut |args| {
+            let memory = Some(ctx.store.memory());
+            script::run(script, &keys, &argv, &limits, memory, &mut |args| {
                 let outcome =
                     run_in_transaction(args, ctx, shared, client, tx, InTransaction::Script);
                 mutated |= outcome.mutated;
@@ -116,39 +139,26 @@ fn run(call: &mut Call<'_>, script: &Script) -> Result {
 /// The reply of a failed script, and the log line an operator needs to find it (its name,
 /// never its keys or arguments, which may be session ids).
 fn failed(failure: &Failure, sha: &Sha) -> Value {
-    if matches!(failure, Failure::TimedOut(_) | Failure::OutOfMemory(_)) {
+    if matches!(
+        failure,
+        Failure::TimedOut(_) | Failure::OutOfMemory(_) | Failure::Busy(..)
+    ) {
         tracing::warn!(script = sha.as_str(), ?failure, "script stopped at a limit");
     }
     failure.reply(sha)
 }
 
-/// Runs `f`, which may block for up to `resp.max_script_time_ms`, so that the worker
-/// thread's other connections are handed to another worker meanwhile (on the
-/// multi-threaded runtime the daemon uses; elsewhere, in unit tests, it simply runs).
-///
-/// A script known to be `quick` (its last run on this thread took less than
-/// [`script::QUICK`]) runs in place: the hand-over costs more than such a script (phpredis's
-/// unlock ran at two thirds of the rate with it). A script that turns slow on some input
-/// blocks this worker once, up to the time limit, and is handed over from then on; tokio's
-/// other workers take queued connections meanwhile.
+/// Runs `f`, which may block for up to `resp.max_script_time_ms`, off the async worker
+/// ([`store::off_the_worker`]), unless the script is known to be `quick` (its last run on
+/// this thread took less than [`script::QUICK`]): the hand-over costs more than such a
+/// script (phpredis's unlock ran at two thirds of the rate with it). A script that turns
+/// slow on some input blocks this worker once, up to the time limit, and is handed over
+/// from then on; tokio's other workers take queued connections meanwhile.
 fn off_the_worker<R>(quick: bool, f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if !quick && handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
-/// The error for `SCRIPT FLUSH` by a role that may not run it (Redis's wording for a
-/// subcommand a user may not run).
-fn refused(denied: Denied) -> Value {
-    match denied {
-        Denied::AuthRequired => Value::error("NOAUTH Authentication required."),
-        Denied::NoPermission { user, .. } => Value::error(format!(
-            "NOPERM User {user} has no permissions to run the 'script|flush' command"
-        )),
+    if quick {
+        f()
+    } else {
+        store::off_the_worker(f)
     }
 }
 
@@ -181,9 +191,7 @@ pub(super) fn script(call: &mut Call<'_>) -> Result {
         }
         // Forgetting every script makes every client resend its scripts: the admin's call,
         // as FLUSHDB is.
-        if let Err(denied) = call.client.access.check(Category::Keyspace) {
-            return Err(refused(denied));
-        }
+        require(&call.client.access, Category::Keyspace, "script|flush")?;
         cache.flush();
         OK
     } else if is(sub, "kill") && rest.is_empty() {

@@ -567,6 +567,58 @@ mod tests {
         }
     }
 
+    /// redis-py's default pipeline wraps a registered script's `EVALSHA` in `MULTI`/`EXEC`.
+    #[test]
+    fn scripts_run_inside_exec_and_a_failed_one_undoes_only_its_own_writes() {
+        let mut c = Conn::new();
+        let sha = match c.call(&[
+            "SCRIPT",
+            "LOAD",
+            "redis.call('set', KEYS[1], ARGV[1]) return 1",
+        ]) {
+            Value::Bulk(sha) => String::from_utf8_lossy(&sha).into_owned(),
+            other => panic!("SCRIPT LOAD answered {other:?}"),
+        };
+        assert_eq!(c.call(&["SET", "c", "old"]), OK);
+        assert_eq!(c.call(&["MULTI"]), OK);
+        assert_eq!(c.call(&["EVALSHA", &sha, "1", "a", "x"]), QUEUED);
+        assert_eq!(c.call(&["SET", "b", "y"]), QUEUED);
+        let failing = "redis.call('set', KEYS[1], 'new') error('stop')";
+        assert_eq!(c.call(&["EVAL", failing, "1", "c"]), QUEUED);
+        // Undeclared key and bad numkeys: errors in their place, the rest still runs.
+        assert_eq!(
+            c.call(&["EVAL", "return redis.call('get', 'b')", "0"]),
+            QUEUED
+        );
+        assert_eq!(c.call(&["EVAL", "return 1", "5", "a"]), QUEUED);
+        let (reply, mutated) = c.run(&["EXEC"]);
+        assert!(mutated);
+        let Value::Array(replies) = reply else {
+            panic!("EXEC answered {reply:?}");
+        };
+        assert_eq!(replies[0], Value::Integer(1));
+        assert_eq!(replies[1], OK);
+        assert!(
+            is_error(&replies[2], "ERR user_script:1: stop"),
+            "{:?}",
+            replies[2]
+        );
+        assert!(is_error(
+            &replies[3],
+            "ERR Script attempted to access a non-declared key"
+        ));
+        assert!(is_error(&replies[4], "ERR Number of keys can't be greater"));
+        assert_eq!(c.value_of("a"), Some(Bytes::from_static(b"x")));
+        assert_eq!(c.value_of("b"), Some(Bytes::from_static(b"y")));
+        assert_eq!(c.value_of("c"), Some(Bytes::from_static(b"old")));
+        // Scripts still may not run scripts.
+        let nested = c.call(&["EVAL", "return redis.call('eval', 'return 1', '0')", "0"]);
+        assert!(is_error(
+            &nested,
+            "ERR This Redis command is not allowed from script"
+        ));
+    }
+
     #[test]
     fn commands_flagged_no_multi_say_so() {
         let mut c = Conn::new();

@@ -29,6 +29,7 @@ mod convert;
 mod sandbox;
 
 use std::cell::RefCell;
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,6 +40,12 @@ use convert::BadReply;
 use sandbox::{is_memory_error, mlua_memory_error, Run, Sandbox, Stop};
 
 use super::frame::Value;
+use crate::memory::{Accounting, Part};
+
+/// The part of the memory accounting live Lua states count under: they are memory the
+/// connections' requests hold while, and after, they run (the accounting has no part of
+/// its own for scripts).
+const SCRIPT_PART: Part = Part::Connections;
 
 /// The bounds of one run (from `[resp]`).
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +90,9 @@ pub(crate) enum Failure {
     Reply(BadReply, usize),
     /// The Lua state could not be built, or a script was run from inside a script.
     Engine(String),
+    /// [`MAX_RUNNING`] scripts were running and none ended within the time limit (or too
+    /// many were already waiting): this one never started.
+    Busy(usize, Duration),
 }
 
 impl Failure {
@@ -110,6 +120,10 @@ impl Failure {
                 convert::MAX_REPLY_DEPTH
             ),
             Failure::Engine(message) => format!("ERR the script engine failed: {message}"),
+            Failure::Busy(running, limit) => format!(
+                "BUSY {running} scripts are running, the most sessiond runs at once, and none ended within resp.max_script_time_ms ({} ms); this one did not run, retry it",
+                limit.as_millis()
+            ),
         })
     }
 }
@@ -124,15 +138,102 @@ thread_local! {
     static SANDBOX: RefCell<Option<Sandbox>> = const { RefCell::new(None) };
 }
 
+/// A Lua state that holds more than this after a run is collected, and dropped if it still
+/// does: an idle thread keeps at most this much (a state with the sandbox and a few dozen
+/// compiled scripts holds well under it), not what its largest script once needed.
+pub(crate) const KEPT_STATE_BYTES: usize = 1 << 20;
+
+/// How many scripts may run at once, process-wide. Each running script holds a thread
+/// (handed off the async worker) and a Lua state of up to `resp.max_script_memory_bytes`;
+/// without a bound, N concurrent long scripts took N threads and N states. Sized to the
+/// cores, as tokio sizes its workers: more scripts at once would not run faster.
+pub(crate) static MAX_RUNNING: LazyLock<usize> =
+    LazyLock::new(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)));
+
+/// How many scripts may wait for a turn, per running one; past that a script is refused at
+/// once, so that waiting scripts do not pile up threads either.
+const WAITING_PER_RUNNING: usize = 4;
+
+/// Scripts running and waiting, process-wide.
+#[derive(Debug, Default)]
+struct Turns {
+    running: usize,
+    waiting: usize,
+}
+
+static TURNS: Mutex<Turns> = Mutex::new(Turns {
+    running: 0,
+    waiting: 0,
+});
+static TURN_FREED: Condvar = Condvar::new();
+
+fn lock_turns() -> MutexGuard<'static, Turns> {
+    TURNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A script's turn to run (see [`MAX_RUNNING`]); the next waiting script's when dropped.
+#[derive(Debug)]
+pub(crate) struct Turn(());
+
+impl Turn {
+    /// Takes a turn: at once if fewer than [`MAX_RUNNING`] scripts run; otherwise waits, off
+    /// the async worker, for one to end, at most `limit` (the time limit, after which every
+    /// running script has ended), and refuses with [`Failure::Busy`] past that or when too
+    /// many already wait.
+    pub(crate) fn take(limit: Duration) -> Result<Turn, Failure> {
+        let max = *MAX_RUNNING;
+        let mut turns = lock_turns();
+        if turns.running < max {
+            turns.running += 1;
+            return Ok(Turn(()));
+        }
+        if turns.waiting >= max * WAITING_PER_RUNNING {
+            return Err(Failure::Busy(max, limit));
+        }
+        turns.waiting += 1;
+        drop(turns);
+        let deadline = Instant::now() + limit;
+        crate::store::off_the_worker(|| {
+            let mut turns = lock_turns();
+            loop {
+                if turns.running < max {
+                    turns.waiting -= 1;
+                    turns.running += 1;
+                    return Ok(Turn(()));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    turns.waiting -= 1;
+                    return Err(Failure::Busy(max, limit));
+                }
+                turns = TURN_FREED
+                    .wait_timeout(turns, left)
+                    .map_or_else(|poisoned| poisoned.into_inner().0, |(guard, _)| guard);
+            }
+        })
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        lock_turns().running -= 1;
+        TURN_FREED.notify_one();
+    }
+}
+
 /// Runs `script` with `keys` as `KEYS` and `argv` as `ARGV`, within `limits`. Each
 /// `redis.call`/`redis.pcall` hands the command's arguments to `dispatch` and gives the
-/// script its reply. Blocks the thread for as long as the script runs (at most
+/// script its reply. The state's memory after the run is counted in `memory` (if given)
+/// for as long as the thread keeps the state. The caller holds a [`Turn`]. Blocks the thread for as long as the script runs (at most
 /// `limits.time`, plus the last instructions before the limit is noticed).
 pub(crate) fn run(
     script: &Script,
     keys: &[Bytes],
     argv: &[Bytes],
     limits: &Limits,
+    memory: Option<&Arc<Accounting>>,
     dispatch: &mut dyn FnMut(Vec<Bytes>) -> Value,
 ) -> Result<Value, Failure> {
     SANDBOX.with(|slot| {
@@ -155,13 +256,20 @@ pub(crate) fn run(
         } else {
             sandbox.quick.remove(&script.sha);
         }
-        // What a stopped script allocated is garbage now; a state that still holds more
-        // than one script may use is rebuilt rather than kept at that size.
+        // What the script allocated is garbage now (a stopped script's too); a state that
+        // still holds more than a small floor is dropped rather than kept at that size by
+        // an idle thread.
         let lua = &sandbox.lua;
-        if lua.used_memory() > limits.memory
-            && (lua.gc_collect().is_err() || lua.used_memory() > limits.memory)
+        if lua.used_memory() > KEPT_STATE_BYTES
+            && (lua.gc_collect().is_err() || lua.used_memory() > KEPT_STATE_BYTES)
         {
             *slot = None;
+        } else if let Some(memory) = memory {
+            let used = lua.used_memory();
+            sandbox
+                .charge
+                .get_or_insert_with(|| memory.charge(SCRIPT_PART))
+                .set(used);
         }
         result
     })

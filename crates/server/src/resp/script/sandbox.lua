@@ -9,7 +9,8 @@ local aborted, sha1hex = ...
 
 local pcall, error, type, tostring, select = pcall, error, type, tostring, select
 local setmetatable, getmetatable, rawget, rawset, setfenv = setmetatable, getmetatable, rawget, rawset, setfenv
-local find, sub = string.find, string.sub
+local find, sub, byte = string.find, string.sub, string.byte
+local floor = math.floor
 
 -- Tables shared by every run are read-only, so that no script leaves anything behind for
 -- the next one: a script sees a proxy whose writes fail. `__metatable` hides the proxy's
@@ -28,6 +29,117 @@ end
 local function guarded_rawset(t, k, v)
   if readonly[t] then error("Attempt to modify a readonly table", 2) end
   return rawset(t, k, v)
+end
+
+-- table.insert, table.remove and table.sort write with raw sets, which bypass a proxy's
+-- __newindex: without these guards a script could append to `string` or `redis` and the
+-- next script on this Lua state (any client's) would see it.
+for _, name in ipairs({ "insert", "remove", "sort" }) do
+  local raw = table[name]
+  table[name] = function(t, ...)
+    if readonly[t] then error("Attempt to modify a readonly table", 2) end
+    return raw(t, ...)
+  end
+end
+
+-- Lua's pattern matcher backtracks in C, where the time limit's instruction hook never runs:
+-- `string.find(string.rep('a', 3000), '.-.-.-.-.-.-.-b')` would run for years. So a pattern
+-- with magic characters is accepted only when a bound on the matcher's work stays under
+-- PATTERN_BUDGET steps. The bound follows the matcher's recursion: each `*`, `+`, `-` (and
+-- each `%b`) tries at most n + 1 extents of an n-byte subject and each `?` two, every such
+-- path walks the pattern once (plus a scan of the subject where a quantifier counts its
+-- extent), and an unanchored search starts at each of the n + 1 positions:
+--   starts * (n + 1)^quantifiers * 2^optionals * (m + 1 + (quantifiers > 0 and n or 0))
+-- for an m-byte pattern. A plain search (no magic character, or find's `plain` argument)
+-- is a memory comparison and always allowed.
+local PATTERN_BUDGET = 1e8
+local SPECIALS = "[%^%$%*%+%?%.%(%[%%%-]"
+
+-- The quantifiers, optionals and whether `p` is anchored, read as Lua 5.1's matcher reads it.
+local function pattern_shape(p, anchors)
+  local m, i, quantifiers, optionals = #p, 1, 0, 0
+  local anchored = anchors and byte(p, 1) == 94 -- '^'
+  if anchored then i = 2 end
+  while i <= m do
+    local c = byte(p, i)
+    local single = true
+    if c == 37 then -- '%'
+      local d = byte(p, i + 1)
+      if d == 98 then -- %bxy: scans up to the whole subject, as a quantifier does
+        quantifiers, i, single = quantifiers + 1, i + 4, false
+      elseif d == 102 then -- %f[set]: one look, then its set
+        i, single = i + 2, false
+      else
+        i = i + 2
+      end
+    elseif c == 91 then -- '[': a set, up to its unescaped ']' (a ']' first is literal)
+      i = i + 1
+      if byte(p, i) == 94 then i = i + 1 end
+      repeat
+        if byte(p, i) == 37 then i = i + 1 end
+        i = i + 1
+      until i > m or byte(p, i) == 93
+      i = i + 1
+    elseif c == 40 or c == 41 then -- captures match nothing themselves
+      i, single = i + 1, false
+    else
+      i = i + 1
+    end
+    if single then
+      local q = byte(p, i)
+      if q == 42 or q == 43 or q == 45 then -- * + -
+        quantifiers, i = quantifiers + 1, i + 1
+      elseif q == 63 then -- ?
+        optionals, i = optionals + 1, i + 1
+      end
+    end
+  end
+  return quantifiers, optionals, anchored
+end
+
+local function check_pattern(s, p, anchors)
+  if type(s) == "number" then s = tostring(s) end
+  if type(p) == "number" then p = tostring(p) end
+  -- Wrong types are left to the real function, whose error names them.
+  if type(s) ~= "string" or type(p) ~= "string" or not find(p, SPECIALS) then return end
+  local n, m = #s, #p
+  local quantifiers, optionals, anchored = pattern_shape(p, anchors)
+  local cost = (m + 1 + (quantifiers > 0 and n or 0)) * 2 ^ optionals
+  if not anchored then cost = cost * (n + 1) end
+  for _ = 1, quantifiers do
+    cost = cost * (n + 1)
+    if cost > PATTERN_BUDGET then break end
+  end
+  if cost > PATTERN_BUDGET then
+    error("pattern too costly for sessiond's script limits: " .. quantifiers ..
+      " quantifiers over a " .. n .. "-byte subject could take over " ..
+      floor(PATTERN_BUDGET) .. " matching steps; use fewer quantifiers, an anchored " ..
+      "pattern ('^...'), a shorter subject or a plain find", 3)
+  end
+end
+
+do
+  local raw_find, raw_match, raw_gmatch, raw_gsub =
+    string.find, string.match, string.gmatch, string.gsub
+  -- Replaced in the real string table: string methods (`s:find(p)`) reach it through the
+  -- strings' metatable, not through the proxy.
+  string.find = function(s, p, init, plain)
+    if not plain then check_pattern(s, p, true) end
+    return raw_find(s, p, init, plain)
+  end
+  string.match = function(s, p, ...)
+    check_pattern(s, p, true)
+    return raw_match(s, p, ...)
+  end
+  -- gmatch does not treat a leading '^' as an anchor in Lua 5.1.
+  string.gmatch = function(s, p)
+    check_pattern(s, p, false)
+    return raw_gmatch(s, p)
+  end
+  string.gsub = function(s, p, ...)
+    check_pattern(s, p, true)
+    return raw_gsub(s, p, ...)
+  end
 end
 
 -- pcall and xpcall must not let a script survive its limits: once the time limit has
@@ -50,6 +162,32 @@ local function handled(handler, ok, ...)
   return false, (select(2, pass(pcall(handler, err))))
 end
 local function guarded_xpcall(f, handler) return handled(handler, pcall(f)) end
+
+-- math.random: Lua 5.1's uses the C library's rand(), one sequence for the whole process, so
+-- a script's math.randomseed would steer what every later script (on any thread) draws.
+-- Here each run draws from its own sequence, reset to the same seed when the run starts, as
+-- Redis does (Park-Miller's generator: exact in doubles).
+local random_state = 1
+local function reseed(seed)
+  random_state = floor(seed) % 2147483647
+  if random_state <= 0 then random_state = random_state + 2147483646 end
+end
+math.random = function(low, high)
+  random_state = (random_state * 16807) % 2147483647
+  local r = (random_state - 1) / 2147483646
+  if low == nil then return r end
+  if type(low) ~= "number" or (high ~= nil and type(high) ~= "number") then
+    error("bad argument to 'random' (number expected)", 2)
+  end
+  if high == nil then low, high = 1, low end
+  low, high = floor(low), floor(high)
+  if low > high then error("bad argument to 'random' (interval is empty)", 2) end
+  return low + floor(r * (high - low + 1))
+end
+math.randomseed = function(seed)
+  if type(seed) ~= "number" then error("bad argument to 'randomseed' (number expected)", 2) end
+  reseed(seed)
+end
 
 -- string.dump turns a function into bytecode, which no script may load (and string methods
 -- reach the real string table through the strings' metatable, so remove it there).
@@ -148,6 +286,7 @@ local globals_meta = {
 -- Runs a compiled script `f` with fresh globals holding KEYS and ARGV: nothing one run
 -- defines is seen by the next. Returns pcall's results.
 local function run(f, keys, argv)
+  reseed(1)
   local env = { KEYS = keys, ARGV = argv }
   env._G = env
   setfenv(f, setmetatable(env, globals_meta))

@@ -26,6 +26,7 @@ use mlua::chunk::ChunkMode;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, LuaString, StdLib, Table, VmState};
 
 use super::cache::Sha;
+use crate::memory::Charge;
 
 /// How many VM instructions run between two looks at the clock: often enough that a
 /// script stops within a fraction of a millisecond of its deadline, rarely enough that the
@@ -67,6 +68,9 @@ pub(super) struct Sandbox {
     pub(super) quick: HashSet<Sha>,
     /// The script cache's generation these were compiled under.
     generation: u64,
+    /// The state's memory, as counted in the server's memory accounting (released when the
+    /// state is dropped: its thread ended, or it grew past its floor).
+    pub(super) charge: Option<Charge>,
 }
 
 impl Sandbox {
@@ -118,6 +122,7 @@ impl Sandbox {
             compiled: HashMap::new(),
             quick: HashSet::new(),
             generation: 0,
+            charge: None,
         })
     }
 

@@ -75,6 +75,7 @@ fn eval_with(
         &bytes(keys),
         &bytes(argv),
         limits,
+        None,
         &mut |args| map.dispatch(args),
     )
 }
@@ -391,19 +392,19 @@ fn a_flushed_cache_recompiles() {
     let mut first = script("return 1");
     let dispatch = &mut |args| map.dispatch(args);
     assert_eq!(
-        run(&first, &[], &[], &LIMITS, dispatch),
+        run(&first, &[], &[], &LIMITS, None, dispatch),
         Ok(Value::Integer(1))
     );
     // Same name, other text: only a new generation may compile it again (the name is the
     // SHA1 of the text, so this only happens here, in a test).
     first.source = Bytes::from_static(b"return 2");
     assert_eq!(
-        run(&first, &[], &[], &LIMITS, dispatch),
+        run(&first, &[], &[], &LIMITS, None, dispatch),
         Ok(Value::Integer(1))
     );
     first.generation = 1;
     assert_eq!(
-        run(&first, &[], &[], &LIMITS, dispatch),
+        run(&first, &[], &[], &LIMITS, None, dispatch),
         Ok(Value::Integer(2))
     );
 }
@@ -417,4 +418,90 @@ fn only_scripts_that_ran_quickly_on_this_thread_count_as_quick() {
     let slow = script("while true do end");
     assert!(eval("while true do end").is_err());
     assert!(!ran_quickly(&slow.sha));
+}
+
+#[test]
+fn a_backtracking_pattern_is_refused_before_it_runs() {
+    // The review's reproduction: without the bound this never returns (the matcher runs in
+    // C, where the time limit's hook does not fire).
+    let started = Instant::now();
+    let message = runtime_error(eval(
+        "local s = string.rep('a', 3000) return string.find(s, '.-.-.-.-.-.-.-b')",
+    ));
+    assert!(message.contains("pattern too costly"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The same through a string method, gmatch and gsub.
+    for call in [
+        "s:match('(.*)(.*)(.*)x')",
+        "s:gsub('.-.-.-b', '')",
+        "string.gmatch(s, '.*.*.*b')()",
+    ] {
+        let source = format!("local s = string.rep('a', 3000) return {call}");
+        let message = runtime_error(eval(&source));
+        assert!(message.contains("pattern too costly"), "{call}: {message}");
+    }
+}
+
+#[test]
+fn ordinary_patterns_and_plain_finds_still_work() {
+    let reply = eval(
+        "local s = string.rep('a', 100000) .. 'b'
+         return {
+           string.find(s, 'ab', 1, true),            -- plain: always allowed
+           string.find(s, 'b'),                      -- no magic character
+           select(3, string.find('user:42:x', '^user:(%d+):')), -- anchored, one quantifier
+           string.match('2026-11-26', '^(%d+)%-(%d+)%-(%d+)$'),
+           (string.gsub('a,b,c', ',', ';')),
+           #s:gsub('%a', 'x'),                       -- unanchored, no quantifier, 100 KB
+         }",
+    );
+    assert_eq!(
+        reply,
+        Ok(Value::Array(vec![
+            Value::Integer(100_000),
+            Value::Integer(100_001),
+            Value::bulk_static("42"),
+            Value::bulk_static("2026"),
+            Value::bulk_static("a;b;c"),
+            Value::Integer(100_001),
+        ]))
+    );
+}
+
+#[test]
+fn table_functions_cannot_write_into_shared_tables() {
+    // The review's probes: raw sets through table.* used to reach the shared proxies, and
+    // the next script (any client's) saw what this one left.
+    for probe in [
+        "table.insert(string, 'leaked')",
+        "table.insert(redis, function() return 'planted' end)",
+        "table.remove(math)",
+        "table.sort(table)",
+    ] {
+        let message = runtime_error(eval(probe));
+        assert!(message.contains("readonly table"), "{probe}: {message}");
+    }
+    assert_eq!(
+        eval("return {type(string[1]), type(redis[1])}"),
+        Ok(Value::Array(vec![
+            Value::bulk_static("nil"),
+            Value::bulk_static("nil")
+        ]))
+    );
+    // The functions still work on a script's own tables.
+    assert_eq!(
+        eval("local t = {3, 1} table.insert(t, 2) table.sort(t) return table.remove(t, 1)"),
+        Ok(Value::Integer(1))
+    );
+}
+
+#[test]
+fn each_run_draws_the_same_random_numbers_whatever_an_earlier_run_seeded() {
+    let draw = "return {math.random(1000000), math.random(5, 6), math.random() < 1}";
+    let first = eval(draw);
+    assert!(eval("math.randomseed(12345) return math.random(1000000)").is_ok());
+    assert_eq!(eval(draw), first);
+    let seeded = "math.randomseed(7) return math.random(1000000)";
+    assert_eq!(eval(seeded), eval(seeded));
+    assert_ne!(eval(seeded), eval("return math.random(1000000)"));
 }
