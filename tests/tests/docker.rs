@@ -7,7 +7,10 @@
 //! refused and that each role is refused what it may not run, that the healthcheck passes as
 //! the monitor user and that no password is logged, stops sessiond gracefully and starts it
 //! again, kills it with SIGKILL under `fsync = "always"`, and checks each time that the
-//! sessions survived. The script tears everything down, even when it fails.
+//! sessions survived. Then it brings up `docker/compose.cluster.yaml` (three sessiond nodes
+//! and two app replicas placing users by rendezvous hashing), stops one node and checks that
+//! only its users get the "store unavailable" answer and that they are back after its
+//! restart. The script tears everything down, even when it fails.
 //!
 //! Without a Docker engine (or without compose) the script exits 77 and this test passes
 //! with a `SKIPPED: ...` line on stderr; `SESSIOND_SKIP_DOCKER=1` skips it the same way,
