@@ -15,6 +15,12 @@
 //! and renamed over the old one, so a crash leaves the last complete state): run the same
 //! command again and it continues where it stopped. A batch that was interrupted is
 //! scanned again, which is safe: entries already moved are no longer on the old node.
+//! Each group of moves (as many as `--concurrency`) is recorded in the progress file,
+//! flushed to disk, before any of its copies is made, and cleared once every move of the
+//! group has ended; a run that finds moves left pending by an interrupted one settles them
+//! first, by deleting the copy they may have left at the new node (why that is safe, and
+//! what a crash can cost, is in `sessiond_client::migration`). A move that fails keeps its
+//! record and fails the run: a copy is never left behind without one.
 //! Passes repeat until one finds nothing to move; entries changed by the application
 //! while they were being moved are what a later pass picks up. Then the previous
 //! topology can be dropped from the application's configuration, and the progress file
@@ -30,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use sessiond_client::migration::{Rebalance, Tally};
+use sessiond_client::migration::{Pending, Rebalance, Tally};
 use sessiond_client::placement::{Node, Topology};
 use sessiond_client::{Client, Credentials, TlsOptions};
 
@@ -81,6 +87,53 @@ struct Progress {
     /// Counts of this pass so far, and of all passes.
     this_pass: Counts,
     total: Counts,
+    /// Moves whose copy may exist at the new node and that are not settled yet.
+    #[serde(default)]
+    pending: Vec<PendingMove>,
+}
+
+/// A [`Pending`] move as the progress file holds it: the key in hexadecimal, since keys
+/// are bytes and TOML strings are text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct PendingMove {
+    target: String,
+    key: String,
+    version: u64,
+}
+
+impl From<&Pending> for PendingMove {
+    fn from(p: &Pending) -> PendingMove {
+        let key = p.key.iter().map(|b| format!("{b:02x}")).collect();
+        PendingMove {
+            target: p.target.clone(),
+            key,
+            version: p.version,
+        }
+    }
+}
+
+impl PendingMove {
+    fn decode(&self) -> anyhow::Result<Pending> {
+        let hex = self.key.as_bytes();
+        if !hex.len().is_multiple_of(2) {
+            bail!("pending key {:?} is not hexadecimal", self.key);
+        }
+        let key = hex
+            .chunks(2)
+            .map(|pair| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|s| u8::from_str_radix(s, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .with_context(|| format!("pending key {:?} is not hexadecimal", self.key))?;
+        Ok(Pending {
+            target: self.target.clone(),
+            key,
+            version: self.version,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -144,6 +197,7 @@ impl Progress {
                 .collect(),
             this_pass: Counts::default(),
             total,
+            pending: Vec::new(),
         }
     }
 
@@ -170,7 +224,14 @@ impl Progress {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
-            std::fs::rename(&tmp, path)
+            std::fs::rename(&tmp, path)?;
+            // The rename is durable once the directory is: pending moves must survive a
+            // power loss, not only a crash of this process.
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(dir)?.sync_all()
         };
         write().with_context(|| format!("cannot write {}", path.display()))
     }
@@ -240,17 +301,44 @@ pub async fn run(options: Options) -> anyhow::Result<Outcome> {
     };
     let rebalance =
         Rebalance::new(from.clone(), to.clone(), client_for).concurrency(options.concurrency);
+    settle(&rebalance, &mut progress, &options.progress).await?;
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
         for i in 0..progress.source.len() {
             while !progress.source[i].done {
                 let batch_started = Instant::now();
-                let (name, cursor) = (&progress.source[i].name, progress.source[i].cursor);
-                let (tally, next) = rebalance
-                    .batch(name, cursor, SCAN_BATCH)
+                let (name, cursor) = (progress.source[i].name.clone(), progress.source[i].cursor);
+                let scanned = rebalance
+                    .scan(&name, cursor, SCAN_BATCH)
                     .await
                     .with_context(|| format!("node {name}: batch at cursor {cursor}"))?;
+                let next = scanned.next_cursor;
+                let mut tally = Tally {
+                    scanned: scanned.stays,
+                    ..Tally::default()
+                };
+                let mut moves = scanned.moves.into_iter().peekable();
+                while moves.peek().is_some() {
+                    let group: Vec<_> = moves.by_ref().take(rebalance.group()).collect();
+                    // Durable before the first copy exists (see the module docs).
+                    progress.pending = group.iter().map(|m| (&m.pending()).into()).collect();
+                    progress.save(&options.progress)?;
+                    let (done, unsettled, error) = rebalance.run(group).await;
+                    tally.merge(done);
+                    progress.pending = unsettled.iter().map(PendingMove::from).collect();
+                    if let Some(e) = error {
+                        progress.save(&options.progress)?;
+                        return Err(e).with_context(|| {
+                            format!(
+                                "node {name}: batch at cursor {cursor}: {} moves left pending \
+                                 in {} (the next run settles them)",
+                                unsettled.len(),
+                                options.progress.display()
+                            )
+                        });
+                    }
+                }
                 let mut this_pass = Tally::from(progress.this_pass);
                 this_pass.merge(tally);
                 progress.this_pass = this_pass.into();
@@ -317,6 +405,39 @@ fn report_line(progress: &Progress, source: usize, elapsed: Duration) {
     );
 }
 
+/// Settles the moves an interrupted run left pending, before anything else, and records
+/// that they are: until then, a copy of a session a logout ended may be on its new node.
+async fn settle(rebalance: &Rebalance, progress: &mut Progress, path: &Path) -> anyhow::Result<()> {
+    if progress.pending.is_empty() {
+        return Ok(());
+    }
+    let (count, mut removed) = (progress.pending.len(), 0);
+    while let Some(recorded) = progress.pending.last() {
+        let pending = recorded
+            .decode()
+            .with_context(|| format!("{}", path.display()))?;
+        match rebalance.settle(&pending).await {
+            Ok(existed) => removed += usize::from(existed),
+            Err(e) => {
+                progress.save(path)?;
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot settle a move an interrupted run left pending (node {}); \
+                         {} remain in {}",
+                        pending.target,
+                        progress.pending.len(),
+                        path.display()
+                    )
+                });
+            }
+        }
+        progress.pending.pop();
+    }
+    progress.save(path)?;
+    eprintln!("settled {count} moves an interrupted run left pending: {removed} copies removed");
+    Ok(())
+}
+
 /// Sleeps as long as keeps the scan at `rate` entries per second, after a batch of
 /// `scanned` that took `took`.
 async fn pace(rate: u64, scanned: u64, took: Duration) {
@@ -377,9 +498,30 @@ mod tests {
         let mut progress = Progress::start(&t, &t, 2, Counts::default());
         progress.source[0].cursor = 17;
         progress.this_pass.moved = 5;
+        let pending = Pending {
+            target: "b".into(),
+            key: vec![0, 0xff, b'k', 0x80],
+            version: 9,
+        };
+        progress.pending.push((&pending).into());
         progress.save(&path).unwrap();
+        let loaded = Progress::load(&path).unwrap().unwrap();
+        assert_eq!(loaded.pending[0].key, "00ff6b80");
+        assert_eq!(loaded.pending[0].decode().unwrap(), pending);
         assert_eq!(Progress::load(&path).unwrap(), Some(progress));
         assert!(!temporary(&path).exists());
         assert_eq!(Progress::load(&dir.path().join("none")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_pending_key_that_is_not_hexadecimal_is_an_error() {
+        for key in ["0", "zz", "é0"] {
+            let recorded = PendingMove {
+                target: "b".into(),
+                key: key.into(),
+                version: 1,
+            };
+            assert!(recorded.decode().is_err(), "{key}");
+        }
     }
 }

@@ -443,8 +443,11 @@ impl Cluster {
             Ok(()) => Ok(written),
             Err(refused) => {
                 let copy = written.version;
-                // Best effort: if this fails too, the copy is an orphan under a fresh id no
-                // one holds, and it expires with its TTL.
+                // Best effort, unlike a rebalance's copy (`migration.rs`), which needs a
+                // durable record: this copy is under a fresh id that was never handed out
+                // (the caller gets the refusal and sends no cookie), so if its removal fails
+                // too nobody can present it. It counts toward its owner's sessions until it
+                // expires with its TTL or the owner's sessions are ended.
                 let _ = to
                     .run(|c| async move { c.node_del_if_version(new_key, copy).await })
                     .await;

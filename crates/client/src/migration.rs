@@ -20,10 +20,30 @@
 //! it and stopped before step 2: the old node still holds it and is authoritative, so that
 //! copy is replaced.
 //!
+//! # A move interrupted between its copy and its end
+//!
+//! The copy is removed again when step 2 is refused, but the process can die (or lose the
+//! new node) after step 1 and before that removal. If a logout deleted the session between
+//! the `SCAN` and step 1, the copy is then the only one left: a later run never sees it
+//! (it scans the old topology, and the old node no longer has the key), and every client in
+//! the migration window, missing on the old node, would find it on the new one: a session
+//! the user ended, alive again. So the fate of every copy is made durable first: the caller
+//! records each move as [`Pending`] (new node, key, version scanned) *before*
+//! [`Rebalance::run`] makes its copy, and forgets it only once the move is settled (its
+//! outcome is in the [`Tally`]; a move that failed stays pending). A pending move found
+//! when a run starts is settled by [`Rebalance::settle`]: whatever copy it may have left at
+//! the new node is deleted. That is right when the old node still holds the key (it is
+//! authoritative, the next pass moves it again) and when the old node lost it to a logout.
+//! It is wrong only for a move whose delete at the old node succeeded in the moment before
+//! the process died and before the caller recorded it: that session is then deleted, the
+//! user logged out, rather than any ended session coming back. Running the moves in groups
+//! of [`Rebalance::group`] bounds how many sessions one crash can log out that way.
+//!
 //! Moves keep the value, the version order per node (a moved entry gets a new version from
 //! its new node), the TTL, the owner and the absolute deadline. They do not keep the
 //! creation time: the new node counts it from the move.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{self, StreamExt};
@@ -137,32 +157,127 @@ impl Rebalance {
             .ok_or_else(|| Error::InvalidArgument(format!("no node named {name:?}")))
     }
 
-    /// Scans one batch of node `source` from `cursor` (`max_entries` a hint), moves what
-    /// belongs elsewhere, and returns the counts and the cursor to continue from (0: the
-    /// node is done). An error leaves the cursor where it was: running the batch again is
-    /// safe.
-    pub async fn batch(
+    /// How many moves [`Rebalance::run`] should be given at once: the concurrency. A
+    /// caller records each group as pending before running it (see the module docs).
+    pub fn group(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Scans one batch of node `source` from `cursor` (`max_entries` a hint). Nothing is
+    /// changed: the entries that belong elsewhere come back as moves to record and run.
+    pub async fn scan(
         &self,
         source: &str,
         cursor: u64,
         max_entries: u32,
-    ) -> Result<(Tally, u64), Error> {
-        let from = self.client(source)?;
-        let reply = from.scan(cursor, max_entries).await?;
-        let moves = reply.entries.into_iter().map(|entry| async move {
+    ) -> Result<Scanned, Error> {
+        let reply = self.client(source)?.scan(cursor, max_entries).await?;
+        let mut scanned = Scanned {
+            stays: 0,
+            moves: Vec::new(),
+            next_cursor: reply.next_cursor,
+        };
+        for entry in reply.entries {
             let target = self.to.node_for_key(&entry.key).name();
             if target == source {
-                return Ok(Moved::Stays);
+                scanned.stays += 1;
+            } else {
+                scanned.moves.push(Move {
+                    source: source.to_string(),
+                    target: target.to_string(),
+                    entry,
+                });
             }
-            move_entry(from, self.client(target)?, entry).await
-        });
-        let mut outcomes = stream::iter(moves).buffer_unordered(self.concurrency);
-        let mut tally = Tally::default();
-        while let Some(outcome) = outcomes.next().await {
-            tally.add(outcome?);
         }
-        Ok((tally, reply.next_cursor))
+        Ok(scanned)
     }
+
+    /// Runs `moves` (at most [`Rebalance::group`] at once) to their end, even when some
+    /// fail: a move cut off midway would leave its copy behind. Returns the counts of the
+    /// settled ones, the moves that are not settled (still pending: settle them with
+    /// [`Rebalance::settle`] before anything else) and the first error.
+    pub async fn run(&self, moves: Vec<Move>) -> (Tally, Vec<Pending>, Option<Error>) {
+        let runs = moves.into_iter().map(|m| async move {
+            let pending = m.pending();
+            let outcome = match (self.client(&m.source), self.client(&m.target)) {
+                (Ok(from), Ok(to)) => move_entry(from, to, m.entry).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            (pending, outcome)
+        });
+        let mut outcomes = stream::iter(runs).buffer_unordered(self.concurrency);
+        let (mut tally, mut unsettled, mut first) = (Tally::default(), Vec::new(), None);
+        while let Some((pending, outcome)) = outcomes.next().await {
+            match outcome {
+                Ok(moved) => tally.add(moved),
+                Err(e) => {
+                    unsettled.push(pending);
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        (tally, unsettled, first)
+    }
+
+    /// Settles a move recorded as pending by an earlier run that did not finish it: deletes
+    /// whatever copy it may have left at its new node (see the module docs for why that is
+    /// right whether or not the old node still holds the key). Returns whether there was
+    /// one. An error means the copy may still be there: the move stays pending.
+    pub async fn settle(&self, pending: &Pending) -> Result<bool, Error> {
+        self.client(&pending.target)?.del(&pending.key).await
+    }
+}
+
+/// What one `SCAN` batch found.
+#[derive(Debug)]
+pub struct Scanned {
+    /// Entries that stay where they are.
+    pub stays: u64,
+    /// Entries whose node changes.
+    pub moves: Vec<Move>,
+    /// The cursor to continue from: 0 when the node is done.
+    pub next_cursor: u64,
+}
+
+/// One entry to move from its old node to its new one.
+pub struct Move {
+    source: String,
+    target: String,
+    entry: ScanEntry,
+}
+
+impl Move {
+    /// What to record before running this move.
+    pub fn pending(&self) -> Pending {
+        Pending {
+            target: self.target.clone(),
+            key: self.entry.key.to_vec(),
+            version: self.entry.version,
+        }
+    }
+}
+
+impl fmt::Debug for Move {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the value: it is a session's content.
+        f.debug_struct("Move")
+            .field("source", &self.source)
+            .field("target", &self.target)
+            .field("version", &self.entry.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A move whose copy may exist at its new node and is not settled yet: what a caller
+/// keeps durably while the move runs (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The new node's name.
+    pub target: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The version scanned at the old node.
+    pub version: u64,
 }
 
 /// Moves `entry` from `from` to `to` (see the module docs).
@@ -220,7 +335,9 @@ async fn move_entry(from: &Client, to: &Client, entry: ScanEntry) -> Result<Move
         Err(Error::NotFound) => Moved::Ended,
         Err(e) => {
             // Unknown whether the old node deleted it: remove the copy, so that the old
-            // node (authoritative) decides, and let the caller retry the batch.
+            // node (authoritative) decides, and let the caller retry the batch. Either way
+            // the move fails and stays pending: if this removal failed too, settling it is
+            // what removes the copy.
             let _ = to.del_if_version(&entry.key, copy).await;
             return Err(e);
         }

@@ -587,3 +587,169 @@ async fn a_node_that_accepts_but_never_answers_costs_one_timeout_then_fails_fast
     }
     held.abort();
 }
+
+/// A proxy in front of a node: it holds the first write (`SET`, `SET_SESSION`) that comes
+/// through until released, and cuts the connection at the first `DEL` after that, then lets
+/// everything through. In front of a rebalance's new node, that is a rebalance that scans a
+/// session, waits while the user logs out, copies it, and loses the new node before it can
+/// remove the copy again.
+struct CuttingProxy {
+    addr: std::net::SocketAddr,
+    arrived: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl CuttingProxy {
+    async fn start(target: std::net::SocketAddr) -> CuttingProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (held, cut) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (a, r) = (arrived.clone(), release.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (arrived, release, held, cut) =
+                    (a.clone(), r.clone(), held.clone(), cut.clone());
+                tokio::spawn(async move {
+                    let upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_node, mut to_node) = upstream.into_split();
+                    let back = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_node, &mut to_client).await;
+                    });
+                    loop {
+                        // One request frame (PROTOCOL.md 3.2): a 16-byte header, then key,
+                        // extras and value.
+                        let mut frame = vec![0u8; 16];
+                        if from_client.read_exact(&mut frame).await.is_err() {
+                            break;
+                        }
+                        let body = usize::from(u16::from_be_bytes([frame[8], frame[9]]))
+                            + usize::from(frame[10])
+                            + u32::from_be_bytes(frame[12..16].try_into().unwrap()) as usize;
+                        frame.resize(16 + body, 0);
+                        if from_client.read_exact(&mut frame[16..]).await.is_err() {
+                            break;
+                        }
+                        let opcode = frame[2];
+                        if matches!(opcode, 0x03 | 0x10) && !held.swap(true, Ordering::SeqCst) {
+                            arrived.notify_one();
+                            release.notified().await;
+                        }
+                        if opcode == 0x05
+                            && held.load(Ordering::SeqCst)
+                            && !cut.swap(true, Ordering::SeqCst)
+                        {
+                            // The connection is lost with the request unsent.
+                            back.abort();
+                            break;
+                        }
+                        if to_node.write_all(&frame).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        CuttingProxy {
+            addr,
+            arrived,
+            release,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rebalance_cut_off_between_copy_and_cleanup_does_not_resurrect_a_logged_out_session() {
+    let (old_node, new_node) = (Daemon::start(), Daemon::start());
+    let proxy = CuttingProxy::start(new_node.addr()).await;
+    let old = Topology::new([Node::new("a", old_node.addr().to_string()).unwrap()]).unwrap();
+    let node = |name: &str, addr: std::net::SocketAddr| Node::new(name, addr.to_string()).unwrap();
+    // The rebalance reaches the new node through the proxy; the application directly.
+    let through_proxy = Topology::new([node("a", old_node.addr()), node("b", proxy.addr)]).unwrap();
+    let direct = Topology::new([node("a", old_node.addr()), node("b", new_node.addr())]).unwrap();
+    let key = (0..)
+        .map(|i| format!("session-{i}"))
+        .find(|k| direct.node_for_key(k.as_bytes()).name() == "b")
+        .unwrap();
+    let at = |addr: std::net::SocketAddr| Client::builder(addr.to_string()).build();
+    let (at_old, at_new) = (at(old_node.addr()), at(new_node.addr()));
+    let ttl = Duration::from_secs(600);
+    at_old
+        .set(&key, "alice", ttl, SetMode::CreateOnly)
+        .await
+        .unwrap();
+
+    let root = tempfile::tempdir().unwrap();
+    let (old_file, new_file) = (root.path().join("old.toml"), root.path().join("new.toml"));
+    std::fs::write(&old_file, topology_toml(&old)).unwrap();
+    std::fs::write(&new_file, topology_toml(&through_proxy)).unwrap();
+    let progress = root.path().join("progress");
+    let rebalance = move || {
+        let mut command = std::process::Command::new(sessiond_tests::binary("sessiond-cli"));
+        command
+            .args(["rebalance", "--timeout", "10s", "--from"])
+            .arg(&old_file)
+            .arg("--to")
+            .arg(&new_file)
+            .arg("--progress")
+            .arg(&progress);
+        command
+    };
+    let first = {
+        let command = rebalance();
+        tokio::task::spawn_blocking(move || {
+            sessiond_tests::run_command(command, b"", Duration::from_secs(60))
+        })
+    };
+
+    // The rebalance has scanned the session and is about to copy it: the user logs out,
+    // through the migration window (old node: deleted; new node: nothing there yet).
+    tokio::time::timeout(Duration::from_secs(30), proxy.arrived.notified())
+        .await
+        .expect("the rebalance never wrote to the new node");
+    let window = Client::cluster(direct.clone())
+        .previous_topology(old.clone())
+        .build();
+    assert!(window.del(&key).await.unwrap());
+    proxy.release.notify_one();
+
+    // The copy is made, the old node says the session is gone, and the removal of the copy
+    // is cut off: the run fails, and says the move is still pending.
+    let first = first.await.unwrap();
+    assert!(!first.status.success(), "{first:?}");
+    assert!(first.stderr.contains("left pending"), "{}", first.stderr);
+    assert!(
+        at_new.get(&key).await.unwrap().is_some(),
+        "no copy was left"
+    );
+
+    // The next run settles the pending move before anything else.
+    let command = rebalance();
+    let second = tokio::task::spawn_blocking(move || {
+        sessiond_tests::run_command(command, b"", Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(second.status.success(), "{second:?}");
+    assert!(
+        second.stderr.contains("settled 1 moves") && second.stderr.contains("1 copies removed"),
+        "{}",
+        second.stderr
+    );
+    for (name, client) in [("old", &at_old), ("new", &at_new)] {
+        assert!(
+            client.get(&key).await.unwrap().is_none(),
+            "the logged-out session is back on the {name} node"
+        );
+    }
+    assert!(window.get(&key).await.unwrap().is_none());
+}
