@@ -471,3 +471,125 @@ async fn a_scripts_writes_survive_a_restart_and_a_failed_ones_do_not() {
     let ttl = c.call(&["TTL", "a"]).await.int();
     assert!((3500..=3600).contains(&ttl), "{ttl}");
 }
+
+/// INFO's `used_memory`: what the server's memory accounting counts.
+async fn used_memory(c: &mut sessiond_tests::resp::RespConn) -> u64 {
+    let info = c.call(&["INFO", "memory"]).await;
+    info.text()
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `Threads:` from `/proc/<pid>/status`.
+fn threads_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Regression: each concurrent long script took a thread of its own and kept a Lua state of
+/// up to max_script_memory_bytes on it for good (40 such EVALs: 44 threads, 34 MB -> 678 MB
+/// resident, still 678 MB when idle), none of it in the memory accounting. Now at most
+/// one script per core (at least 2) runs, a few more wait, the rest are refused with BUSY,
+/// and a state left holding more than 1 MiB is dropped after its run.
+#[tokio::test]
+async fn concurrent_long_scripts_leave_threads_and_memory_bounded() {
+    const CLIENTS: usize = 40;
+    let daemon = daemon_with("[resp]\nmax_script_time_ms = 300\n");
+    let pid = daemon.pid();
+    let mut probe = daemon.resp_connect().await;
+    assert_eq!(
+        probe.call(&["EVAL", "return 1", "0"]).await,
+        Value::Integer(1)
+    );
+    let (threads_before, rss_before) = (threads_of(pid), daemon.rss_bytes());
+
+    // The review's script: 14 MB of strings, then a loop until the time limit.
+    let script = "local t={} for i=1,100 do t[i]=string.rep('x',140000)..i end \
+                  local x=0 while true do x=x+1 end";
+    let mut conns = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = daemon.resp_connect().await;
+        c.send(&["EVAL", script, "0"]).await;
+        conns.push(c);
+    }
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let (mut threads, mut rss) = (0, 0);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                threads = threads.max(threads_of(pid));
+                rss = rss.max(sessiond_tests::rss_of(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (threads, rss)
+        })
+    };
+    // The running scripts' Lua memory is counted as the server's (INFO, STATS, max_memory).
+    let mut used = 0;
+    for _ in 0..25 {
+        used = used.max(used_memory(&mut probe).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        used > 10 << 20,
+        "used_memory at most {used} while scripts held 14 MB each"
+    );
+    let (mut killed, mut busy) = (0, 0);
+    for c in &mut conns {
+        let reply = tokio::time::timeout(Duration::from_secs(10), c.recv())
+            .await
+            .expect("every script is answered")
+            .expect("a reply");
+        if reply.is_error("BUSY") {
+            busy += 1;
+        } else {
+            assert_error(&reply, "ERR", "Script killed");
+            killed += 1;
+        }
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (threads_peak, rss_peak) = watcher.join().expect("the watcher");
+    // Idle again: the states those scripts grew were dropped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (threads_after, rss_after) = (threads_of(pid), daemon.rss_bytes());
+    eprintln!(
+        "killed {killed}, busy {busy}; threads {threads_before} -> peak {threads_peak} -> {threads_after}; \
+         RSS {} -> peak {} -> {} MiB",
+        rss_before >> 20,
+        rss_peak >> 20,
+        rss_after >> 20
+    );
+    assert!(killed >= 2, "no script ran: {killed} killed, {busy} busy");
+    assert_eq!(killed + busy, CLIENTS);
+    // Bounds (2 cores here): 2 running and 8 waiting scripts hold a thread each, on top of
+    // tokio's workers; before the fix every one of the 40 did.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2)) as u64;
+    assert!(
+        threads_peak <= threads_before + 5 * cores + 4,
+        "{threads_peak} threads at the peak, {threads_before} before"
+    );
+    // Each script that ran grew the heap of the thread it ran on by its state (up to 16
+    // MiB), which the allocator keeps for reuse; measured here: 4 ran, +100 MiB. Before the
+    // fix all 40 ran at once (+644 MiB).
+    let grown = rss_peak.saturating_sub(rss_before);
+    assert!(
+        grown < (killed as u64 + 2) * (32 << 20),
+        "RSS grew by {} MiB for {killed} scripts",
+        grown >> 20
+    );
+    // Idle, the states are gone from the accounting.
+    let used = used_memory(&mut probe).await;
+    assert!(used < 4 << 20, "used_memory {used} when idle");
+    // And the daemon serves scripts as before.
+    assert_eq!(
+        probe.call(&["EVAL", "return 2", "0"]).await,
+        Value::Integer(2)
+    );
+}

@@ -249,6 +249,12 @@ pub(crate) fn run(
         let Some(sandbox) = slot.as_mut() else {
             return Err(Failure::Engine("no Lua state".into()));
         };
+        if let Some(memory) = memory {
+            let mut charge = sandbox.run.charge.borrow_mut();
+            charge
+                .get_or_insert_with(|| memory.charge(SCRIPT_PART))
+                .set(sandbox.lua.used_memory());
+        }
         let started = Instant::now();
         let result = run_in(sandbox, script, keys, argv, limits, dispatch);
         if started.elapsed() < QUICK {
@@ -264,12 +270,8 @@ pub(crate) fn run(
             && (lua.gc_collect().is_err() || lua.used_memory() > KEPT_STATE_BYTES)
         {
             *slot = None;
-        } else if let Some(memory) = memory {
-            let used = lua.used_memory();
-            sandbox
-                .charge
-                .get_or_insert_with(|| memory.charge(SCRIPT_PART))
-                .set(used);
+        } else if let Some(charge) = sandbox.run.charge.borrow_mut().as_mut() {
+            charge.set(lua.used_memory());
         }
         result
     })

@@ -13,11 +13,12 @@
 //!   hook, while `pcall` (wrapped by the sandbox) re-raises it: the script cannot catch its
 //!   way past the limit.
 //! - **memory**: mlua's allocator refuses allocations past a limit set, for the run, to
-//!   what the state holds at its start plus `resp.max_script_memory_bytes`.
+//!   what the state holds at its start plus `resp.max_script_memory_bytes`. The same hook
+//!   keeps the state's size in the server's memory accounting up to date.
 //! - **bytecode**: scripts are compiled in text mode only, and `string.dump`, `load` and
 //!   `loadstring` are not in the sandbox.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
@@ -52,6 +53,10 @@ pub(super) struct Run {
     pub(super) deadline: Cell<Option<Instant>>,
     /// Set once a limit stopped the run.
     pub(super) stopped: Cell<Option<Stop>>,
+    /// The state's memory, as counted in the server's memory accounting: brought up to date
+    /// by the hook while a script runs and after each run, released when the state is
+    /// dropped (its thread ended, or it held too much after a run).
+    pub(super) charge: RefCell<Option<Charge>>,
 }
 
 /// A sandboxed Lua state and what has been compiled in it.
@@ -68,9 +73,6 @@ pub(super) struct Sandbox {
     pub(super) quick: HashSet<Sha>,
     /// The script cache's generation these were compiled under.
     generation: u64,
-    /// The state's memory, as counted in the server's memory accounting (released when the
-    /// state is dropped: its thread ended, or it grew past its floor).
-    pub(super) charge: Option<Charge>,
 }
 
 impl Sandbox {
@@ -100,7 +102,10 @@ impl Sandbox {
         let hook_run = Rc::clone(&run);
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS),
-            move |_, _| {
+            move |lua, _| {
+                if let Some(charge) = hook_run.charge.borrow_mut().as_mut() {
+                    charge.set(lua.used_memory());
+                }
                 let late = hook_run
                     .deadline
                     .get()
@@ -122,7 +127,6 @@ impl Sandbox {
             compiled: HashMap::new(),
             quick: HashSet::new(),
             generation: 0,
-            charge: None,
         })
     }
 

@@ -505,3 +505,28 @@ fn each_run_draws_the_same_random_numbers_whatever_an_earlier_run_seeded() {
     assert_eq!(eval(seeded), eval(seeded));
     assert_ne!(eval(seeded), eval("return math.random(1000000)"));
 }
+
+#[test]
+fn a_running_scripts_memory_is_counted_and_released_after_it() {
+    let accounting = Arc::new(Accounting::unlimited());
+    let seen = std::cell::Cell::new(0);
+    let source = "local t = {} for i = 1, 20 do t[i] = string.rep('x', 100000) .. i end \
+                  local n = 0 for i = 1, 5000 do n = n + i end \
+                  redis.call('echo', 'x') t = nil";
+    let result = run(
+        &script(source),
+        &[],
+        &[],
+        &LIMITS,
+        Some(&accounting),
+        &mut |_| {
+            seen.set(accounting.used_by(SCRIPT_PART));
+            OK
+        },
+    );
+    assert_eq!(result, Ok(Value::Null));
+    // 2 MB of strings while it ran; after the run the garbage is collected and the state
+    // dropped or back under the floor.
+    assert!(seen.get() > 2_000_000, "counted {} while running", seen.get());
+    assert!(accounting.used_by(SCRIPT_PART) <= KEPT_STATE_BYTES as u64);
+}
