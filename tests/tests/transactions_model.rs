@@ -16,10 +16,13 @@
 //! not-a-number`: Redis reports it in its place and runs the others), and sometimes after a
 //! `WATCH` of a key it read (`EXEC` then applies nothing if another writer changed it).
 //!
-//! Readers, three ways to read several keys atomically: `MGET` inside `MULTI`/`EXEC`; one
-//! `GET` per key inside `MULTI`/`EXEC`; and `WATCH` every key, `MGET`, then an empty
-//! `MULTI`/`EXEC` that succeeds only if no key changed meanwhile, which proves that the
-//! `MGET` saw one state.
+//! One transaction in five runs as a Lua script (`EVAL`) doing the same writes instead: it
+//! must be just as atomic with respect to `EXEC`, and joins the same chain.
+//!
+//! Readers, four ways to read several keys atomically: `MGET` inside `MULTI`/`EXEC`; one
+//! `GET` per key inside `MULTI`/`EXEC`; a script that returns `MGET` of its keys; and `WATCH`
+//! every key, `MGET`, then an empty `MULTI`/`EXEC` that succeeds only if no key changed
+//! meanwhile, which proves that the `MGET` saw one state.
 //!
 //! With `SESSIOND_TESTS_REFERENCE=redis-server` the same test runs against redis-server.
 //! `SESSIOND_MODEL_SEED` replays a run.
@@ -141,6 +144,17 @@ async fn writer(mut conn: RespConn, number: usize, mut rng: Rng) -> WriterLog {
                 writes.push((k, Some(id.clone())));
             }
         }
+        // Some transactions are scripts instead: they must be atomic with respect to EXEC
+        // just the same.
+        if !watched && rng.below(5) == 0 {
+            let predecessor = scripted_transaction(&mut conn, &id, &writes).await;
+            log.committed.push(Committed {
+                predecessor,
+                id,
+                writes,
+            });
+            continue;
+        }
         let failing = rng.below(10) == 0;
         if failing {
             let at = 2 + rng.below((commands.len() - 1) as u64) as usize;
@@ -180,7 +194,32 @@ async fn writer(mut conn: RespConn, number: usize, mut rng: Rng) -> WriterLog {
     log
 }
 
-/// Reads `order` and every data key atomically, in one of the three ways (see the module
+/// What a transaction does, as one Lua script: `SET order ID GET`, then each write
+/// (`ARGV[i]` empty: `DEL`); returns the previous value of `order`.
+const TRANSACTION_SCRIPT: &str = "local previous = redis.call('SET', KEYS[1], ARGV[1], 'GET') \
+     for i = 2, #KEYS do \
+       if ARGV[i] == '' then redis.call('DEL', KEYS[i]) \
+       else redis.call('SET', KEYS[i], ARGV[i]) end \
+     end \
+     return previous";
+
+/// Runs the transaction `id` with `writes` as a script (`EVAL`), declaring `order` and every
+/// key it writes; returns the id of the transaction before it.
+async fn scripted_transaction(conn: &mut RespConn, id: &str, writes: &[Write]) -> Option<String> {
+    let numkeys = (writes.len() + 1).to_string();
+    let mut args = vec!["EVAL", TRANSACTION_SCRIPT, &numkeys, ORDER];
+    let names: Vec<String> = writes.iter().map(|(k, _)| key(*k)).collect();
+    args.extend(names.iter().map(String::as_str));
+    args.push(id);
+    args.extend(
+        writes
+            .iter()
+            .map(|(_, value)| value.as_deref().unwrap_or("")),
+    );
+    text(&conn.call(&args).await)
+}
+
+/// Reads `order` and every data key atomically, in one of the four ways (see the module
 /// doc); `None` when the `WATCH` way saw a change and must be retried.
 async fn read_all(conn: &mut RespConn, way: u64) -> Option<Snapshot> {
     let mut names = vec![ORDER.to_string()];
@@ -198,6 +237,12 @@ async fn read_all(conn: &mut RespConn, way: u64) -> Option<Snapshot> {
             commands.push(strings(&["EXEC"]));
             let replies = pipeline(conn, &commands).await;
             replies.last().expect("EXEC").items().to_vec()
+        }
+        2 => {
+            let numkeys = names.len().to_string();
+            let mut args = vec!["EVAL", "return redis.call('MGET', unpack(KEYS))", &numkeys];
+            args.extend(names.iter().map(String::as_str));
+            conn.call(&args).await.items().to_vec()
         }
         _ => {
             let mut watch = vec!["WATCH".to_string()];
@@ -221,7 +266,7 @@ async fn reader(mut conn: RespConn, done: Arc<AtomicBool>, mut rng: Rng) -> (Vec
     let mut snapshots = Vec::new();
     let mut retried = 0;
     while !done.load(Ordering::Relaxed) {
-        match read_all(&mut conn, rng.below(3)).await {
+        match read_all(&mut conn, rng.below(4)).await {
             Some(snapshot) => snapshots.push(snapshot),
             None => retried += 1,
         }
