@@ -158,6 +158,9 @@ pub struct Args {
     pub rate: Option<f64>,
 }
 
+/// The lowest `--rate`: one request every ten seconds.
+const MIN_RATE: f64 = 0.1;
+
 /// The environment variable the password of `--user` is read from, unless
 /// `--password-file` is given.
 const PASSWORD_VAR: &str = "SESSIOND_PASSWORD";
@@ -273,12 +276,12 @@ impl Args {
             ));
         }
         if let Some(rate) = self.rate {
-            // A schedule slower than one request per connection per hour is a mistake, and
-            // the interval must fit the clock's nanoseconds.
-            if !(rate.is_finite() && rate * 3600.0 >= self.connections as f64) {
+            // At least one request every ten seconds in all: a run that hears no reply for
+            // 30 s takes the server to be stuck and gives up (run::STALL_TIMEOUT).
+            if !(rate.is_finite() && rate >= MIN_RATE) {
                 return Err(format!(
-                    "--rate must be a number of requests per second of at least one per \
-                     connection per hour, not {rate}"
+                    "--rate must be a number of requests per second of at least {MIN_RATE}, \
+                     not {rate}"
                 ));
             }
         }
@@ -440,7 +443,8 @@ mod tests {
     fn rate_is_a_positive_schedule_of_the_mix() {
         assert_eq!(config(&["--rate", "2500"]).unwrap().rate, Some(2500.0));
         assert_eq!(config(&[]).unwrap().rate, None);
-        for bad in ["0", "-5", "NaN", "inf", "0.001"] {
+        assert_eq!(config(&["--rate", "0.1"]).unwrap().rate, Some(0.1));
+        for bad in ["0", "-5", "NaN", "inf", "0.05"] {
             assert!(config(&["--rate", bad]).is_err(), "--rate {bad}");
         }
         assert!(config(&["--rate", "100", "--load", "5"]).is_err());
