@@ -14,6 +14,10 @@
 //! the transaction is rolled back and the error is the reply; nothing it wrote is visible
 //! or persisted. A script that *returns* an error reply (`return redis.error_reply(...)`)
 //! has not failed: its writes stand.
+//!
+//! Queued in `MULTI`, a script runs inside `EXEC`'s transaction, which holds the keys it
+//! declares (`key_args` reads them from `numkeys`): its own transaction joins `EXEC`'s, and
+//! its rollback undoes its own writes only.
 
 use bytes::Bytes;
 

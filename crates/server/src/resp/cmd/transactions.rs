@@ -23,7 +23,9 @@
 //! existed in between: what the client saw still holds when its writes apply.
 //!
 //! Only commands whose keys can be read from their arguments may be queued: the locks are
-//! taken before anything runs. Commands flagged `no_multi` in the table (keyspace walks,
+//! taken before anything runs. `EVAL`/`EVALSHA` count: their keys are the `numkeys` after
+//! `numkeys`, and each runs as a transaction nested in `EXEC`'s (its failure undoes only its
+//! own writes). Commands flagged `no_multi` in the table (keyspace walks,
 //! owner-wide commands, connection state such as `AUTH`) are refused in `MULTI`, and those
 //! flagged `noscript` in scripts.
 

@@ -14,6 +14,10 @@
 //!   script's `KEYS`, dispatches each `redis.call` through the command table with the
 //!   caller's role, and rolls the transaction back if [`run`] fails.
 //!
+//! - [`Turn`] (here): at most [`MAX_RUNNING`] scripts run at once, process-wide, so that
+//!   concurrent long scripts cannot take a thread and a Lua state each; a running state's
+//!   memory counts in the server's memory accounting.
+//!
 //! This module knows nothing of the store or of roles: a dispatcher is any function from a
 //! command's arguments to its reply, which is also how its tests drive it.
 //!

@@ -527,6 +527,10 @@ fn a_running_scripts_memory_is_counted_and_released_after_it() {
     assert_eq!(result, Ok(Value::Null));
     // 2 MB of strings while it ran; after the run the garbage is collected and the state
     // dropped or back under the floor.
-    assert!(seen.get() > 2_000_000, "counted {} while running", seen.get());
+    assert!(
+        seen.get() > 2_000_000,
+        "counted {} while running",
+        seen.get()
+    );
     assert!(accounting.used_by(SCRIPT_PART) <= KEPT_STATE_BYTES as u64);
 }
