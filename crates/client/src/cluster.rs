@@ -27,7 +27,9 @@
 //!   says "not found". A write whose version was read from the old node before the key
 //!   moved finds another version at the new node: a version conflict, which the session
 //!   layer answers by loading again, never a lost update;
-//! - create-only writes check that the old node does not hold the key; deletes go to both;
+//! - create-only writes check that the old node does not hold the key; upserts update the
+//!   old node if it holds the key and write to the new one otherwise (never creating a key
+//!   on a node it is leaving); deletes go to both;
 //! - an owner's sessions are listed and ended on both of the owner's nodes.
 //!
 //! Once the rebalancer reports nothing left to move, drop the previous topology.
@@ -267,8 +269,8 @@ impl Cluster {
         read(homes.new).await
     }
 
-    pub(crate) async fn set(
-        &self,
+    pub(crate) async fn set<'a>(
+        &'a self,
         key: &[u8],
         value: &[u8],
         ttl: Duration,
@@ -276,8 +278,8 @@ impl Cluster {
         options: Option<&SessionOptions>,
     ) -> Result<SessionWrite, Error> {
         let homes = self.homes_of_key(key);
-        let write = on_member(|m| {
-            m.run(|c| async move {
+        let write = |m: &'a Member, mode| {
+            m.run(move |c| async move {
                 match options {
                     Some(options) => c.node_set_session(key, value, ttl, mode, options).await,
                     None => c
@@ -286,23 +288,33 @@ impl Cluster {
                         .map(|version| SessionWrite { version, ended: 0 }),
                 }
             })
-        });
-        let Some(old) = homes.old else {
-            return write(homes.new).await;
         };
-        if mode == SetMode::CreateOnly {
-            if old
-                .run(|c| async move { c.node_get_with(key, None).await })
-                .await?
-                .is_some()
-            {
-                return Err(Error::Exists);
+        let Some(old) = homes.old else {
+            return write(homes.new, mode).await;
+        };
+        match mode {
+            SetMode::CreateOnly => {
+                if old
+                    .run(|c| async move { c.node_get_with(key, None).await })
+                    .await?
+                    .is_some()
+                {
+                    return Err(Error::Exists);
+                }
+                write(homes.new, mode).await
             }
-            return write(homes.new).await;
-        }
-        match write(old).await {
-            Err(Error::NotFound) => write(homes.new).await,
-            out => out,
+            // An upsert lands on the old node only if that node still holds the key (it is
+            // then authoritative, and the rebalancer moves the new value). Created there
+            // instead, the entry would be one the rebalancer may already have passed, lost
+            // once the previous topology is dropped.
+            SetMode::Upsert => match write(old, SetMode::UpdateOnly).await {
+                Err(Error::NotFound) => write(homes.new, mode).await,
+                out => out,
+            },
+            SetMode::UpdateOnly | SetMode::IfVersion(_) => match write(old, mode).await {
+                Err(Error::NotFound) => write(homes.new, mode).await,
+                out => out,
+            },
         }
     }
 

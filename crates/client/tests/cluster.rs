@@ -753,3 +753,63 @@ async fn a_rebalance_cut_off_between_copy_and_cleanup_does_not_resurrect_a_logge
     }
     assert!(window.get(&key).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn an_upsert_in_the_migration_window_is_not_lost_when_the_old_topology_is_dropped() {
+    use sessiond_client::migration::Rebalance;
+
+    let (a, b) = (Daemon::start(), Daemon::start());
+    let node = |name: &str, d: &Daemon| Node::new(name, d.addr().to_string()).unwrap();
+    let old = Topology::new([node("a", &a)]).unwrap();
+    let new = Topology::new([node("a", &a), node("b", &b)]).unwrap();
+    let mut leaving = (0..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| new.node_for_key(k.as_bytes()).name() == "b");
+    let (moved, unmoved) = (leaving.next().unwrap(), leaving.next().unwrap());
+    let (at_a, at_b) = (
+        Client::builder(a.addr().to_string()).build(),
+        Client::builder(b.addr().to_string()).build(),
+    );
+    let ttl = Duration::from_secs(600);
+    at_a.set(&moved, "1", ttl, SetMode::CreateOnly)
+        .await
+        .unwrap();
+
+    // The rebalancer moves `moved`; `unmoved` is created only afterwards, on the old node,
+    // by a client that has not switched yet.
+    let rebalance = Rebalance::new(old.clone(), new.clone(), |n| {
+        Client::builder(n.addr()).build()
+    });
+    let scanned = rebalance.scan("a", 0, 100).await.unwrap();
+    let (tally, pending, error) = rebalance.run(scanned.moves).await;
+    assert_eq!((tally.moved, pending.len(), error.is_none()), (1, 0, true));
+    at_a.set(&unmoved, "1", ttl, SetMode::CreateOnly)
+        .await
+        .unwrap();
+
+    let window = Client::cluster(new.clone())
+        .previous_topology(old.clone())
+        .build();
+    for key in [&moved, &unmoved] {
+        window.set(key, "2", ttl, SetMode::Upsert).await.unwrap();
+    }
+    // A moved key is written where it now lives, not created again on the node it left; a
+    // key its old node still holds is updated there, for the rebalancer to move.
+    assert!(at_a.get(&moved).await.unwrap().is_none());
+    assert_eq!(&at_b.get(&moved).await.unwrap().unwrap().value[..], b"2");
+    assert_eq!(&at_a.get(&unmoved).await.unwrap().unwrap().value[..], b"2");
+    assert!(at_b.get(&unmoved).await.unwrap().is_none());
+
+    // The rebalance finishes, the previous topology is dropped: both writes are there.
+    let scanned = rebalance.scan("a", 0, 100).await.unwrap();
+    let (tally, _, error) = rebalance.run(scanned.moves).await;
+    assert_eq!((tally.moved, error.is_none()), (1, true));
+    let after = Client::cluster(new).build();
+    for key in [&moved, &unmoved] {
+        assert_eq!(
+            &after.get(key).await.unwrap().unwrap().value[..],
+            b"2",
+            "{key}"
+        );
+    }
+}
