@@ -899,6 +899,7 @@ async fn the_specs_examples_are_what_the_server_sends() {
     let mut exchanges = Vec::new();
     let mut auth_exchanges = Vec::new();
     let mut slowlog_exchanges = Vec::new();
+    let mut scan_examples = 0;
     let mut unsolicited = Vec::new();
     let mut i = 0;
     while i < blocks.len() {
@@ -916,6 +917,11 @@ async fn the_specs_examples_are_what_the_server_sends() {
             auth_exchanges.push((opaque, request, response));
         } else if request[2] == u8::from(Opcode::Slowlog) {
             slowlog_exchanges.push((opaque, request, response));
+        } else if request[2] == u8::from(Opcode::Scan) {
+            // SCAN's example lists a store that holds one session and nothing else, which
+            // this session's store is not; crates/proto's spec_examples.rs checks its bytes,
+            // and crates/client/tests/cluster.rs checks SCAN against a real daemon.
+            scan_examples += 1;
         } else {
             exchanges.push((opaque, request, response));
         }
@@ -924,7 +930,8 @@ async fn the_specs_examples_are_what_the_server_sends() {
     exchanges.sort_by_key(|(opaque, _, _)| *opaque);
     auth_exchanges.sort_by_key(|(opaque, _, _)| *opaque);
     assert_eq!(
-        (exchanges.len() + auth_exchanges.len() + slowlog_exchanges.len()) * 2 + unsolicited.len(),
+        (exchanges.len() + auth_exchanges.len() + slowlog_exchanges.len() + scan_examples) * 2
+            + unsolicited.len(),
         blocks.len()
     );
     assert!(!auth_exchanges.is_empty(), "section 5.8 has examples");
