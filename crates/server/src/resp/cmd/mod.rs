@@ -522,6 +522,7 @@ fn acl_category(group: &str) -> &'static str {
         "generic" => "@keyspace",
         "connection" => "@connection",
         "transactions" => "@transaction",
+        "scripting" => "@scripting",
         _ => "@admin",
     }
 }
@@ -1297,6 +1298,17 @@ mod tests {
                 let keys: Vec<&Bytes> = key_args(spec, &args).collect();
                 assert_eq!(keys, [&args[3], &args[4]]);
             }
+        }
+    }
+
+    #[test]
+    fn scripting_commands_are_in_redis_scripting_category() {
+        for name in ["eval", "evalsha", "script"] {
+            let spec = lookup(name.as_bytes()).expect("a scripting command");
+            let Value::Array(fields) = spec.info() else {
+                panic!("COMMAND INFO {name} is not an array");
+            };
+            assert_eq!(fields[6], Value::Set(vec![Value::Simple("@scripting")]));
         }
     }
 
