@@ -813,3 +813,39 @@ async fn an_upsert_in_the_migration_window_is_not_lost_when_the_old_topology_is_
         );
     }
 }
+
+#[tokio::test]
+async fn scan_replies_stay_within_the_value_limit_and_cover_every_entry() {
+    // A small value limit, and many more entries than one reply can hold.
+    const LIMIT: usize = 1024;
+    let daemon = Daemon::start_with_config(&format!("[limits]\nmax_value_bytes = {LIMIT}\n"));
+    let client = Client::builder(daemon.addr().to_string()).build();
+    let ttl = Duration::from_secs(600);
+    let keys: HashSet<String> = (0..2000).map(|i| format!("k{i:04}")).collect();
+    for key in &keys {
+        let value = format!("value of {key} ...........");
+        client
+            .set(key, value, ttl, SetMode::CreateOnly)
+            .await
+            .unwrap();
+    }
+    let (mut cursor, mut seen, mut replies) = (0, HashSet::new(), 0);
+    loop {
+        // Every reply decodes (the client checked it), and holds at most the limit: shards
+        // here hold a few entries each, far less than the limit.
+        let batch = client.scan(cursor, 0).await.unwrap();
+        let bytes: usize = batch.entries.iter().map(|e| e.encoded_len()).sum();
+        assert!(bytes <= LIMIT, "a reply of {bytes} bytes");
+        for entry in batch.entries {
+            let key = String::from_utf8(entry.key.to_vec()).unwrap();
+            assert!(seen.insert(key), "an entry returned twice");
+        }
+        replies += 1;
+        cursor = batch.next_cursor;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen, keys);
+    assert!(replies > 100, "{replies} replies");
+}

@@ -26,7 +26,9 @@ pub struct Scan {
     /// Where to continue: 0 to start, else a reply's `next_cursor`.
     pub cursor: u64,
     /// A hint: the server stops adding shards once the reply holds this many entries (0:
-    /// once it holds as many bytes as the server's `max_value_len`).
+    /// no count limit). Whatever it asks, the server adds no shard that would take the
+    /// reply past its `max_value_len` bytes unless the reply is still empty, and answers
+    /// `TOO_LARGE` for a shard larger than [`Limits::HARD_MAX_VALUE_LEN`](crate::Limits).
     pub max_entries: u32,
 }
 
