@@ -155,8 +155,11 @@ pub(crate) static MAX_RUNNING: LazyLock<usize> =
     LazyLock::new(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)));
 
 /// How many scripts may wait for a turn, per running one; past that a script is refused at
-/// once, so that waiting scripts do not pile up threads either.
-const WAITING_PER_RUNNING: usize = 4;
+/// once, so that waiting scripts (each on a thread of its own, without a Lua state) do not
+/// pile up threads without bound either. Generous: a script's first run on a thread is
+/// handed off the worker, so a burst of short scripts from many clients (50 phpredis
+/// unlocks at once) briefly waits many deep, and must not be refused.
+const WAITING_PER_RUNNING: usize = 32;
 
 /// Scripts running and waiting, process-wide.
 #[derive(Debug, Default)]
