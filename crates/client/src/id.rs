@@ -12,7 +12,10 @@
 //! an HMAC of the owner ([`Client::owner_tag`](crate::Client::owner_tag)), never the owner, and is what placement hashes
 //! ([`crate::placement::routing_key`]), so all of an owner's sessions live on one node and
 //! listing or ending them stays one atomic request there. The tag adds no secrecy and
-//! takes none away: the 256 random bits are the secret. Ids without a tag (every id made
+//! takes none away: the 256 random bits are the secret. It does say something about the
+//! owner: equal tags mark one owner's sessions, and under the default, public tag key a
+//! tag confirms a guess of who the owner is (see [`PUBLIC_TAG_KEY`]); set a secret one
+//! with [`ClientBuilder::owner_tag_key`](crate::ClientBuilder::owner_tag_key). Ids without a tag (every id made
 //! before tags existed, and sessions without an owner) stay valid and route by their whole
 //! key.
 
@@ -113,9 +116,24 @@ impl SessionId {
     }
 }
 
+/// The key [`Client`](crate::Client) makes routing tags with unless the application sets
+/// its own ([`ClientBuilder::owner_tag_key`](crate::ClientBuilder::owner_tag_key)). It is
+/// public, so under it anyone holding one cookie can test guesses of its owner (a user
+/// number, an e-mail address) offline: 48 bits confirm a guess.
+pub(crate) const PUBLIC_TAG_KEY: &[u8] = b"sessiond owner routing tag v1";
+
+/// Whether `client` makes routing tags with [`PUBLIC_TAG_KEY`].
+pub(crate) fn has_public_tag_key(client: &crate::Client) -> bool {
+    const PROBE: &str = "sessiond public tag key probe";
+    client.owner_tag(PROBE) == owner_tag(PUBLIC_TAG_KEY, PROBE.as_bytes())
+}
+
 /// The routing tag of `owner` under `key`: the first 6 bytes of HMAC-SHA256(`key`,
 /// `owner`) in URL-safe base64, [`TAG_LEN`] characters. 48 bits spread owners over nodes
-/// evenly and, keyed with a secret, say nothing about who the owner is.
+/// evenly and, keyed with a secret, say nothing about who the owner is (under
+/// [`PUBLIC_TAG_KEY`] they confirm a guess of it). Whatever the key, equal tags link the
+/// sessions of one owner: whoever sees several ids (a proxy's log) sees which devices
+/// belong to the same user.
 pub(crate) fn owner_tag(key: &[u8], owner: &[u8]) -> String {
     // HMAC takes keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
@@ -147,6 +165,20 @@ impl fmt::Debug for SessionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_public_tag_key_is_the_one_clients_use_by_default() {
+        let default = crate::Client::builder("h:1").build();
+        assert!(has_public_tag_key(&default));
+        assert_eq!(
+            default.owner_tag("user:42"),
+            owner_tag(PUBLIC_TAG_KEY, b"user:42")
+        );
+        let secret = crate::Client::builder("h:1")
+            .owner_tag_key("s3cret")
+            .build();
+        assert!(!has_public_tag_key(&secret));
+    }
 
     #[test]
     fn generated_ids_are_43_url_safe_characters_and_distinct() {

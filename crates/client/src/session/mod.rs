@@ -242,9 +242,22 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Sessions stored through `client` as `config` says.
+    /// Sessions stored through `client` as `config` says. A multi-node client that makes
+    /// routing tags with the public default key gets a warning on stderr (see
+    /// [`ClientBuilder::owner_tag_key`](crate::ClientBuilder::owner_tag_key)).
     pub fn new(client: Client, config: SessionConfig) -> Result<Sessions, SessionError> {
         config.validate()?;
+        if client.topology().is_some() && crate::id::has_public_tag_key(&client) {
+            // Not refused: the tags still place sessions correctly, and a deployment that
+            // started without a key cannot add one while sessions exist (an owner's new
+            // sessions would go to another node than its existing ones, which listing and
+            // ending them would then miss). But the operator should know, at start.
+            eprintln!(
+                "sessiond-client: warning: session ids carry routing tags made with the \
+                 public default key, so a cookie confirms guesses of its owner; set \
+                 ClientBuilder::owner_tag_key to a secret (docs/SCALING.md)"
+            );
+        }
         let mut backend = Backend::new(client, config.key_prefix.clone());
         backend.absolute_lifetime = config.absolute_lifetime;
         backend.owner_limit = config.owner_limit;
