@@ -7,7 +7,7 @@ use super::connection::REDIS_COMPAT_VERSION;
 use super::{
     int_arg, is, lookup, unknown_subcommand, wrong_arity, Call, Outcome, Result, COMMANDS,
 };
-use crate::access::{Category, Denied};
+use crate::access::Category;
 use crate::resp::frame::Value;
 use crate::resp::glob::Pattern;
 
@@ -281,18 +281,7 @@ pub(super) fn slowlog(call: &mut Call<'_>) -> Result {
     } else if is(sub, "len") && extra == 0 {
         Value::Integer(i64::try_from(log.len()).unwrap_or(i64::MAX))
     } else if is(sub, "reset") && extra == 0 {
-        match call.client.access.check(Category::Keyspace) {
-            Ok(()) => {}
-            Err(Denied::AuthRequired) => {
-                return Err(Value::error("NOAUTH Authentication required."))
-            }
-            // Redis's wording for a subcommand a user may not run.
-            Err(Denied::NoPermission { user, .. }) => {
-                return Err(Value::error(format!(
-                    "NOPERM User {user} has no permissions to run the 'slowlog|reset' command"
-                )))
-            }
-        }
+        super::require(&call.client.access, Category::Keyspace, "slowlog|reset")?;
         log.reset();
         Value::Simple("OK")
     } else if is(sub, "help") && extra == 0 {
