@@ -32,7 +32,13 @@
 //!   on a node it is leaving); deletes go to both;
 //! - an owner's sessions are listed and ended on both of the owner's nodes.
 //!
+//! A key found missing on its old node and present on its new one is remembered (a
+//! bounded number of them): its old node is not asked again, so a moved session costs one
+//! round trip (`moved.rs` says why that is safe).
+//!
 //! Once the rebalancer reports nothing left to move, drop the previous topology.
+
+mod moved;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +50,7 @@ use sessiond_proto::Limits;
 
 use crate::placement::{Node, Topology};
 use crate::{Client, Error, SessionOptions, SessionWrite};
+use moved::MovedKeys;
 
 /// One node: its client and its breaker.
 pub(crate) struct Member {
@@ -134,6 +141,8 @@ pub(crate) struct Cluster {
     previous_members: Vec<usize>,
     /// `name=addr,...` of the current topology, for `Client::addr` and `Debug`.
     description: String,
+    /// In a migration window, the keys found moved.
+    moved: Option<MovedKeys>,
 }
 
 /// Where a key may be: its node now, and its node in the previous topology if different.
@@ -187,7 +196,9 @@ impl Cluster {
             .map(|n| format!("{}={}", n.name(), n.addr()))
             .collect::<Vec<_>>()
             .join(",");
+        let moved = previous.as_ref().map(|_| MovedKeys::new(moved::CAPACITY));
         Cluster {
+            moved,
             topology,
             previous,
             members,
@@ -227,6 +238,23 @@ impl Cluster {
         self.homes(crate::placement::routing_key(key))
     }
 
+    /// Where a request for `key` goes: [`Cluster::homes_of_key`], without the old node
+    /// once the key was found moved.
+    fn homes_to_ask(&self, key: &[u8]) -> Homes<'_> {
+        let mut homes = self.homes_of_key(key);
+        if homes.old.is_some() && self.moved.as_ref().is_some_and(|m| m.contains(key)) {
+            homes.old = None;
+        }
+        homes
+    }
+
+    /// Records that `key`'s old node lacked it and its new node has it.
+    fn found_moved(&self, key: &[u8]) {
+        if let Some(moved) = &self.moved {
+            moved.insert(key);
+        }
+    }
+
     /// The limits of the first node that answers (every node should run the same
     /// configuration): a node that is down must not fail requests for the others.
     pub(crate) async fn limits(&self) -> Result<Limits, Error> {
@@ -258,15 +286,20 @@ impl Cluster {
         key: &[u8],
         touch_ttl_ms: Option<u64>,
     ) -> Result<Option<Entry>, Error> {
-        let homes = self.homes_of_key(key);
+        let homes = self.homes_to_ask(key);
         let read =
             on_member(|m| m.run(|c| async move { c.node_get_with(key, touch_ttl_ms).await }));
-        if let Some(old) = homes.old {
-            if let Some(entry) = read(old).await? {
-                return Ok(Some(entry));
-            }
+        let Some(old) = homes.old else {
+            return read(homes.new).await;
+        };
+        if let Some(entry) = read(old).await? {
+            return Ok(Some(entry));
         }
-        read(homes.new).await
+        let found = read(homes.new).await?;
+        if found.is_some() {
+            self.found_moved(key);
+        }
+        Ok(found)
     }
 
     pub(crate) async fn set<'a>(
@@ -277,7 +310,7 @@ impl Cluster {
         mode: SetMode,
         options: Option<&SessionOptions>,
     ) -> Result<SessionWrite, Error> {
-        let homes = self.homes_of_key(key);
+        let homes = self.homes_to_ask(key);
         let write = |m: &'a Member, mode| {
             m.run(move |c| async move {
                 match options {
@@ -301,31 +334,33 @@ impl Cluster {
                 {
                     return Err(Error::Exists);
                 }
-                write(homes.new, mode).await
+                let written = write(homes.new, mode).await?;
+                self.found_moved(key);
+                Ok(written)
             }
             // An upsert lands on the old node only if that node still holds the key (it is
             // then authoritative, and the rebalancer moves the new value). Created there
             // instead, the entry would be one the rebalancer may already have passed, lost
             // once the previous topology is dropped.
             SetMode::Upsert => match write(old, SetMode::UpdateOnly).await {
-                Err(Error::NotFound) => write(homes.new, mode).await,
+                Err(Error::NotFound) => self.on_new(key, write(homes.new, mode).await),
                 out => out,
             },
             SetMode::UpdateOnly | SetMode::IfVersion(_) => match write(old, mode).await {
-                Err(Error::NotFound) => write(homes.new, mode).await,
+                Err(Error::NotFound) => self.on_new(key, write(homes.new, mode).await),
                 out => out,
             },
         }
     }
 
     pub(crate) async fn touch(&self, key: &[u8], ttl: Duration) -> Result<u64, Error> {
-        let homes = self.homes_of_key(key);
+        let homes = self.homes_to_ask(key);
         let touch = on_member(|m| m.run(|c| async move { c.node_touch(key, ttl).await }));
-        old_then_new(homes, touch).await
+        self.old_then_new(key, homes, touch).await
     }
 
     pub(crate) async fn del(&self, key: &[u8]) -> Result<bool, Error> {
-        let homes = self.homes_of_key(key);
+        let homes = self.homes_to_ask(key);
         let del = on_member(|m| m.run(|c| async move { c.node_del(key).await }));
         let mut existed = false;
         if let Some(old) = homes.old {
@@ -335,10 +370,10 @@ impl Cluster {
     }
 
     pub(crate) async fn del_if_version(&self, key: &[u8], version: u64) -> Result<(), Error> {
-        let homes = self.homes_of_key(key);
+        let homes = self.homes_to_ask(key);
         let del =
             on_member(|m| m.run(|c| async move { c.node_del_if_version(key, version).await }));
-        old_then_new(homes, del).await
+        self.old_then_new(key, homes, del).await
     }
 
     pub(crate) async fn sessions_of(&self, owner: &[u8], tag: &str) -> Result<SessionList, Error> {
@@ -410,6 +445,35 @@ impl Cluster {
         result
     }
 
+    /// Runs `op` at the key's old node, then at its new one if the old says "not found" (or
+    /// only at the new one outside a migration window, or once the key was found moved).
+    async fn old_then_new<'a, T, F>(
+        &self,
+        key: &[u8],
+        homes: Homes<'a>,
+        op: impl Fn(&'a Member) -> F,
+    ) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<T, Error>>,
+    {
+        if let Some(old) = homes.old {
+            match op(old).await {
+                Err(Error::NotFound) => return self.on_new(key, op(homes.new).await),
+                out => return out,
+            }
+        }
+        op(homes.new).await
+    }
+
+    /// `answer`, the new node's after the old one said "not found": if it succeeded, the
+    /// key is on its new node only.
+    fn on_new<T>(&self, key: &[u8], answer: Result<T, Error>) -> Result<T, Error> {
+        if answer.is_ok() {
+            self.found_moved(key);
+        }
+        answer
+    }
+
     /// A rotation across nodes: read the session at `from`, create it create-only under
     /// `new_key` at `to` (bound as `bind` says), then delete `old_key` at the version read.
     /// If the delete is refused (another request wrote or deleted the session meanwhile),
@@ -476,19 +540,4 @@ where
     F: std::future::Future<Output = Result<T, Error>>,
 {
     f
-}
-
-/// Runs `op` at the key's old node, then at its new one if the old says "not found" (or
-/// only at the new one outside a migration window).
-async fn old_then_new<'a, T, F>(homes: Homes<'a>, op: impl Fn(&'a Member) -> F) -> Result<T, Error>
-where
-    F: std::future::Future<Output = Result<T, Error>>,
-{
-    if let Some(old) = homes.old {
-        match op(old).await {
-            Err(Error::NotFound) => {}
-            out => return out,
-        }
-    }
-    op(homes.new).await
 }

@@ -754,18 +754,46 @@ async fn a_rebalance_cut_off_between_copy_and_cleanup_does_not_resurrect_a_logge
     assert!(window.get(&key).await.unwrap().is_none());
 }
 
+/// Node `a` alone, growing to `a` and `b`, and two keys that move to `b`.
+struct Growing {
+    a: Daemon,
+    b: Daemon,
+    old: Topology,
+    new: Topology,
+    leaving: [String; 2],
+}
+
+impl Growing {
+    fn start() -> Growing {
+        let (a, b) = (Daemon::start(), Daemon::start());
+        let node = |name: &str, d: &Daemon| Node::new(name, d.addr().to_string()).unwrap();
+        let old = Topology::new([node("a", &a)]).unwrap();
+        let new = Topology::new([node("a", &a), node("b", &b)]).unwrap();
+        let mut leaving = (0..)
+            .map(|i| format!("k{i}"))
+            .filter(|k| new.node_for_key(k.as_bytes()).name() == "b");
+        let leaving = [leaving.next().unwrap(), leaving.next().unwrap()];
+        Growing {
+            a,
+            b,
+            old,
+            new,
+            leaving,
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_upsert_in_the_migration_window_is_not_lost_when_the_old_topology_is_dropped() {
     use sessiond_client::migration::Rebalance;
 
-    let (a, b) = (Daemon::start(), Daemon::start());
-    let node = |name: &str, d: &Daemon| Node::new(name, d.addr().to_string()).unwrap();
-    let old = Topology::new([node("a", &a)]).unwrap();
-    let new = Topology::new([node("a", &a), node("b", &b)]).unwrap();
-    let mut leaving = (0..)
-        .map(|i| format!("k{i}"))
-        .filter(|k| new.node_for_key(k.as_bytes()).name() == "b");
-    let (moved, unmoved) = (leaving.next().unwrap(), leaving.next().unwrap());
+    let Growing {
+        a,
+        b,
+        old,
+        new,
+        leaving: [moved, unmoved],
+    } = Growing::start();
     let (at_a, at_b) = (
         Client::builder(a.addr().to_string()).build(),
         Client::builder(b.addr().to_string()).build(),
@@ -848,4 +876,51 @@ async fn scan_replies_stay_within_the_value_limit_and_cover_every_entry() {
     }
     assert_eq!(seen, keys);
     assert!(replies > 100, "{replies} replies");
+}
+
+#[tokio::test]
+async fn a_window_client_asks_the_old_node_no_more_for_a_key_it_found_moved() {
+    use sessiond_client::migration::Rebalance;
+
+    let Growing {
+        a,
+        b: _b,
+        old,
+        new,
+        leaving: [seen, unseen],
+    } = Growing::start();
+    let at_a = Client::builder(a.addr().to_string()).build();
+    let ttl = Duration::from_secs(600);
+    for key in [&seen, &unseen] {
+        at_a.set(key, "v", ttl, SetMode::CreateOnly).await.unwrap();
+    }
+    let rebalance = Rebalance::new(old.clone(), new.clone(), |n| {
+        Client::builder(n.addr()).build()
+    });
+    let scanned = rebalance.scan("a", 0, 100).await.unwrap();
+    let (tally, _, error) = rebalance.run(scanned.moves).await;
+    assert_eq!((tally.moved, error.is_none()), (2, true));
+
+    let window = Client::cluster(new)
+        .previous_topology(old)
+        .connect_timeout(Duration::from_millis(300))
+        .request_timeout(Duration::from_millis(300))
+        .build();
+    assert!(window.get(&seen).await.unwrap().is_some());
+    // With the old node gone, the key seen moved is still served, from its new node alone;
+    // a key not seen yet still needs the old node's word.
+    drop(a);
+    for _ in 0..3 {
+        assert!(window.get(&seen).await.unwrap().is_some());
+        let version = window.touch(&seen, ttl).await.unwrap();
+        let written = window
+            .set(&seen, "w", ttl, SetMode::IfVersion(version))
+            .await;
+        written.unwrap();
+    }
+    let unseen = window.get(&unseen).await;
+    assert!(
+        matches!(unseen, Err(Error::Unavailable { .. })),
+        "{unseen:?}"
+    );
 }
