@@ -225,8 +225,15 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        lock_turns().running -= 1;
-        TURN_FREED.notify_one();
+        let mut turns = lock_turns();
+        turns.running -= 1;
+        let waited_for = turns.waiting > 0;
+        drop(turns);
+        // A waiter counts itself under the lock before it waits, so none is missed; and the
+        // common case, nobody waiting, makes no system call (a notify always does one).
+        if waited_for {
+            TURN_FREED.notify_one();
+        }
     }
 }
 
