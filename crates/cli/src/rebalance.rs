@@ -15,12 +15,15 @@
 //! and renamed over the old one, so a crash leaves the last complete state): run the same
 //! command again and it continues where it stopped. A batch that was interrupted is
 //! scanned again, which is safe: entries already moved are no longer on the old node.
-//! Each group of moves (as many as `--concurrency`) is recorded in the progress file,
-//! flushed to disk, before any of its copies is made, and cleared once every move of the
-//! group has ended; a run that finds moves left pending by an interrupted one settles them
-//! first, by deleting the copy they may have left at the new node (why that is safe, and
-//! what a crash can cost, is in `sessiond_client::migration`). A move that fails keeps its
-//! record and fails the run: a copy is never left behind without one.
+//! The moves of each batch are recorded in the progress file as pending, flushed to disk,
+//! before any of their copies is made, and cleared with the batch's cursor. Each move that
+//! settles meanwhile is appended at once to a journal next to it (`FILE.settled`, lines
+//! `BATCH HEXKEY`; written, not flushed: it must survive the process being killed, and
+//! losing it in a power cut costs sessions, never brings one back). A run that finds moves
+//! left pending by an interrupted one, and not in the journal, settles them first by
+//! deleting the copy they may have left at the new node (why that is safe is in
+//! `sessiond_client::migration`). A move that fails keeps its record and fails the run: a
+//! copy is never left behind without one.
 //! Passes repeat until one finds nothing to move; entries changed by the application
 //! while they were being moved are what a later pass picks up. Then the previous
 //! topology can be dropped from the application's configuration, and the progress file
@@ -31,6 +34,8 @@
 //! nothing is left to move, 1 if sessions were refused by their new node (an owner over
 //! its session limit there), 2 on errors (the progress file keeps what was done).
 
+use std::collections::HashSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -87,9 +92,71 @@ struct Progress {
     /// Counts of this pass so far, and of all passes.
     this_pass: Counts,
     total: Counts,
+    /// The number of the batch under way (or last done): what its journal lines carry.
+    #[serde(default)]
+    batch: u64,
     /// Moves whose copy may exist at the new node and that are not settled yet.
     #[serde(default)]
     pending: Vec<PendingMove>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The journal of settled moves (see the module docs).
+struct Journal {
+    file: std::fs::File,
+}
+
+impl Journal {
+    fn path(progress: &Path) -> PathBuf {
+        let mut name = progress.file_name().unwrap_or_default().to_os_string();
+        name.push(".settled");
+        progress.with_file_name(name)
+    }
+
+    fn open(progress: &Path) -> anyhow::Result<Journal> {
+        let path = Journal::path(progress);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Journal { file })
+    }
+
+    /// Records that the move of `key` in batch `batch` is settled: one write of one line,
+    /// so a process killed midway leaves whole lines and at most one torn last line.
+    fn append(&mut self, batch: u64, key: &[u8]) -> std::io::Result<()> {
+        self.file
+            .write_all(format!("{batch} {}\n", hex(key)).as_bytes())
+    }
+
+    /// Forgets everything: called once the progress file no longer lists what it holds.
+    fn clear(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)
+    }
+
+    /// The hexadecimal keys the journal of `progress` says are settled in batch `batch`.
+    /// A torn or foreign line counts for nothing: its move is then settled again, which
+    /// is safe.
+    fn settled(progress: &Path, batch: u64) -> anyhow::Result<HashSet<String>> {
+        let path = Journal::path(progress);
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let complete = text.rsplit_once('\n').map_or("", |(lines, _)| lines);
+        let batch = batch.to_string();
+        Ok(complete
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .filter(|(b, _)| *b == batch)
+            .map(|(_, key)| key.to_string())
+            .collect())
+    }
 }
 
 /// A [`Pending`] move as the progress file holds it: the key in hexadecimal, since keys
@@ -104,10 +171,9 @@ struct PendingMove {
 
 impl From<&Pending> for PendingMove {
     fn from(p: &Pending) -> PendingMove {
-        let key = p.key.iter().map(|b| format!("{b:02x}")).collect();
         PendingMove {
             target: p.target.clone(),
-            key,
+            key: hex(&p.key),
             version: p.version,
         }
     }
@@ -197,6 +263,7 @@ impl Progress {
                 .collect(),
             this_pass: Counts::default(),
             total,
+            batch: 0,
             pending: Vec::new(),
         }
     }
@@ -301,7 +368,9 @@ pub async fn run(options: Options) -> anyhow::Result<Outcome> {
     };
     let rebalance =
         Rebalance::new(from.clone(), to.clone(), client_for).concurrency(options.concurrency);
-    settle(&rebalance, &mut progress, &options.progress).await?;
+    let mut journal = Journal::open(&options.progress)?;
+    settle(&rebalance, &mut progress, &options.progress, &mut journal).await?;
+    let mut journal_failed = None;
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
@@ -318,26 +387,36 @@ pub async fn run(options: Options) -> anyhow::Result<Outcome> {
                     scanned: scanned.stays,
                     ..Tally::default()
                 };
-                let mut moves = scanned.moves.into_iter().peekable();
-                while moves.peek().is_some() {
-                    let group: Vec<_> = moves.by_ref().take(rebalance.group()).collect();
+                progress.batch += 1;
+                let batch = progress.batch;
+                progress.pending = scanned
+                    .moves
+                    .iter()
+                    .map(|m| (&m.pending()).into())
+                    .collect();
+                if !progress.pending.is_empty() {
                     // Durable before the first copy exists (see the module docs).
-                    progress.pending = group.iter().map(|m| (&m.pending()).into()).collect();
                     progress.save(&options.progress)?;
-                    let (done, unsettled, error) = rebalance.run(group).await;
-                    tally.merge(done);
-                    progress.pending = unsettled.iter().map(PendingMove::from).collect();
-                    if let Some(e) = error {
-                        progress.save(&options.progress)?;
-                        return Err(e).with_context(|| {
-                            format!(
-                                "node {name}: batch at cursor {cursor}: {} moves left pending \
-                                 in {} (the next run settles them)",
-                                unsettled.len(),
-                                options.progress.display()
-                            )
-                        });
-                    }
+                }
+                let (done, unsettled, error) = rebalance
+                    .run(scanned.moves, |p| {
+                        if let Err(e) = journal.append(batch, &p.key) {
+                            journal_failed.get_or_insert(e);
+                        }
+                    })
+                    .await;
+                tally.merge(done);
+                progress.pending = unsettled.iter().map(PendingMove::from).collect();
+                if let Some(e) = error {
+                    progress.save(&options.progress)?;
+                    return Err(e).with_context(|| {
+                        format!(
+                            "node {name}: batch at cursor {cursor}: {} moves left pending in \
+                             {} (the next run settles them)",
+                            unsettled.len(),
+                            options.progress.display()
+                        )
+                    });
                 }
                 let mut this_pass = Tally::from(progress.this_pass);
                 this_pass.merge(tally);
@@ -345,6 +424,20 @@ pub async fn run(options: Options) -> anyhow::Result<Outcome> {
                 progress.source[i].cursor = next;
                 progress.source[i].done = next == 0;
                 progress.save(&options.progress)?;
+                journal.clear().with_context(|| {
+                    format!(
+                        "cannot clear {}",
+                        Journal::path(&options.progress).display()
+                    )
+                })?;
+                if let Some(e) = journal_failed.take() {
+                    // The batch is done and recorded, so nothing is lost; but until the
+                    // journal works, a crash could log out the users of the moves in flight.
+                    eprintln!(
+                        "warning: cannot append to {}: {e}",
+                        Journal::path(&options.progress).display()
+                    );
+                }
                 if last_report.elapsed() >= options.report_every {
                     report_line(&progress, i, started.elapsed());
                     last_report = Instant::now();
@@ -405,11 +498,22 @@ fn report_line(progress: &Progress, source: usize, elapsed: Duration) {
     );
 }
 
-/// Settles the moves an interrupted run left pending, before anything else, and records
-/// that they are: until then, a copy of a session a logout ended may be on its new node.
-async fn settle(rebalance: &Rebalance, progress: &mut Progress, path: &Path) -> anyhow::Result<()> {
+/// Settles the moves an interrupted run left pending (unless its journal says they were
+/// settled), before anything else, and records that they are: until then, a copy of a
+/// session a logout ended may be on its new node.
+async fn settle(
+    rebalance: &Rebalance,
+    progress: &mut Progress,
+    path: &Path,
+    journal: &mut Journal,
+) -> anyhow::Result<()> {
+    let settled = Journal::settled(path, progress.batch)?;
+    progress.pending.retain(|p| !settled.contains(&p.key));
     if progress.pending.is_empty() {
-        return Ok(());
+        progress.save(path)?;
+        return journal
+            .clear()
+            .with_context(|| format!("cannot clear {}", Journal::path(path).display()));
     }
     let (count, mut removed) = (progress.pending.len(), 0);
     while let Some(recorded) = progress.pending.last() {
@@ -434,6 +538,9 @@ async fn settle(rebalance: &Rebalance, progress: &mut Progress, path: &Path) -> 
         progress.pending.pop();
     }
     progress.save(path)?;
+    journal
+        .clear()
+        .with_context(|| format!("cannot clear {}", Journal::path(path).display()))?;
     eprintln!("settled {count} moves an interrupted run left pending: {removed} copies removed");
     Ok(())
 }
@@ -511,6 +618,28 @@ mod tests {
         assert_eq!(Progress::load(&path).unwrap(), Some(progress));
         assert!(!temporary(&path).exists());
         assert_eq!(Progress::load(&dir.path().join("none")).unwrap(), None);
+    }
+
+    #[test]
+    fn the_journal_counts_whole_lines_of_its_batch_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress = dir.path().join("progress.toml");
+        let mut journal = Journal::open(&progress).unwrap();
+        journal.append(6, b"old").unwrap();
+        journal.append(7, &[0, 0xff]).unwrap();
+        journal.append(7, b"k").unwrap();
+        // A process killed in the middle of a line.
+        journal.file.write_all(b"7 6c").unwrap();
+        let settled = Journal::settled(&progress, 7).unwrap();
+        assert_eq!(
+            settled,
+            HashSet::from(["00ff".to_string(), "6b".to_string()])
+        );
+        journal.clear().unwrap();
+        assert!(Journal::settled(&progress, 7).unwrap().is_empty());
+        journal.append(8, b"k").unwrap();
+        let settled = Journal::settled(&progress, 8).unwrap();
+        assert_eq!(settled, HashSet::from(["6b".to_string()]));
     }
 
     #[test]

@@ -36,8 +36,10 @@
 //! authoritative, the next pass moves it again) and when the old node lost it to a logout.
 //! It is wrong only for a move whose delete at the old node succeeded in the moment before
 //! the process died and before the caller recorded it: that session is then deleted, the
-//! user logged out, rather than any ended session coming back. Running the moves in groups
-//! of [`Rebalance::group`] bounds how many sessions one crash can log out that way.
+//! user logged out, rather than any ended session coming back. So [`Rebalance::run`] tells
+//! the caller of each move as soon as it is settled, for the caller to record at once
+//! (`sessiond-cli rebalance` appends it to a journal: a write that survives the process
+//! being killed, unlike what a whole batch's results would be).
 //!
 //! Moves keep the value, the version order per node (a moved entry gets a new version from
 //! its new node), the TTL, the owner and the absolute deadline. They do not keep the
@@ -157,12 +159,6 @@ impl Rebalance {
             .ok_or_else(|| Error::InvalidArgument(format!("no node named {name:?}")))
     }
 
-    /// How many moves [`Rebalance::run`] should be given at once: the concurrency. A
-    /// caller records each group as pending before running it (see the module docs).
-    pub fn group(&self) -> usize {
-        self.concurrency
-    }
-
     /// Scans one batch of node `source` from `cursor` (`max_entries` a hint). Nothing is
     /// changed: the entries that belong elsewhere come back as moves to record and run.
     pub async fn scan(
@@ -192,11 +188,16 @@ impl Rebalance {
         Ok(scanned)
     }
 
-    /// Runs `moves` (at most [`Rebalance::group`] at once) to their end, even when some
-    /// fail: a move cut off midway would leave its copy behind. Returns the counts of the
-    /// settled ones, the moves that are not settled (still pending: settle them with
-    /// [`Rebalance::settle`] before anything else) and the first error.
-    pub async fn run(&self, moves: Vec<Move>) -> (Tally, Vec<Pending>, Option<Error>) {
+    /// Runs `moves` (as many at once as the concurrency) to their end, even when some
+    /// fail: a move cut off midway would leave its copy behind. `settled` hears of each
+    /// move that is settled, as soon as it is. Returns the counts of the settled ones, the
+    /// moves that are not settled (still pending: settle them with [`Rebalance::settle`]
+    /// before anything else) and the first error.
+    pub async fn run(
+        &self,
+        moves: Vec<Move>,
+        mut settled: impl FnMut(&Pending),
+    ) -> (Tally, Vec<Pending>, Option<Error>) {
         let runs = moves.into_iter().map(|m| async move {
             let pending = m.pending();
             let outcome = match (self.client(&m.source), self.client(&m.target)) {
@@ -209,7 +210,10 @@ impl Rebalance {
         let (mut tally, mut unsettled, mut first) = (Tally::default(), Vec::new(), None);
         while let Some((pending, outcome)) = outcomes.next().await {
             match outcome {
-                Ok(moved) => tally.add(moved),
+                Ok(moved) => {
+                    settled(&pending);
+                    tally.add(moved);
+                }
                 Err(e) => {
                     unsettled.push(pending);
                     first.get_or_insert(e);

@@ -809,7 +809,7 @@ async fn an_upsert_in_the_migration_window_is_not_lost_when_the_old_topology_is_
         Client::builder(n.addr()).build()
     });
     let scanned = rebalance.scan("a", 0, 100).await.unwrap();
-    let (tally, pending, error) = rebalance.run(scanned.moves).await;
+    let (tally, pending, error) = rebalance.run(scanned.moves, |_| {}).await;
     assert_eq!((tally.moved, pending.len(), error.is_none()), (1, 0, true));
     at_a.set(&unmoved, "1", ttl, SetMode::CreateOnly)
         .await
@@ -830,7 +830,7 @@ async fn an_upsert_in_the_migration_window_is_not_lost_when_the_old_topology_is_
 
     // The rebalance finishes, the previous topology is dropped: both writes are there.
     let scanned = rebalance.scan("a", 0, 100).await.unwrap();
-    let (tally, _, error) = rebalance.run(scanned.moves).await;
+    let (tally, _, error) = rebalance.run(scanned.moves, |_| {}).await;
     assert_eq!((tally.moved, error.is_none()), (1, true));
     let after = Client::cluster(new).build();
     for key in [&moved, &unmoved] {
@@ -898,7 +898,7 @@ async fn a_window_client_asks_the_old_node_no_more_for_a_key_it_found_moved() {
         Client::builder(n.addr()).build()
     });
     let scanned = rebalance.scan("a", 0, 100).await.unwrap();
-    let (tally, _, error) = rebalance.run(scanned.moves).await;
+    let (tally, _, error) = rebalance.run(scanned.moves, |_| {}).await;
     assert_eq!((tally.moved, error.is_none()), (2, true));
 
     let window = Client::cluster(new)
