@@ -73,11 +73,6 @@ impl fmt::Debug for Client {
     }
 }
 
-/// The default key of [`Client::owner_tag`]. Public, so a tag lets someone who guesses an
-/// owner check the guess (one chance in 2^48 of a false match); set your own secret with
-/// [`ClientBuilder::owner_tag_key`] to rule that out.
-const DEFAULT_TAG_KEY: &[u8] = b"sessiond owner routing tag v1";
-
 /// Options for a [`Client`]; start from [`Client::builder`] or [`Client::cluster`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
@@ -240,7 +235,9 @@ impl Client {
             topology: None,
             previous: None,
             retry_interval: Duration::from_secs(1),
-            tag_key: DEFAULT_TAG_KEY.to_vec(),
+            // Public, so a tag lets someone who guesses an owner check the guess; set a
+            // secret with `ClientBuilder::owner_tag_key` to rule that out.
+            tag_key: crate::id::PUBLIC_TAG_KEY.to_vec(),
             addr: addr.into(),
             settings: Settings {
                 connect_timeout: Duration::from_secs(2),
