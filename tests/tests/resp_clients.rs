@@ -59,9 +59,12 @@ fn redis_cli_commands() {
         cli_output(&cli, &daemon, &["set", "sess:1", "v", "ex", "90"]),
         "OK\n"
     );
-    assert_eq!(cli_output(&cli, &daemon, &["ttl", "sess:1"]), "90\n");
+    // TTL rounds to the nearest second, so a loaded machine that takes over half a second
+    // between the commands sees one second less.
+    let ttl = |key: &str| cli_output(&cli, &daemon, &["ttl", key]);
+    assert!(["90\n", "89\n"].contains(&ttl("sess:1").as_str()));
     // No TTL given: the default (a day).
-    assert_eq!(cli_output(&cli, &daemon, &["ttl", "greeting"]), "86400\n");
+    assert!(["86400\n", "86399\n"].contains(&ttl("greeting").as_str()));
     let info = cli_output(&cli, &daemon, &["info"]);
     assert!(info.contains("redis_version:"), "{info}");
     assert!(info.contains("# Keyspace"), "{info}");
