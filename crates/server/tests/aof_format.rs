@@ -740,6 +740,9 @@ fn a_batch_holds_only_writes_and_no_batch() {
         ("a CLOCK inside", batch(1, &[clock_body])),
         ("a batch inside", batch(1, &[&nested])),
         ("a damaged entry", batch(1, &[&[0x03, 0x00, 0x05, b'k']])),
+        // Found by the aof_record fuzz target: it made the decoder read a kind byte that
+        // was not there.
+        ("an empty entry", batch(1, &[&[]])),
     ] {
         assert!(
             matches!(decode_record(&bytes, format()), Decoded::Invalid(_)),

@@ -634,6 +634,9 @@ fn decode_body(buf: &Bytes, body: Range<usize>, format: Format) -> Result<Record
             for _ in 0..count {
                 need(rest, 4, "batch entry length")?;
                 let len = rest.get_u32() as usize;
+                if len == 0 {
+                    return Err("an empty batch entry".to_string());
+                }
                 need(rest, len, "batch entry")?;
                 let start = body.end - rest.len();
                 if rest[..len].first() == Some(&KIND_BATCH) {
