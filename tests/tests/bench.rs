@@ -828,9 +828,9 @@ async fn load_places_each_key_on_its_node_and_a_mix_finds_it_there() {
     let per_node = nodes(&reads);
     let sum: u64 = per_node.iter().map(|n| num(n, "ops")).sum();
     assert_eq!(sum, 3000, "{reads}");
+    // (Not every node need get some of a fixed count of requests: the first connections
+    // may take them all. The timed run below has every node take part.)
     for (i, node) in per_node.iter().enumerate() {
-        assert!(num(node, "ops") > 0, "{node}");
-        assert!(node["ops_per_sec"].as_f64().is_some_and(|r| r > 0.0));
         // Each node counted exactly the reads the report gives it (no warm-up).
         assert_eq!(
             server_stat(&daemons[i], "get_hits").await,
@@ -842,11 +842,20 @@ async fn load_places_each_key_on_its_node_and_a_mix_finds_it_there() {
     // Placement follows names, not addresses: with the names of the first two nodes
     // swapped between their addresses, every read of their keys goes to the node that
     // holds the other name's keys and misses, while the third node's reads all hit.
+    // For a time rather than a count of requests: the count is shared by every connection,
+    // and the first node's could take all of a small one before the others start.
     let swapped = node_list(&daemons, &[1, 0, 2]);
     let swapped = report(&bench(
         &[
             &[
-                "--addr", &swapped, "--mix", "read=1", "--ops", "600", "--warmup", "0s",
+                "--addr",
+                &swapped,
+                "--mix",
+                "read=1",
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
             ][..],
             &common,
         ]
