@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{self, timeout_at, Instant};
@@ -197,6 +197,21 @@ impl Connection {
         if self.write_buf.is_empty() {
             return Ok(());
         }
+        // Plain TCP first tries one non-blocking write, which is all that most flushes take:
+        // the kernel's socket buffer has room. That skips the future machinery below, paid
+        // once per unpipelined request; a socket that is not ready, or takes only part of
+        // the batch, goes on through it.
+        if let Stream::Plain(tcp) = &self.stream {
+            match tcp.try_write(&self.write_buf) {
+                Ok(written) if written == self.write_buf.len() => {
+                    self.flushed();
+                    return Ok(());
+                }
+                Ok(written) => self.write_buf.advance(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
         let Connection {
             stream,
             read_buf,
@@ -239,12 +254,18 @@ impl Connection {
                 }
             }
         }
+        self.flushed();
+        Ok(())
+    }
+
+    /// Empties the write buffer once everything in it has been written, shrinking it if a
+    /// large batch made it grow.
+    fn flushed(&mut self) {
         self.write_buf.clear();
         if self.write_buf.capacity() > SHRINK_ABOVE {
             self.write_buf = BytesMut::with_capacity(READ_CHUNK);
         }
         self.recount();
-        Ok(())
     }
 
     /// Waits for and reads more bytes. Returns `Ok(false)` when the peer closed the stream.

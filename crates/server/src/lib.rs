@@ -52,7 +52,6 @@ pub mod metrics;
 mod native;
 pub mod resp;
 pub mod server;
-mod shutdown;
 pub mod slowlog;
 pub mod stats;
 pub mod store;

@@ -1,9 +1,9 @@
 //! The accept loops and the per-connection handler, shared by every wire protocol.
 //!
 //! Shaped like mini-redis's `server.rs`: a [`Listener`] accepts connections while a semaphore
-//! has permits, each connection runs in its own task as a [`Handler`], a cancellation token
-//! tells every handler to stop, and an mpsc channel whose last sender is dropped tells
-//! [`run`] that they all have.
+//! has permits, each connection runs in its own task as a [`Handler`], the connection table
+//! tells every handler to stop ([`interrupt`]), and an mpsc channel whose last sender is
+//! dropped tells [`run`] that they all have.
 //!
 //! The server speaks two protocols, each on its own socket: the native binary protocol
 //! ([`crate::native`]) and, optionally, RESP for Redis clients ([`crate::resp`]). Everything
@@ -20,7 +20,7 @@
 //! limit and a timeout, and then the handler works on plaintext exactly as it does on a plain
 //! socket ([`Stream`]).
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -32,7 +32,6 @@ use sessiond_proto::Limits;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{self, Instant};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::access::Access;
@@ -45,13 +44,13 @@ use crate::memory::Part;
 use crate::metrics::{self, Metrics, Rejection, RequestTag};
 use crate::native::Native;
 use crate::resp::{self, Resp};
-use crate::shutdown::Shutdown;
 use crate::slowlog::{SlowEntry, SlowLog};
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::tls::Tls;
 use slots::{Refusal, Slot, Slots};
 
+mod interrupt;
 mod slots;
 
 pub use crate::native::UNSOLICITED_OPCODE;
@@ -217,7 +216,6 @@ pub async fn run(
 ) {
     // Calibrates the clock requests are timed with now, not during the first request.
     let _ = quanta::Instant::now();
-    let notify_shutdown = CancellationToken::new();
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
     let server = Listener {
         slots: Slots::new(
@@ -230,7 +228,6 @@ pub async fn run(
         write_timeout: settings.write_timeout,
         output: OutputBudget::new(settings.max_pending_output),
         shutdown_timeout: settings.shutdown_timeout,
-        notify_shutdown,
         shutdown_complete_tx,
     };
 
@@ -280,15 +277,15 @@ pub async fn run(
         () = shutdown => info!("shutting down: no longer accepting connections"),
     }
 
-    // Cancelling the token wakes every handler; dropping our completion sender leaves only
-    // the handlers' clones, so `recv` returns `None` once the last one exits.
+    // Interrupting every slot wakes every handler; dropping our completion sender leaves
+    // only the handlers' clones, so `recv` returns `None` once the last one exits.
     let Listener {
-        notify_shutdown,
+        slots,
         shutdown_complete_tx,
         ctx,
         ..
     } = server;
-    notify_shutdown.cancel();
+    slots.shut_down();
     drop(shutdown_complete_tx);
     match time::timeout(settings.shutdown_timeout, shutdown_complete_rx.recv()).await {
         Ok(_) => info!("all connections closed"),
@@ -308,7 +305,6 @@ struct Listener {
     write_timeout: Option<Duration>,
     output: Arc<OutputBudget>,
     shutdown_timeout: Duration,
-    notify_shutdown: CancellationToken,
     shutdown_complete_tx: mpsc::Sender<()>,
 }
 
@@ -353,7 +349,7 @@ impl Listener {
             let frame_timeout = self.frame_timeout;
             let write_timeout = self.write_timeout;
             let output = self.output.clone();
-            let mut shutdown = Shutdown::new(self.notify_shutdown.clone(), self.shutdown_timeout);
+            let shutdown_timeout = self.shutdown_timeout;
             let shutdown_complete = self.shutdown_complete_tx.clone();
             // In the connection's task, not here: taking a slot may wait for a displaced
             // connection to give its own back, and the accept loop must not wait.
@@ -391,7 +387,7 @@ impl Listener {
                 ctx.metrics.connections.open(which, true);
                 let stream = match acceptor {
                     None => Some(Stream::Plain(socket)),
-                    Some(acceptor) => handshake(acceptor, socket, peer, &mut shutdown).await,
+                    Some(acceptor) => handshake(acceptor, socket, peer, &slot).await,
                 };
                 if let Some(stream) = stream {
                     let mut handler = Handler {
@@ -409,7 +405,7 @@ impl Listener {
                         last_read: Instant::now(),
                         idle_timeout,
                         frame_timeout,
-                        shutdown,
+                        shutdown_timeout,
                         held: Vec::new(),
                         held_bytes: 0,
                         held_mutations: false,
@@ -448,12 +444,12 @@ impl Listener {
 /// Runs the server side of a TLS handshake on a new connection: the stream once it
 /// completes, `None` if it fails (logged: a client without our CA, one that only speaks
 /// TLS 1.1, a client certificate that does not verify), takes longer than
-/// [`TLS_HANDSHAKE_TIMEOUT`], or shutdown begins first.
+/// [`TLS_HANDSHAKE_TIMEOUT`], or shutdown or a displacement comes first.
 async fn handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     socket: TcpStream,
     peer: SocketAddr,
-    shutdown: &mut Shutdown,
+    slot: &Slot,
 ) -> Option<Stream> {
     tokio::select! {
         result = time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)) => match result {
@@ -467,17 +463,12 @@ async fn handshake(
                 None
             }
         },
-        () = shutdown.recv() => None,
+        _ = poll_fn(|cx| slot.poll_interrupted(cx)) => None,
     }
 }
 
-/// Completes at `deadline`, or never without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
+/// A timer with nothing to wait for is armed this far ahead (tokio's own "far future").
+const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
 
 /// Tells a connection over the limit why it is being closed. The socket is new, so its send
 /// buffer is empty and a non-blocking write of one small message cannot stall the accept loop.
@@ -502,7 +493,8 @@ struct Handler<P: Protocol> {
     last_read: Instant,
     idle_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
-    shutdown: Shutdown,
+    /// How long the connection may take to finish once it has seen the shutdown signal.
+    shutdown_timeout: Duration,
     /// With `fsync = "always"`: responses of this batch, held until its writes are durable,
     /// each with whether its request changed the store.
     held: Vec<(P::Response, bool)>,
@@ -514,18 +506,18 @@ struct Handler<P: Protocol> {
 
 impl<P: Protocol> Handler<P> {
     async fn run(&mut self) -> io::Result<()> {
-        // The idle timer is armed once per idle period, not once per request (re-arming a
-        // timer takes the runtime's timer lock): when it fires, the connection may have been
-        // busy since, and it is moved to `last_read + timeout` instead of closing.
-        let idle = time::sleep(self.idle_timeout.unwrap_or(Duration::MAX));
-        tokio::pin!(idle);
-        // The frame deadline works the same way: a timer that fires every `frame_timeout`
-        // and then looks at when the current partial request began, so that a stream of
-        // requests each split over two reads does not re-arm it per request.
-        let frame = time::sleep(self.frame_timeout.unwrap_or(Duration::MAX));
-        tokio::pin!(frame);
-        let mut frame_started: Option<Instant> = None;
+        // Between requests the handler waits for three things: its client, an interruption
+        // (shutdown, displacement) and one timer. The timer serves the idle timeout, the frame
+        // deadline and the authentication deadline together, armed for the earliest check any
+        // of them needs and moved only when it fires (re-arming a timer takes the runtime's
+        // timer lock), not per request: when it fires, each deadline is checked against what
+        // has happened since (the last read, the start of the current partial request) and it
+        // is armed for the next check. The frame deadline is checked every `frame_timeout`,
+        // so a stream of requests each split over two reads does not re-arm it per request.
         self.last_read = Instant::now();
+        let mut frame_started: Option<Instant> = None;
+        let timer = time::sleep_until(self.next_check(frame_started, self.last_read));
+        tokio::pin!(timer);
         loop {
             let (answered, close) = self.answer_buffered().await?;
             self.connection.flush().await?;
@@ -533,7 +525,12 @@ impl<P: Protocol> Handler<P> {
                 self.connection.close_after_reply().await;
                 return Ok(());
             }
-            if self.shutdown.is_shutdown() {
+            if self.slot.is_displaced() {
+                debug!("displaced by a new connection while the table is full; closing");
+                self.rejected(Rejection::Displaced);
+                return Ok(());
+            }
+            if self.slot.is_shut_down() {
                 return self.finish().await;
             }
             self.connection.shrink();
@@ -545,7 +542,11 @@ impl<P: Protocol> Handler<P> {
             } else {
                 frame_started = None;
             }
-            tokio::select! {
+            // Biased to the read, which is what is ready almost every time: once it is, the
+            // others are not polled at all. They cannot be starved by it: an interruption is
+            // looked at above on every turn, and the timer below after every read.
+            let timer_due = tokio::select! {
+                biased;
                 read = self.connection.read_more() => {
                     if !read? {
                         if self.connection.has_partial_frame() {
@@ -556,46 +557,68 @@ impl<P: Protocol> Handler<P> {
                     // One clock read per read syscall: the idle timeout, the frame deadline
                     // and the connection table's choice of whom to displace all need it.
                     self.last_read = Instant::now();
+                    self.last_read >= timer.deadline()
                 }
-                () = self.shutdown.recv() => {}
-                () = self.slot.displaced() => {
-                    debug!("displaced by a new connection while the table is full; closing");
-                    self.rejected(Rejection::Displaced);
+                // Both are looked at on the next turn.
+                _ = poll_fn(|cx| self.slot.poll_interrupted(cx)) => false,
+                () = &mut timer => true,
+            };
+            if timer_due {
+                let now = Instant::now();
+                if self.deadline_passed(frame_started, now) {
                     return Ok(());
                 }
-                () = &mut frame => {
-                    let Some(timeout) = self.frame_timeout else { continue };
-                    let now = Instant::now();
-                    match frame_started {
-                        Some(started) if now >= started + timeout => {
-                            debug!("request not completed within frame_timeout; closing");
-                            Stats::bump(&self.ctx.stats.frame_timeouts);
-                            self.rejected(Rejection::FrameTimeout);
-                            return Ok(());
-                        }
-                        Some(started) => frame.as_mut().reset(started + timeout),
-                        None => frame.as_mut().reset(now + timeout),
-                    }
-                }
-                () = until(self.protocol.auth_deadline()) => {
-                    // Closed without a frame: the client learns nothing it could use, and a
-                    // peer that never speaks gets nothing at all.
-                    debug!("not authenticated by auth.timeout; closing");
-                    Stats::bump(&self.ctx.stats.auth_timeouts);
-                    self.rejected(Rejection::Auth);
-                    return Ok(());
-                }
-                () = &mut idle => {
-                    let Some(timeout) = self.idle_timeout else { continue };
-                    let deadline = self.last_read + timeout;
-                    if Instant::now() >= deadline {
-                        debug!("closing idle connection");
-                        return Ok(());
-                    }
-                    idle.as_mut().reset(deadline);
-                }
+                timer.as_mut().reset(self.next_check(frame_started, now));
             }
         }
+    }
+
+    /// When the handler's timer must next fire: the earliest of the moment the connection
+    /// becomes idle, the moment the current partial request (or, with none, one starting
+    /// now) passes the frame deadline, and the authentication deadline.
+    fn next_check(&self, frame_started: Option<Instant>, now: Instant) -> Instant {
+        let idle = self.idle_timeout.map(|timeout| self.last_read + timeout);
+        let frame = self
+            .frame_timeout
+            .map(|timeout| frame_started.unwrap_or(now) + timeout);
+        [idle, frame, self.protocol.auth_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + NEVER)
+    }
+
+    /// Whether one of the connection's deadlines has passed at `now`, in which case it has
+    /// been counted and the connection must be closed.
+    fn deadline_passed(&self, frame_started: Option<Instant>, now: Instant) -> bool {
+        if let (Some(timeout), Some(started)) = (self.frame_timeout, frame_started) {
+            if now >= started + timeout {
+                debug!("request not completed within frame_timeout; closing");
+                Stats::bump(&self.ctx.stats.frame_timeouts);
+                self.rejected(Rejection::FrameTimeout);
+                return true;
+            }
+        }
+        if self
+            .protocol
+            .auth_deadline()
+            .is_some_and(|deadline| now >= deadline)
+        {
+            // Closed without a frame: the client learns nothing it could use, and a peer
+            // that never speaks gets nothing at all.
+            debug!("not authenticated by auth.timeout; closing");
+            Stats::bump(&self.ctx.stats.auth_timeouts);
+            self.rejected(Rejection::Auth);
+            return true;
+        }
+        if self
+            .idle_timeout
+            .is_some_and(|timeout| now >= self.last_read + timeout)
+        {
+            debug!("closing idle connection");
+            return true;
+        }
+        false
     }
 
     /// Ends the connection at shutdown, as PROTOCOL.md 2.1 says: answers the complete
@@ -607,7 +630,10 @@ impl<P: Protocol> Handler<P> {
     /// throw away responses the client has not read yet. Bounded by the shutdown timeout,
     /// after which the connection is simply dropped.
     async fn finish(&mut self) -> io::Result<()> {
-        let deadline = self.shutdown.deadline();
+        // Counted from the moment this connection saw the signal, a few milliseconds after the
+        // server did: the server's own wait for its connections ends first, and the process
+        // exits then.
+        let deadline = Instant::now() + self.shutdown_timeout;
         let finish = async {
             let mut arrived = self.connection.arrived()?;
             while arrived > 0 {

@@ -25,14 +25,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{self, Instant};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::interrupt::{Interrupt, Interruption};
 
 /// How long a connection that has completed requests must have gone without one before a
 /// new connection may displace it: longer than a client's pause between the requests of one
@@ -66,6 +67,8 @@ struct Table {
     by_address: HashMap<IpAddr, u32>,
     held: HashMap<u64, Arc<Progress>>,
     next_id: u64,
+    /// Set once the server shuts down: every connection entered later is told at once.
+    shutting_down: bool,
 }
 
 /// What the table knows of one open connection.
@@ -75,8 +78,8 @@ struct Progress {
     last: AtomicU64,
     /// Whether the connection has completed a request at all.
     served: AtomicBool,
-    /// Cancelled to tell the connection's handler to close.
-    displaced: CancellationToken,
+    /// How the connection's handler is told to close (displaced) or to finish (shutdown).
+    interrupt: Interrupt,
 }
 
 impl Slots {
@@ -154,18 +157,30 @@ impl Slots {
         let progress = Arc::new(Progress {
             last: AtomicU64::new(self.millis(Instant::now())),
             served: AtomicBool::new(false),
-            displaced: CancellationToken::new(),
+            interrupt: Interrupt::default(),
         });
+        if table.shutting_down {
+            progress.interrupt.raise(Interruption::Shutdown);
+        }
         table.held.insert(id, progress.clone());
         drop(table);
         Ok(Slot {
             slots: self.clone(),
             id,
             address,
-            displaced: Box::pin(progress.displaced.clone().cancelled_owned()),
             progress,
             _permit: permit,
         })
+    }
+
+    /// Tells every connection, and every one entered from now on, that the server is
+    /// shutting down.
+    pub(crate) fn shut_down(&self) {
+        let mut table = self.table();
+        table.shutting_down = true;
+        for progress in table.held.values() {
+            progress.interrupt.raise(Interruption::Shutdown);
+        }
     }
 
     /// Tells the oldest connection that has not completed a request to close, or else the
@@ -178,7 +193,7 @@ impl Slots {
         let oldest = table
             .held
             .iter()
-            .filter(|(_, p)| !p.displaced.is_cancelled())
+            .filter(|(_, p)| !p.interrupt.is_raised(Interruption::Displaced))
             .map(|(&id, p)| {
                 (
                     p.served.load(Ordering::Relaxed),
@@ -194,7 +209,7 @@ impl Slots {
             return false;
         }
         if let Some(progress) = table.held.remove(&id) {
-            progress.displaced.cancel();
+            progress.interrupt.raise(Interruption::Displaced);
         }
         true
     }
@@ -206,9 +221,6 @@ pub(crate) struct Slot {
     id: u64,
     address: IpAddr,
     progress: Arc<Progress>,
-    /// Created once and kept, like [`crate::shutdown::Shutdown`]'s wait, so that awaiting it
-    /// in every turn of the handler's loop registers nothing anew.
-    displaced: Pin<Box<WaitForCancellationFutureOwned>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -221,9 +233,26 @@ impl Slot {
         self.progress.served.store(true, Ordering::Relaxed);
     }
 
-    /// Completes once a new connection has displaced this one.
-    pub(crate) async fn displaced(&mut self) {
-        self.displaced.as_mut().await;
+    /// Ready once the connection has been displaced or the server is shutting down; see
+    /// [`Interrupt::poll`].
+    pub(crate) fn poll_interrupted(&self, cx: &mut Context<'_>) -> Poll<Interruption> {
+        self.progress.interrupt.poll(cx)
+    }
+
+    /// Whether the server is shutting down (as far as this connection has been told).
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.progress.interrupt.is_raised(Interruption::Shutdown)
+    }
+
+    /// Whether a new connection has displaced this one.
+    pub(crate) fn is_displaced(&self) -> bool {
+        self.progress.interrupt.is_raised(Interruption::Displaced)
+    }
+
+    /// Completes once a new connection has displaced this one, or the server shuts down.
+    #[cfg(test)]
+    async fn interrupted(&self) -> Interruption {
+        std::future::poll_fn(|cx| self.poll_interrupted(cx)).await
     }
 }
 
@@ -261,7 +290,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_table_displaces_the_connection_longest_without_a_request() {
         let slots = Slots::new(2, 0);
-        let (mut stalled, _) = slots.take(A).await.unwrap();
+        let (stalled, _) = slots.take(A).await.unwrap();
         let (busy, _) = slots.take(B).await.unwrap();
         stalled.progressed(Instant::now());
         busy.progressed(Instant::now());
@@ -273,7 +302,7 @@ mod tests {
             let slots = slots.clone();
             async move { slots.take(B).await.map(|(_, displaced)| displaced) }
         });
-        stalled.displaced().await;
+        assert_eq!(stalled.interrupted().await, Interruption::Displaced);
         drop(stalled);
         assert_eq!(newcomer.await.unwrap(), Ok(true));
     }
@@ -282,7 +311,7 @@ mod tests {
     async fn a_connection_never_served_goes_before_any_that_was() {
         let slots = Slots::new(3, 0);
         let (served, _) = slots.take(A).await.unwrap();
-        let (mut silent, _) = slots.take(A).await.unwrap();
+        let (silent, _) = slots.take(A).await.unwrap();
         let (younger_silent, _) = slots.take(B).await.unwrap();
         time::advance(DISPLACE_AFTER * 10).await;
         served.progressed(Instant::now() - DISPLACE_AFTER * 5);
@@ -291,9 +320,21 @@ mod tests {
             async move { slots.take(B).await.map(|(_, displaced)| displaced) }
         });
         // The oldest silent one goes at once, without waiting for any patience.
-        silent.displaced().await;
+        assert_eq!(silent.interrupted().await, Interruption::Displaced);
         drop(silent);
         assert_eq!(newcomer.await.unwrap(), Ok(true));
         drop((served, younger_silent));
+    }
+
+    #[tokio::test]
+    async fn shutdown_reaches_every_connection_and_every_later_one() {
+        let slots = Slots::new(10, 0);
+        let (open, _) = slots.take(A).await.unwrap();
+        assert!(!open.is_shut_down());
+        slots.shut_down();
+        assert_eq!(open.interrupted().await, Interruption::Shutdown);
+        let (later, _) = slots.take(B).await.unwrap();
+        assert!(later.is_shut_down());
+        assert_eq!(later.interrupted().await, Interruption::Shutdown);
     }
 }
