@@ -74,7 +74,7 @@ fn assert_error_for(reply: Option<ResponseFrame>, status: Status, opcode: u8, op
 /// Sends `bad` followed by a `PING` in one write, and checks that `bad` is answered with
 /// `status` and the `PING` after it still is.
 async fn assert_rejected_then_continues(conn: &mut Conn, bad: &[u8], status: Status) {
-    let (_, bad_header) = RequestHeader::read(&mut &bad[..HEADER_LEN]);
+    let (_, bad_header) = RequestHeader::read(bad.first_chunk().expect("a whole header"));
     let ping_opaque = bad_header.opaque.wrapping_add(1);
     let mut bytes = bad.to_vec();
     bytes.extend(ping_bytes(ping_opaque));
@@ -221,7 +221,7 @@ fn set_prefix(opaque: u32, key: &[u8], value_len: u32) -> Vec<u8> {
     let mut bytes = frame_bytes(&frame);
     let declared = RequestHeader {
         value_len,
-        ..RequestHeader::read(&mut &bytes[..HEADER_LEN]).1
+        ..RequestHeader::read(bytes.first_chunk().expect("a whole header")).1
     };
     bytes.splice(..HEADER_LEN, header_bytes(&declared));
     bytes

@@ -180,11 +180,11 @@ impl Decoder for ServerCodec {
                 });
             }
         }
-        if src.len() < HEADER_LEN {
+        let Some(header) = src.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
-        }
+        };
         // The magic byte was checked above.
-        let (_, header) = RequestHeader::read(&mut &src[..HEADER_LEN]);
+        let (_, header) = RequestHeader::read(header);
         if header.version != PROTOCOL_VERSION {
             return Err(FrameError::UnsupportedVersion {
                 found: header.version,
@@ -290,11 +290,11 @@ impl Decoder for ClientCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ResponseFrame>, FrameError> {
-        if src.len() < HEADER_LEN {
+        let Some(header) = src.first_chunk::<HEADER_LEN>() else {
             src.reserve(HEADER_LEN - src.len());
             return Ok(None);
-        }
-        let (magic, header) = ResponseHeader::read(&mut &src[..HEADER_LEN]);
+        };
+        let (magic, header) = ResponseHeader::read(header);
         if magic != RESPONSE_MAGIC {
             return Err(FrameError::BadMagic {
                 found: magic,

@@ -13,7 +13,7 @@
 //!
 //! A request's body is `extras ‖ key ‖ value`; a response's is `extras ‖ value`.
 
-use bytes::{Buf, BufMut};
+use bytes::BufMut;
 
 /// First byte of every request.
 pub const REQUEST_MAGIC: u8 = 0xB5;
@@ -52,33 +52,48 @@ impl RequestHeader {
     /// Reads a header, returning it with the magic byte that was found. The caller checks the
     /// magic and the version: this only splits bytes into fields.
     ///
-    /// `buf` must hold at least [`HEADER_LEN`] bytes.
-    pub fn read(buf: &mut impl Buf) -> (u8, RequestHeader) {
-        let magic = buf.get_u8();
+    /// From a fixed-size array rather than through `Buf`: every request's header is read
+    /// here, twice on a server that looks ahead at keys, and a `Buf` checks the length and
+    /// moves its cursor once per field.
+    pub fn read(bytes: &[u8; HEADER_LEN]) -> (u8, RequestHeader) {
+        let [magic, version, opcode, flags, o0, o1, o2, o3, k0, k1, extras_len, reserved, v0, v1, v2, v3] =
+            *bytes;
         let header = RequestHeader {
-            version: buf.get_u8(),
-            opcode: buf.get_u8(),
-            flags: buf.get_u8(),
-            opaque: buf.get_u32(),
-            key_len: buf.get_u16(),
-            extras_len: buf.get_u8(),
-            reserved: buf.get_u8(),
-            value_len: buf.get_u32(),
+            version,
+            opcode,
+            flags,
+            opaque: u32::from_be_bytes([o0, o1, o2, o3]),
+            key_len: u16::from_be_bytes([k0, k1]),
+            extras_len,
+            reserved,
+            value_len: u32::from_be_bytes([v0, v1, v2, v3]),
         };
         (magic, header)
     }
 
     /// Writes the header, magic first.
     pub fn write(&self, buf: &mut impl BufMut) {
-        buf.put_u8(REQUEST_MAGIC);
-        buf.put_u8(self.version);
-        buf.put_u8(self.opcode);
-        buf.put_u8(self.flags);
-        buf.put_u32(self.opaque);
-        buf.put_u16(self.key_len);
-        buf.put_u8(self.extras_len);
-        buf.put_u8(self.reserved);
-        buf.put_u32(self.value_len);
+        let [o0, o1, o2, o3] = self.opaque.to_be_bytes();
+        let [k0, k1] = self.key_len.to_be_bytes();
+        let [v0, v1, v2, v3] = self.value_len.to_be_bytes();
+        buf.put_slice(&[
+            REQUEST_MAGIC,
+            self.version,
+            self.opcode,
+            self.flags,
+            o0,
+            o1,
+            o2,
+            o3,
+            k0,
+            k1,
+            self.extras_len,
+            self.reserved,
+            v0,
+            v1,
+            v2,
+            v3,
+        ]);
     }
 }
 
@@ -107,32 +122,47 @@ impl ResponseHeader {
         u64::from(self.extras_len) + u64::from(self.value_len)
     }
 
-    /// Reads a header, returning it with the magic byte that was found.
-    ///
-    /// `buf` must hold at least [`HEADER_LEN`] bytes.
-    pub fn read(buf: &mut impl Buf) -> (u8, ResponseHeader) {
-        let magic = buf.get_u8();
+    /// Reads a header, returning it with the magic byte that was found (from an array, as
+    /// [`RequestHeader::read`] does).
+    pub fn read(bytes: &[u8; HEADER_LEN]) -> (u8, ResponseHeader) {
+        let [magic, version, opcode, extras_len, o0, o1, o2, o3, s0, s1, r0, r1, v0, v1, v2, v3] =
+            *bytes;
         let header = ResponseHeader {
-            version: buf.get_u8(),
-            opcode: buf.get_u8(),
-            extras_len: buf.get_u8(),
-            opaque: buf.get_u32(),
-            status: buf.get_u16(),
-            reserved: buf.get_u16(),
-            value_len: buf.get_u32(),
+            version,
+            opcode,
+            extras_len,
+            opaque: u32::from_be_bytes([o0, o1, o2, o3]),
+            status: u16::from_be_bytes([s0, s1]),
+            reserved: u16::from_be_bytes([r0, r1]),
+            value_len: u32::from_be_bytes([v0, v1, v2, v3]),
         };
         (magic, header)
     }
 
-    /// Writes the header, magic first.
+    /// Writes the header, magic first, in one copy: every response's header is written
+    /// here.
     pub fn write(&self, buf: &mut impl BufMut) {
-        buf.put_u8(RESPONSE_MAGIC);
-        buf.put_u8(self.version);
-        buf.put_u8(self.opcode);
-        buf.put_u8(self.extras_len);
-        buf.put_u32(self.opaque);
-        buf.put_u16(self.status);
-        buf.put_u16(self.reserved);
-        buf.put_u32(self.value_len);
+        let [o0, o1, o2, o3] = self.opaque.to_be_bytes();
+        let [s0, s1] = self.status.to_be_bytes();
+        let [r0, r1] = self.reserved.to_be_bytes();
+        let [v0, v1, v2, v3] = self.value_len.to_be_bytes();
+        buf.put_slice(&[
+            RESPONSE_MAGIC,
+            self.version,
+            self.opcode,
+            self.extras_len,
+            o0,
+            o1,
+            o2,
+            o3,
+            s0,
+            s1,
+            r0,
+            r1,
+            v0,
+            v1,
+            v2,
+            v3,
+        ]);
     }
 }

@@ -28,10 +28,7 @@ impl<'a> Iterator for BufferedKeys<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         loop {
-            if self.rest.len() < HEADER_LEN {
-                return None;
-            }
-            let (magic, header) = RequestHeader::read(&mut &self.rest[..HEADER_LEN]);
+            let (magic, header) = RequestHeader::read(self.rest.first_chunk::<HEADER_LEN>()?);
             if magic != REQUEST_MAGIC {
                 self.rest = &[];
                 return None;
