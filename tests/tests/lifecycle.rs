@@ -142,6 +142,24 @@ async fn idle_timeout_of_zero_disables_it() {
     conn.ping(b"").await;
 }
 
+#[tokio::test]
+async fn timeouts_too_long_for_a_clock_mean_never() {
+    // Past what an `Instant` can hold: deadlines this far off are never reached, and
+    // computing them must not panic the connection's task.
+    let forever = "\"300000000000y\"";
+    let mut daemon = Daemon::start_with_config(&format!(
+        "[server]\nidle_timeout = {forever}\nframe_timeout = {forever}\n\
+         write_timeout = {forever}\nshutdown_timeout = {forever}\n"
+    ));
+    let mut conn = daemon.connect().await;
+    conn.ping(b"").await;
+    conn.ping(b"").await;
+    // Shutdown still ends the quiet connection and exits.
+    daemon.signal(libc::SIGTERM);
+    assert_clean_exit(&mut daemon, Duration::from_secs(10));
+    drop(conn);
+}
+
 /// Waits for the daemon to exit after a signal and asserts it exited 0 without panicking.
 fn assert_clean_exit(daemon: &mut Daemon, shutdown_timeout: Duration) {
     let status = daemon

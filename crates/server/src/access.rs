@@ -120,7 +120,9 @@ impl Access {
         Access {
             state: State::Unauthenticated,
             required: true,
-            deadline: Some(Instant::now() + auth.timeout),
+            // No deadline if `auth.timeout` is past what an `Instant` can hold (the
+            // configuration does not bound it): a deadline that far off is never reached.
+            deadline: Instant::now().checked_add(auth.timeout),
             peer,
         }
     }

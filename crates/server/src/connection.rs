@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{self, timeout_at, Instant};
@@ -200,14 +200,17 @@ impl Connection {
         // Plain TCP first tries one non-blocking write, which is all that most flushes take:
         // the kernel's socket buffer has room. That skips the future machinery below, paid
         // once per unpipelined request; a socket that is not ready, or takes only part of
-        // the batch, goes on through it.
+        // the batch, goes on through it from where this write stopped. (Not by advancing the
+        // buffer: that would hide its allocation from `capacity()`, which the memory count,
+        // the output budget and the shrink below all go by.)
+        let mut written = 0;
         if let Stream::Plain(tcp) = &self.stream {
             match tcp.try_write(&self.write_buf) {
-                Ok(written) if written == self.write_buf.len() => {
+                Ok(n) if n == self.write_buf.len() => {
                     self.flushed();
                     return Ok(());
                 }
-                Ok(written) => self.write_buf.advance(written),
+                Ok(n) => written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
@@ -221,7 +224,7 @@ impl Connection {
             ..
         } = self;
         let write = async {
-            stream.write_all(write_buf).await?;
+            stream.write_all(&write_buf[written..]).await?;
             // tokio-rustls encrypts into rustls's buffer and writes it out as it goes, but
             // may keep the last record until flushed; for plain TCP this is a no-op.
             stream.flush().await
@@ -404,5 +407,67 @@ impl Connection {
     /// Whether a partial request is buffered (meaningful once no complete one is left).
     pub(crate) fn has_partial_frame(&self) -> bool {
         !self.read_buf.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::memory::{Accounting, Part};
+
+    /// A connected pair of plain TCP sockets: (server side, client side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (listener.accept().await.unwrap().0, client)
+    }
+
+    /// A flush whose first non-blocking write takes all but a little of a large batch (the
+    /// client is not reading yet) still ends with the large buffer given back and counted
+    /// as such. The memory count and the shrink go by the buffer's capacity, which writing
+    /// from a moved start would hide: what is left after the first write would look like a
+    /// small buffer, and the large allocation would stay behind it.
+    #[tokio::test]
+    async fn a_large_flush_written_in_parts_gives_its_buffer_back() {
+        // How much a fresh connection's socket buffers take before the client reads.
+        let (probe, _client) = pair().await;
+        let absorbed = probe.try_write(&vec![0; 64 * 1024 * 1024]).unwrap();
+
+        let (server, client) = pair().await;
+        let memory = Arc::new(Accounting::unlimited());
+        let mut connection = Connection::new(
+            Stream::Plain(server),
+            None,
+            OutputBudget::new(0),
+            memory.charge(Part::Connections),
+        );
+        let batch = absorbed + 1000;
+        connection.write_buf().resize(batch, 7);
+        let allocation = connection.write_buf().as_ptr() as usize;
+        let reader = tokio::spawn(async move {
+            let mut client = client;
+            // Let the flush find the socket full first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut received = vec![0; batch];
+            client.read_exact(&mut received).await.unwrap();
+            received.iter().all(|&b| b == 7)
+        });
+        connection.flush().await.unwrap();
+        assert!(reader.await.unwrap(), "every byte arrived once");
+        assert_eq!(connection.queued(), 0);
+        let now_at = connection.write_buf().as_ptr() as usize;
+        assert!(
+            !(allocation..allocation + batch).contains(&now_at),
+            "the batch's allocation was kept"
+        );
+        assert!(connection.write_buf().capacity() <= READ_CHUNK);
+        assert!(memory.used_by(Part::Connections) <= READ_CHUNK as u64);
     }
 }

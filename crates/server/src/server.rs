@@ -2,8 +2,8 @@
 //!
 //! Shaped like mini-redis's `server.rs`: a [`Listener`] accepts connections while a semaphore
 //! has permits, each connection runs in its own task as a [`Handler`], the connection table
-//! tells every handler to stop ([`interrupt`]), and an mpsc channel whose last sender is
-//! dropped tells [`run`] that they all have.
+//! tells every handler to stop (`server/interrupt.rs`), and an mpsc channel whose last
+//! sender is dropped tells [`run`] that they all have.
 //!
 //! The server speaks two protocols, each on its own socket: the native binary protocol
 //! ([`crate::native`]) and, optionally, RESP for Redis clients ([`crate::resp`]). Everything
@@ -426,6 +426,11 @@ impl Listener {
                         }
                     }
                     debug!(%peer, "connection closed");
+                } else if slot.is_displaced() {
+                    debug!(%peer, "displaced during the TLS handshake; connection closed");
+                    ctx.metrics
+                        .connections
+                        .rejected(which, Rejection::Displaced);
                 } else {
                     debug!(%peer, "TLS handshake did not complete; connection closed");
                     ctx.metrics
@@ -469,6 +474,12 @@ async fn handshake(
 
 /// A timer with nothing to wait for is armed this far ahead (tokio's own "far future").
 const NEVER: Duration = Duration::from_secs(86400 * 365 * 30);
+
+/// `timeout` after `start`, or `None` if that is past what an `Instant` can hold: the
+/// configuration does not bound timeouts, and a deadline that far off is never reached.
+fn after(start: Instant, timeout: Duration) -> Option<Instant> {
+    start.checked_add(timeout)
+}
 
 /// Tells a connection over the limit why it is being closed. The socket is new, so its send
 /// buffer is empty and a non-blocking write of one small message cannot stall the accept loop.
@@ -577,10 +588,12 @@ impl<P: Protocol> Handler<P> {
     /// becomes idle, the moment the current partial request (or, with none, one starting
     /// now) passes the frame deadline, and the authentication deadline.
     fn next_check(&self, frame_started: Option<Instant>, now: Instant) -> Instant {
-        let idle = self.idle_timeout.map(|timeout| self.last_read + timeout);
+        let idle = self
+            .idle_timeout
+            .and_then(|timeout| after(self.last_read, timeout));
         let frame = self
             .frame_timeout
-            .map(|timeout| frame_started.unwrap_or(now) + timeout);
+            .and_then(|timeout| after(frame_started.unwrap_or(now), timeout));
         [idle, frame, self.protocol.auth_deadline()]
             .into_iter()
             .flatten()
@@ -592,7 +605,7 @@ impl<P: Protocol> Handler<P> {
     /// been counted and the connection must be closed.
     fn deadline_passed(&self, frame_started: Option<Instant>, now: Instant) -> bool {
         if let (Some(timeout), Some(started)) = (self.frame_timeout, frame_started) {
-            if now >= started + timeout {
+            if after(started, timeout).is_some_and(|deadline| now >= deadline) {
                 debug!("request not completed within frame_timeout; closing");
                 Stats::bump(&self.ctx.stats.frame_timeouts);
                 self.rejected(Rejection::FrameTimeout);
@@ -613,7 +626,8 @@ impl<P: Protocol> Handler<P> {
         }
         if self
             .idle_timeout
-            .is_some_and(|timeout| now >= self.last_read + timeout)
+            .and_then(|timeout| after(self.last_read, timeout))
+            .is_some_and(|deadline| now >= deadline)
         {
             debug!("closing idle connection");
             return true;
@@ -633,7 +647,8 @@ impl<P: Protocol> Handler<P> {
         // Counted from the moment this connection saw the signal, a few milliseconds after the
         // server did: the server's own wait for its connections ends first, and the process
         // exits then.
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let deadline =
+            after(Instant::now(), self.shutdown_timeout).unwrap_or_else(|| Instant::now() + NEVER);
         let finish = async {
             let mut arrived = self.connection.arrived()?;
             while arrived > 0 {

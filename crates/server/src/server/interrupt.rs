@@ -84,17 +84,33 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_handler_is_woken_by_a_raise_from_another_task() {
         let interrupt = Arc::new(Interrupt::default());
+        let (polled_tx, polled_rx) = tokio::sync::oneshot::channel();
         let waiter = tokio::spawn({
             let interrupt = interrupt.clone();
-            async move { poll_fn(|cx| interrupt.poll(cx)).await }
+            async move {
+                let mut polled = Some(polled_tx);
+                poll_fn(|cx| {
+                    let poll = interrupt.poll(cx);
+                    // Tells the test that the waker is registered and nothing was raised.
+                    if let Some(polled) = polled.take() {
+                        assert!(poll.is_pending());
+                        let _ = polled.send(());
+                    }
+                    poll
+                })
+                .await
+            }
         });
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
+        polled_rx.await.unwrap();
         interrupt.raise(Interruption::Shutdown);
-        assert_eq!(waiter.await.unwrap(), Interruption::Shutdown);
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await;
+        assert_eq!(
+            woken.expect("the raise woke the waiter").unwrap(),
+            Interruption::Shutdown
+        );
         assert!(interrupt.is_raised(Interruption::Shutdown));
         assert!(!interrupt.is_raised(Interruption::Displaced));
     }

@@ -331,8 +331,14 @@ mod tests {
         let slots = Slots::new(10, 0);
         let (open, _) = slots.take(A).await.unwrap();
         assert!(!open.is_shut_down());
+        // A handler already waiting when the signal comes is woken by it.
+        let waiting = tokio::spawn(async move { (open.interrupted().await, open) });
+        tokio::task::yield_now().await;
         slots.shut_down();
-        assert_eq!(open.interrupted().await, Interruption::Shutdown);
+        let woken = time::timeout(Duration::from_secs(10), waiting).await;
+        let (why, open) = woken.expect("shutdown woke the waiting handler").unwrap();
+        assert_eq!(why, Interruption::Shutdown);
+        assert!(!open.is_displaced());
         let (later, _) = slots.take(B).await.unwrap();
         assert!(later.is_shut_down());
         assert_eq!(later.interrupted().await, Interruption::Shutdown);
