@@ -643,6 +643,33 @@ async fn refuse_new_refuses_creates_and_growth_at_the_cap_but_not_updates_or_del
 }
 
 #[tokio::test(start_paused = true)]
+async fn eviction_frees_expired_entries_first_and_spares_live_ones() {
+    use sessiond::memory::Policy;
+    let store = paused_store();
+    // 600 sessions that expire after a minute, and 400 that live 10 to 409 minutes.
+    assert_eq!(fill_limited(&store, 0, 600, |_| MINUTE), 600);
+    assert_eq!(
+        fill_limited(&store, 600, 400, |i| (10 + i % 400) * MINUTE),
+        400
+    );
+    // The 600 expire, and no sweep has reclaimed them yet.
+    advance(Duration::from_millis(MINUTE + 1)).await;
+    let used = store.memory().used();
+    store
+        .memory()
+        .set_limit(Some(used), Policy::EvictSoonestExpiring);
+    let stopped = tokio_util::sync::CancellationToken::new();
+    store.evict_down_to(used / 2, &stopped).await;
+    assert!(store.memory().used() <= used / 2);
+    // Freeing the expired ones was enough: no live session was evicted for them.
+    assert_eq!(store.memory().evicted(), 0);
+    for i in 600..1000 {
+        let found = store.get(format!("key{i}").as_bytes(), None);
+        assert!(matches!(found, GetReply::Hit(_)), "key{i} was evicted");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn eviction_removes_the_soonest_expiring_entries_and_records_their_deletion() {
     use sessiond::memory::Policy;
     let recorder = Arc::new(Recorder::default());

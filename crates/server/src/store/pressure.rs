@@ -25,7 +25,8 @@
 //! the order of deadlines. An index kept on every write (a heap, a skip list, or even a
 //! histogram of deadlines) costs every SET and TOUCH work and memory for a situation most
 //! servers never reach. Instead, eviction itself reads the deadlines: a first walk (read
-//! locks, a shard at a time) builds a histogram of the live entries' remaining lifetimes,
+//! locks, a shard at a time) builds a histogram of the entries' remaining lifetimes (0 for
+//! expired ones the sweep has not reclaimed yet, which the second walk frees first),
 //! weighted by their bytes, with [`SUB_BUCKETS`] buckets per doubling of the lifetime; the
 //! smallest lifetime whose bucket brings the total to what must be freed is the threshold.
 //! A second walk, the sweep's own step with a deadline to evict through, removes the
@@ -282,10 +283,13 @@ impl Store {
         let mut weights = vec![0u64; histogram_index(u64::MAX) + 1];
         for shard in 0..self.shard_count() {
             self.visit_buckets(shard, 0, usize::MAX, |slot| {
-                if slot.is_live(now) {
-                    let bytes = entry_bytes(slot.key().len(), slot.value().len());
-                    weights[histogram_index(slot.expires_at_ms() - now)] += bytes as u64;
-                }
+                // An expired entry the sweep has not reached yet counts as a lifetime of 0:
+                // the eviction walk frees it whatever the threshold (every step removes the
+                // expired entries it passes), so its bytes are part of what the walk frees,
+                // not a reason to evict live sessions in its place.
+                let bytes = entry_bytes(slot.key().len(), slot.value().len());
+                let left = slot.expires_at_ms().saturating_sub(now);
+                weights[histogram_index(left)] += bytes as u64;
             });
             if shard % SHARDS_PER_YIELD == 0 {
                 tokio::task::yield_now().await;
