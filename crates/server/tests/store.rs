@@ -642,9 +642,20 @@ async fn refuse_new_refuses_creates_and_growth_at_the_cap_but_not_updates_or_del
     assert_eq!(fill_limited(&store, 10_000, 100, |_| MINUTE), 100);
 }
 
+/// Caps `store` at the memory it uses now, with eviction, and evicts down to half of it.
+async fn evict_to_half(store: &Store) {
+    use sessiond::memory::Policy;
+    let used = store.memory().used();
+    store
+        .memory()
+        .set_limit(Some(used), Policy::EvictSoonestExpiring);
+    let stopped = tokio_util::sync::CancellationToken::new();
+    store.evict_down_to(used / 2, &stopped).await;
+    assert!(store.memory().used() <= used / 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn eviction_frees_expired_entries_first_and_spares_live_ones() {
-    use sessiond::memory::Policy;
     let store = paused_store();
     // 600 sessions that expire after a minute, and 400 that live 10 to 409 minutes.
     assert_eq!(fill_limited(&store, 0, 600, |_| MINUTE), 600);
@@ -654,13 +665,7 @@ async fn eviction_frees_expired_entries_first_and_spares_live_ones() {
     );
     // The 600 expire, and no sweep has reclaimed them yet.
     advance(Duration::from_millis(MINUTE + 1)).await;
-    let used = store.memory().used();
-    store
-        .memory()
-        .set_limit(Some(used), Policy::EvictSoonestExpiring);
-    let stopped = tokio_util::sync::CancellationToken::new();
-    store.evict_down_to(used / 2, &stopped).await;
-    assert!(store.memory().used() <= used / 2);
+    evict_to_half(&store).await;
     // Freeing the expired ones was enough: no live session was evicted for them.
     assert_eq!(store.memory().evicted(), 0);
     for i in 600..1000 {
@@ -671,19 +676,12 @@ async fn eviction_frees_expired_entries_first_and_spares_live_ones() {
 
 #[tokio::test(start_paused = true)]
 async fn eviction_removes_the_soonest_expiring_entries_and_records_their_deletion() {
-    use sessiond::memory::Policy;
     let recorder = Arc::new(Recorder::default());
     let store = Store::with_parts(Clock::following_tokio(), Some(recorder.clone()));
     // Deadlines from 1 to 1000 minutes, in a scrambled order.
     let ttl = |i: u64| (1 + (i * 7919) % 1000) * MINUTE;
     assert_eq!(fill_limited(&store, 0, 1000, ttl), 1000);
-    let used = store.memory().used();
-    store
-        .memory()
-        .set_limit(Some(used), Policy::EvictSoonestExpiring);
-    let stopped = tokio_util::sync::CancellationToken::new();
-    store.evict_down_to(used / 2, &stopped).await;
-    assert!(store.memory().used() <= used / 2);
+    evict_to_half(&store).await;
     let evicted = store.memory().evicted();
     assert!((500..600).contains(&evicted), "{evicted} evicted");
     let (mut latest_evicted, mut earliest_kept) = (0, u64::MAX);
