@@ -650,6 +650,31 @@ async fn a_client_that_never_completes_the_handshake_is_closed() {
         .await;
 }
 
+#[tokio::test]
+async fn a_connection_stuck_in_its_handshake_gives_its_slot_to_a_new_one() {
+    let certs = Certs::new();
+    let tls = TlsDaemon::start(&certs, "[server]\nmax_connections = 1\n");
+    let started = std::time::Instant::now();
+    // Takes the only slot and never sends a ClientHello.
+    let mut silent = TcpStream::connect(tls.native).await.unwrap();
+    // Lets the daemon enter it in the table before the next one arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The table is full, and a connection that has never been served is the first to be
+    // displaced, in the middle of its handshake too: the newcomer gets its slot at once
+    // instead of waiting out the 10 s handshake timeout (and being refused meanwhile).
+    let connector = certs.client(None);
+    let mut newcomer = connect(&connector, tls.native).await.unwrap();
+    assert_eq!(ping(&mut newcomer).await.unwrap(), PONG);
+    let mut buf = [0; 64];
+    let read = bounded(Duration::from_secs(30), "the close", silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn check_config_loads_the_certificate_and_key() {
     let certs = Certs::new();
