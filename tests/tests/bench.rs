@@ -16,23 +16,34 @@
 //! middle of a run shows in the latency of every request that fell due meanwhile, not only
 //! of the few that were in flight.
 //!
+//! `sessiond-floor`, the load generator's floor server (canned replies, no store) that
+//! `scripts/bench-compare cost` runs beside sessiond, with epoll and with io_uring: its
+//! figures are only worth comparing if it answers every request the load generator sends,
+//! pipelined or not, over many connections, as sessiond would; and like any server here, a
+//! frame it cannot read closes that connection only. io_uring can be missing or forbidden
+//! (Docker's default seccomp profile refuses it): the floor server must then say so and exit
+//! 2 rather than serve.
+//!
 //! `redis-server` and `memcached` must be installed (`apt-get install -y redis-server
 //! memcached`). Without them these tests fail, saying what to install, unless
 //! `SESSIOND_TESTS_ALLOW_MISSING=1` is set, in which case they are skipped with a note.
 
 use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use serde_json::Value;
-use sessiond_proto::command::Auth;
-use sessiond_proto::{Request, Status};
+use sessiond_proto::command::{Auth, Get, GetReply, Set, SetMode, Touch};
+use sessiond_proto::{ClientCodec, Request, ResponseFrame, Status};
 use sessiond_tests::certs::{free_port, TestCerts};
 use sessiond_tests::users::{TestUsers, ADMIN_PASSWORD, MONITOR_PASSWORD};
 use sessiond_tests::{binary, run_to_completion, Daemon, Finished};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// Bounds a whole benchmark run; it does not measure anything.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -897,4 +908,181 @@ fn owner_operations_and_duplicate_names_are_refused_over_several_nodes() {
         "{}",
         out.stderr
     );
+}
+
+/// A running floor server, killed on drop.
+struct Floor {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `sessiond-floor --io IO` on a free port; `Err` with its error output if it exits
+/// instead of listening.
+fn start_floor(io: &str) -> Result<Floor, String> {
+    let mut child = Command::new(binary("sessiond-floor"))
+        .args(["--io", io, "--listen", "127.0.0.1:0", "--value-size", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sessiond-floor");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut first = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut first);
+    match first.trim().strip_prefix("listening on ") {
+        Some(addr) => Ok(Floor {
+            addr: addr.to_string(),
+            child,
+        }),
+        None => {
+            let status = child.wait().expect("wait for sessiond-floor");
+            let mut stderr = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                let _ = err.read_to_string(&mut stderr);
+            }
+            Err(format!("exited {status}: {stderr}"))
+        }
+    }
+}
+
+fn floor_bench_report(addr: &str, args: &[&str]) -> Value {
+    let mut argv = vec!["--target", "native", "--addr", addr, "--warmup", "0s"];
+    argv.extend_from_slice(args);
+    report(&bench(&argv))
+}
+
+/// The load generator's default mix, unpipelined over many connections and pipelined: every
+/// request answered, without error, each GET a hit.
+fn check_serves_the_load_generator(addr: &str) {
+    for (connections, pipeline) in [("64", "1"), ("4", "16")] {
+        let report = floor_bench_report(
+            addr,
+            &[
+                "--ops",
+                "4000",
+                "--connections",
+                connections,
+                "--pipeline",
+                pipeline,
+                "--value-size",
+                "300",
+            ],
+        );
+        assert_eq!(report["ops"], 4000, "{report}");
+        assert_eq!(report["errors"], 0, "{report}");
+        let get = &report["by_op"]["get"];
+        assert!(get["count"].as_u64().unwrap_or(0) > 0, "{report}");
+        assert_eq!(get["hits"], get["count"], "{report}");
+    }
+}
+
+/// Raw frames: a request in pieces with a large value, an opcode the floor does not serve,
+/// then a frame with a bad magic, which closes the connection.
+fn check_frames(addr: &str) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut codec = ClientCodec::new();
+    let mut out = BytesMut::new();
+    let big = Request::Set(Set {
+        key: Bytes::from_static(b"big"),
+        value: Bytes::from(vec![7u8; 200 * 1024]),
+        ttl_ms: 60_000,
+        mode: SetMode::Upsert,
+    });
+    codec.encode(&big.to_frame(11), &mut out).unwrap();
+    let get = Request::Get(Get {
+        key: Bytes::from_static(b"big"),
+        touch_ttl_ms: None,
+    });
+    codec.encode(&get.to_frame(12), &mut out).unwrap();
+    let touch = Request::Touch(Touch {
+        key: Bytes::from_static(b"big"),
+        ttl_ms: 1000,
+    });
+    codec.encode(&touch.to_frame(13), &mut out).unwrap();
+    for piece in out.chunks(7_000) {
+        stream.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    let mut replies = Vec::new();
+    let mut input = BytesMut::new();
+    let mut buf = [0u8; 4096];
+    while replies.len() < 3 {
+        if let Some(frame) = codec.decode(&mut input).unwrap() {
+            replies.push(frame);
+            continue;
+        }
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} replies", replies.len());
+        input.extend_from_slice(&buf[..n]);
+    }
+    let opaques: Vec<u32> = replies.iter().map(|r: &ResponseFrame| r.opaque).collect();
+    assert_eq!(opaques, [11, 12, 13]);
+    assert_eq!(replies[0].status(), Some(Status::Ok));
+    match GetReply::from_frame(&replies[1]).unwrap() {
+        GetReply::Hit(entry) => assert_eq!(entry.value.len(), 300),
+        GetReply::Miss => panic!("the floor server's GET is always a hit"),
+    }
+    assert_eq!(replies[2].status(), Some(Status::UnknownOpcode));
+    assert_eq!(replies[2].opcode, u8::from(touch.opcode()));
+
+    // Not a request: the connection is closed, without a reply.
+    stream.write_all(&[0x42; 16]).unwrap();
+    let mut rest = Vec::new();
+    let n = stream.read_to_end(&mut rest).unwrap_or(0);
+    assert_eq!(n, 0, "{rest:?}");
+
+    // The server itself goes on.
+    let mut again = TcpStream::connect(addr).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut out = BytesMut::new();
+    codec.encode(&get.to_frame(14), &mut out).unwrap();
+    again.write_all(&out).unwrap();
+    let mut input = BytesMut::new();
+    let reply = loop {
+        if let Some(frame) = codec.decode(&mut input).unwrap() {
+            break frame;
+        }
+        let n = again.read(&mut buf).unwrap();
+        assert!(n > 0, "closed without a reply");
+        input.extend_from_slice(&buf[..n]);
+    };
+    assert_eq!(reply.opaque, 14);
+}
+
+#[test]
+fn floor_server_with_epoll_answers_every_request() {
+    let floor = start_floor("epoll").expect("sessiond-floor --io epoll");
+    check_serves_the_load_generator(&floor.addr);
+    check_frames(&floor.addr);
+}
+
+#[test]
+fn floor_server_with_io_uring_answers_every_request_or_says_it_cannot() {
+    match start_floor("uring") {
+        Ok(floor) => {
+            check_serves_the_load_generator(&floor.addr);
+            check_frames(&floor.addr);
+        }
+        Err(failure) => {
+            assert!(
+                failure.contains("io_uring is not available here"),
+                "sessiond-floor --io uring failed otherwise: {failure}"
+            );
+            assert!(failure.contains("exit status: 2"), "{failure}");
+            eprintln!("io_uring is not available on this machine: {failure}");
+        }
+    }
 }

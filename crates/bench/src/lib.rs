@@ -23,11 +23,15 @@
 //!
 //! The `sessiond-bench` binary only parses the flags, builds the runtime and prints the
 //! report.
+//!
+//! [`floor`] is the other side: `sessiond-floor`, a server that answers with canned replies
+//! and stores nothing, to measure what the I/O alone costs a server per request.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
 pub mod connect;
+pub mod floor;
 pub mod nodes;
 pub mod pace;
 pub mod protocol;
