@@ -934,8 +934,16 @@ fn start_floor(io: &str) -> Result<Floor, String> {
         .spawn()
         .expect("spawn sessiond-floor");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut first = String::new();
-    let _ = BufReader::new(stdout).read_line(&mut first);
+    // Its first line, read on a thread so that a floor server that hangs fails the test.
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut first);
+        let _ = line_tx.send(first);
+    });
+    let first = line_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("sessiond-floor printed nothing within 30 s");
     match first.trim().strip_prefix("listening on ") {
         Some(addr) => Ok(Floor {
             addr: addr.to_string(),
@@ -1038,9 +1046,11 @@ fn check_frames(addr: &str) {
 
     // Not a request: the connection is closed, without a reply.
     stream.write_all(&[0x42; 16]).unwrap();
-    let mut rest = Vec::new();
-    let n = stream.read_to_end(&mut rest).unwrap_or(0);
-    assert_eq!(n, 0, "{rest:?}");
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the connection closed after a bad magic, got {other:?}"),
+    }
 
     // The server itself goes on.
     let mut again = TcpStream::connect(addr).unwrap();
@@ -1062,11 +1072,141 @@ fn check_frames(addr: &str) {
     assert_eq!(reply.opaque, 14);
 }
 
+/// A `GET` with a 10-byte key, encoded, `count` times over.
+fn floor_gets(count: usize) -> Vec<u8> {
+    let get = Request::Get(Get {
+        key: Bytes::from_static(b"session:01"),
+        touch_ttl_ms: None,
+    });
+    let mut codec = ClientCodec::new();
+    let mut out = BytesMut::new();
+    for opaque in 0..count {
+        codec
+            .encode(&get.to_frame(opaque as u32), &mut out)
+            .unwrap();
+    }
+    out.to_vec()
+}
+
+/// How many descriptors the process `pid` has open.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// The resident memory of the process `pid`, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Connections that end every way a client can end one: reset with replies unread,
+/// half-closed after a request (whose reply must still come), after a bad frame, and in
+/// the middle of a frame. Every one of them must be released: the server's open
+/// descriptors come back to what they were.
+fn check_connections_are_released(floor: &Floor) {
+    let pid = floor.child.id();
+    let before = open_descriptors(pid);
+    let one_get = floor_gets(1);
+    let mut streams = Vec::new();
+    for i in 0..60 {
+        let mut stream = TcpStream::connect(&floor.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        match i % 4 {
+            // Closed with replies unread: the close resets the connection.
+            0 => stream.write_all(&floor_gets(10)).unwrap(),
+            1 => {
+                stream.write_all(&one_get).unwrap();
+                stream.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut reply = Vec::new();
+                stream.read_to_end(&mut reply).unwrap();
+                let mut codec = ClientCodec::new();
+                let mut reply = BytesMut::from(&reply[..]);
+                let frame = codec.decode(&mut reply).unwrap();
+                assert_eq!(
+                    frame.map(|f| f.opaque),
+                    Some(0),
+                    "a half-closed connection still gets its reply"
+                );
+            }
+            2 => stream.write_all(&[0x42; 16]).unwrap(),
+            _ => stream.write_all(&one_get[..one_get.len() - 3]).unwrap(),
+        }
+        streams.push(stream);
+    }
+    let opened = open_descriptors(pid);
+    drop(streams);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = open_descriptors(pid);
+        if now <= before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "descriptors: {before} before, {opened} with the connections, {now} 20 s after \
+             they all closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client that sends without reading: the server stops reading it once its replies back
+/// up, so the client's writes block and the server's memory stays bounded (each request
+/// here gets a reply 12 times its size).
+fn check_unread_replies_are_bounded(floor: &Floor) {
+    let pid = floor.child.id();
+    let before = resident_kib(pid);
+    let mut stream = TcpStream::connect(&floor.addr).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let batch = floor_gets(1000);
+    let mut sent = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match stream.write(&batch) {
+            Ok(n) => sent += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    let grown_mib = resident_kib(pid).saturating_sub(before) / 1024;
+    assert!(
+        sent >= 256 * 1024,
+        "only {sent} bytes of requests went before the writes blocked"
+    );
+    assert!(
+        std::time::Instant::now() < deadline,
+        "10 s of requests went without the server pushing back ({sent} bytes)"
+    );
+    assert!(
+        grown_mib < 48,
+        "the server grew by {grown_mib} MiB for one client that does not read"
+    );
+}
+
 #[test]
 fn floor_server_with_epoll_answers_every_request() {
     let floor = start_floor("epoll").expect("sessiond-floor --io epoll");
     check_serves_the_load_generator(&floor.addr);
     check_frames(&floor.addr);
+    check_connections_are_released(&floor);
+    check_unread_replies_are_bounded(&floor);
 }
 
 #[test]
@@ -1075,6 +1215,8 @@ fn floor_server_with_io_uring_answers_every_request_or_says_it_cannot() {
         Ok(floor) => {
             check_serves_the_load_generator(&floor.addr);
             check_frames(&floor.addr);
+            check_connections_are_released(&floor);
+            check_unread_replies_are_bounded(&floor);
         }
         Err(failure) => {
             assert!(

@@ -4,15 +4,27 @@
 //! one `recv` (a short read means the socket is drained, as tokio assumes, so there is no
 //! second `recv` returning `EAGAIN`), one `send` of everything answered, and a share of an
 //! `epoll_wait`.
+//!
+//! mio's readiness is edge-triggered: a connection left with bytes unread gets no new event
+//! for them. So a connection is only left in one of two states: drained (a short read or
+//! `EAGAIN`; after an event that says the peer closed its side, only the end of the stream
+//! counts, since its bytes and its close may come in one event), or waiting for its socket
+//! to become writable (replies backed up past
+//! [`MAX_QUEUED_OUTPUT`], which that writable event resumes). A connection that still had
+//! data after [`READS_PER_TURN`] reads goes on a list served again before the next wait, so
+//! that one busy client cannot keep the others waiting.
 
 use std::io::{self, Read, Write};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::{Input, Replies};
+use super::{Input, Replies, MAX_QUEUED_OUTPUT};
 
 const LISTENER: Token = Token(usize::MAX);
+
+/// Reads one connection may do before the others get their turn.
+const READS_PER_TURN: usize = 16;
 
 struct Connection {
     stream: TcpStream,
@@ -20,6 +32,16 @@ struct Connection {
     /// Replies not yet written, from `written` on.
     output: Vec<u8>,
     written: usize,
+}
+
+/// Where [`serve_one`] left a connection.
+enum Left {
+    /// Drained, or waiting for its writable event.
+    Waiting,
+    /// It had more to read when its turn ended: serve it again before the next wait.
+    MoreToRead,
+    /// The peer closed it, or it failed: drop it.
+    Done,
 }
 
 /// Serves `listener` until an I/O error of the poll itself, calling `ready` once it polls.
@@ -35,58 +57,96 @@ pub fn serve(
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut connections: Vec<Option<Connection>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
+    let mut again: Vec<usize> = Vec::new();
+    // Each connection to serve in this turn, and whether its peer has closed its side.
+    let mut turn: Vec<(usize, bool)> = Vec::new();
     let mut events = Events::with_capacity(1024);
     ready();
     loop {
-        if let Err(error) = poll.poll(&mut events, None) {
+        // Connections with more to read are served now: do not sleep while they wait.
+        let timeout = (!again.is_empty()).then_some(std::time::Duration::ZERO);
+        if let Err(error) = poll.poll(&mut events, timeout) {
             if error.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(error);
         }
+        turn.clear();
+        turn.extend(again.drain(..).map(|slot| (slot, false)));
         for event in events.iter() {
             if event.token() == LISTENER {
-                accept_all(&listener, &poll, &mut connections, &mut free)?;
-                continue;
+                accept_all(&listener, &poll, &mut connections, &mut free);
+            } else {
+                turn.push((event.token().0, event.is_read_closed()));
             }
-            let slot = event.token().0;
+        }
+        // A connection with more to read may have an event too: serve it once, noting a
+        // close from either.
+        turn.sort_unstable();
+        turn.dedup_by(|later, first| {
+            let same = later.0 == first.0;
+            if same {
+                first.1 |= later.1;
+            }
+            same
+        });
+        for &(slot, peer_closed) in &turn {
             let Some(Some(connection)) = connections.get_mut(slot) else {
                 continue;
             };
-            if serve_one(connection, replies).is_err() {
-                if let Some(mut gone) = connections[slot].take() {
-                    let _ = poll.registry().deregister(&mut gone.stream);
+            match serve_one(connection, replies, peer_closed) {
+                Left::Waiting => {}
+                Left::MoreToRead => again.push(slot),
+                Left::Done => {
+                    if let Some(mut gone) = connections[slot].take() {
+                        let _ = poll.registry().deregister(&mut gone.stream);
+                    }
+                    free.push(slot);
                 }
-                free.push(slot);
             }
         }
     }
 }
 
+/// Accepts until the backlog is empty. A connection that fails on its way in is dropped;
+/// running out of descriptors leaves the rest of the backlog for the next connection's event.
 fn accept_all(
     listener: &TcpListener,
     poll: &Poll,
     connections: &mut Vec<Option<Connection>>,
     free: &mut Vec<usize>,
-) -> io::Result<()> {
+) {
     loop {
         let mut stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            // Out of descriptors or a connection reset while queued: this one is lost,
-            // the listener is not.
-            Err(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return,
         };
         let _ = stream.set_nodelay(true);
         let slot = free.pop().unwrap_or_else(|| {
             connections.push(None);
             connections.len() - 1
         });
-        poll.registry().register(
-            &mut stream,
-            Token(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        if poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            free.push(slot);
+            continue;
+        }
         connections[slot] = Some(Connection {
             stream,
             input: Input::new(),
@@ -96,34 +156,53 @@ fn accept_all(
     }
 }
 
-/// Reads what is there, answers it and writes the replies. An error (or the peer's close)
-/// means the connection is done. While earlier replies are still unwritten nothing more is
-/// read, so a client that sends without reading cannot make the server buffer more.
-fn serve_one(connection: &mut Connection, replies: &Replies) -> io::Result<()> {
-    if !flush(connection)? {
-        return Ok(());
+/// Writes what is owed, then reads what is there, answers it and writes the replies. With
+/// `peer_closed`, reads go on to the end of the stream.
+fn serve_one(connection: &mut Connection, replies: &Replies, peer_closed: bool) -> Left {
+    match flush(connection) {
+        Ok(true) => {}
+        Ok(false) => return Left::Waiting,
+        Err(_) => return Left::Done,
     }
-    loop {
+    for _ in 0..READS_PER_TURN {
         let spare = connection.input.spare();
         let room = spare.len();
-        match connection.stream.read(spare) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+        let drained = match connection.stream.read(spare) {
+            Ok(0) => {
+                // The peer is done sending: what it asked before is still answered.
+                let _ = flush(connection);
+                return Left::Done;
+            }
             Ok(n) => {
                 connection.input.received(n);
-                connection
+                if connection
                     .input
                     .answer(replies, &mut connection.output)
-                    .map_err(io::Error::other)?;
-                if n < room {
-                    break;
+                    .is_err()
+                {
+                    let _ = flush(connection);
+                    return Left::Done;
                 }
+                n < room && !peer_closed
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            Err(_) => return Left::Done,
+        };
+        let backed_up = connection.output.len() - connection.written > MAX_QUEUED_OUTPUT;
+        if drained || backed_up {
+            return match flush(connection) {
+                Ok(true) if !drained => Left::MoreToRead,
+                Ok(_) => Left::Waiting,
+                Err(_) => Left::Done,
+            };
         }
     }
-    flush(connection).map(|_| ())
+    match flush(connection) {
+        Ok(true) => Left::MoreToRead,
+        Ok(false) => Left::Waiting,
+        Err(_) => Left::Done,
+    }
 }
 
 /// Writes the replies not yet written; whether all of them went. The rest goes when the
@@ -134,6 +213,7 @@ fn flush(connection: &mut Connection) -> io::Result<bool> {
             .stream
             .write(&connection.output[connection.written..])
         {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => connection.written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

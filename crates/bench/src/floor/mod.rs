@@ -3,8 +3,8 @@
 //! for the same traffic before doing any work of its own: the system calls, the kernel's
 //! TCP work and the readiness machinery.
 //!
-//! `scripts/bench-compare cost --floor` runs it beside sessiond and memcached under the same
-//! CPU quota. Two ways of doing the I/O are compared:
+//! `scripts/bench-compare cost` runs it beside sessiond and memcached under the same CPU
+//! quota. Two ways of doing the I/O are compared:
 //!
 //! - [`epoll`]: what sessiond (through tokio, over mio) and memcached (through libevent)
 //!   do: wait for readiness, then one `recv` and one `send` per request per connection.
@@ -20,7 +20,9 @@
 //! Every request gets a reply of the shape the load generator expects: `GET` a hit with
 //! the configured value size, `SET` stored, `DEL` deleted, `PING` a pong, anything else an
 //! `UNKNOWN_OPCODE` error. A frame with the wrong magic or a body over [`MAX_BODY`] closes
-//! the connection, as sessiond would.
+//! the connection, as sessiond would. What one client can make it hold is bounded: a
+//! receive is at most [`READ_CHUNK`] bytes, and a connection whose unsent replies exceed
+//! [`MAX_QUEUED_OUTPUT`] is not read until they drain.
 
 use sessiond_proto::command::{DelOutcome, Entry, GetReply, SetOutcome};
 use sessiond_proto::header::{RequestHeader, HEADER_LEN, REQUEST_MAGIC};
@@ -34,8 +36,13 @@ pub mod uring;
 /// key: a bound on what one connection can make the server buffer.
 pub const MAX_BODY: usize = 1024 * 1024 + 64 * 1024;
 
-/// Bytes read from a socket at a time.
+/// Bytes read from a socket at a time. Also a bound on the replies one receive can produce
+/// (a thousand small requests, a megabyte of replies at 1 KiB each).
 pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Unsent replies beyond which a connection is not read until they drain: what a client
+/// that sends without reading can make the server hold.
+pub const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
 
 /// Where the opaque sits in both headers: the reply's is the request's, copied.
 const OPAQUE: std::ops::Range<usize> = 4..8;
@@ -146,17 +153,22 @@ impl Input {
         }
     }
 
-    /// Room to receive into, at least [`READ_CHUNK`] bytes: the buffer grows (up to a
-    /// frame of [`MAX_BODY`]) only while a request larger than it is arriving.
+    /// Room to receive into: [`READ_CHUNK`] bytes. The buffer grows (up to a frame of
+    /// [`MAX_BODY`], which [`Input::answer`] enforces) only while a request larger than it
+    /// is arriving.
     pub fn spare(&mut self) -> &mut [u8] {
-        if self.bytes.len() - self.filled < READ_CHUNK {
+        if self.bytes.len() < self.filled + READ_CHUNK {
             self.bytes.resize(self.filled + READ_CHUNK, 0);
         }
-        &mut self.bytes[self.filled..]
+        &mut self.bytes[self.filled..self.filled + READ_CHUNK]
     }
 
     /// Counts `n` bytes received into [`Input::spare`].
     pub fn received(&mut self, n: usize) {
+        debug_assert!(
+            self.filled + n <= self.bytes.len(),
+            "more received than room given"
+        );
         self.filled = (self.filled + n).min(self.bytes.len());
     }
 
@@ -166,6 +178,7 @@ impl Input {
         let used = replies.answer(&self.bytes[..self.filled], output)?;
         self.bytes.copy_within(used..self.filled, 0);
         self.filled -= used;
+        // Grown for a large frame: back to the usual size once it is answered.
         if self.filled == 0 && self.bytes.len() > READ_CHUNK {
             self.bytes.truncate(READ_CHUNK);
             self.bytes.shrink_to_fit();

@@ -22,21 +22,29 @@
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::{Input, Replies};
+use super::{Input, Replies, MAX_QUEUED_OUTPUT};
 
-/// Submission queue entries; the completion queue gets four times as many, since every
-/// connection can have a receive and a send completing in the same turn.
+/// Submission queue entries; the completion queue gets four times as many.
 const ENTRIES: u32 = 4096;
 
-/// Replies waiting behind a send in flight beyond which a connection stops receiving until
-/// the send completes: what a client that sends without reading can make the server hold.
-const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;
+/// Completions handled per turn. Each can queue at most two entries (a send and the next
+/// receive), so a turn never queues more than the submission queue holds, and entries are
+/// only ever submitted at the top of the loop.
+const COMPLETIONS_PER_TURN: usize = ENTRIES as usize / 2 - 1;
 
-/// What a completion is for, in the low bits of its user data; the connection's slot is in
-/// the rest.
+/// The longest send submitted at once; the rest follows when it completes. Keeps the
+/// length inside the entry's `u32`.
+const MAX_SEND: usize = 1 << 30;
+
+/// The oldest kernel with everything used here (multishot accept came in Linux 5.19).
+const MIN_KERNEL: (u32, u32) = (5, 19);
+
+// What a completion is for, in the low bits of its user data; the connection's slot is in
+// the rest.
 const ACCEPT: u64 = 0;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
@@ -59,7 +67,17 @@ struct Connection {
     sent: usize,
     receiving: bool,
     in_send: bool,
+    /// No more receives: the peer closed its side, or sent a frame that cannot be read.
+    /// Replies already answered are still sent.
     closing: bool,
+    /// A send failed: nothing more is sent either.
+    failed: bool,
+}
+
+impl Connection {
+    fn unsent(&self) -> usize {
+        self.sending.len() - self.sent.min(self.sending.len()) + self.queued.len()
+    }
 }
 
 /// A ring and the connections it serves.
@@ -71,10 +89,28 @@ struct Server<'a> {
     free: Vec<usize>,
 }
 
+/// Whether the running kernel is at least [`MIN_KERNEL`], from `/proc/sys/kernel/osrelease`
+/// (`6.18.44-...`); `None` if that cannot be read.
+fn kernel_is_recent_enough() -> Option<bool> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().ok());
+    let major = numbers.next()??;
+    let minor = numbers.next()??;
+    Some((major, minor) >= MIN_KERNEL)
+}
+
 /// Makes the ring, with the flags that keep completions inside `io_uring_enter` if the
 /// kernel knows them. Fails where io_uring is missing or forbidden (Docker's default
-/// seccomp profile refuses `io_uring_setup`).
+/// seccomp profile refuses `io_uring_setup`) or the kernel is older than [`MIN_KERNEL`].
 fn ring() -> io::Result<IoUring> {
+    if kernel_is_recent_enough() == Some(false) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("needs Linux {}.{} or later", MIN_KERNEL.0, MIN_KERNEL.1),
+        ));
+    }
     let deferred = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
@@ -108,11 +144,11 @@ pub fn serve(
     };
     server.arm_accept()?;
     ready();
-    let mut completed: Vec<(u64, i32, u32)> = Vec::with_capacity(ENTRIES as usize * 4);
+    let mut completed: Vec<(u64, i32, u32)> = Vec::with_capacity(COMPLETIONS_PER_TURN);
     loop {
         match server.ring.submit_and_wait(1) {
             Ok(_) => {}
-            // EBUSY: the completion queue is full; draining it below is the remedy.
+            // EBUSY: completions are waiting to be reaped, which is what comes next.
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -122,6 +158,7 @@ pub fn serve(
             server
                 .ring
                 .completion()
+                .take(COMPLETIONS_PER_TURN)
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         for &(data, result, flags) in &completed {
@@ -130,6 +167,7 @@ pub fn serve(
                 ACCEPT => server.accepted(result, flags)?,
                 RECV => server.received(slot, result)?,
                 SEND => server.sent(slot, result)?,
+                // A cancel's own completion: the receive it cancelled completes separately.
                 _ => {}
             }
         }
@@ -137,16 +175,18 @@ pub fn serve(
 }
 
 impl Server<'_> {
+    /// Queues an entry for the next submission. There is always room (see
+    /// [`COMPLETIONS_PER_TURN`]); running out would be a bug here, reported as an error.
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: every buffer an entry points into belongs to a connection that stays
-            // in `connections`, untouched, until the entry's completion (see `received`,
-            // `sent` and `close_if_idle`).
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return Ok(());
-            }
-            self.ring.submit()?;
-        }
+        // SAFETY: the entry's buffer, if any, is a heap allocation owned by a connection in
+        // `connections` (a `Vec<u8>` whose storage does not move when the `Connection`
+        // itself moves), and the entry's descriptor is that connection's open socket. The
+        // connection is only dropped by `close_if_idle` once neither a receive nor a send is
+        // in flight, a receive buffer is only resized by `Input::spare` when no receive is in
+        // flight, and a send buffer is only cleared or swapped by `start_send` when no send
+        // is in flight: so the buffer and the descriptor outlive the kernel's use of them.
+        unsafe { self.ring.submission().push(&entry) }
+            .map_err(|_| io::Error::other("submission queue full"))
     }
 
     fn arm_accept(&mut self) -> io::Result<()> {
@@ -157,6 +197,11 @@ impl Server<'_> {
     }
 
     fn accepted(&mut self, result: i32, flags: u32) -> io::Result<()> {
+        if result == -libc::EINVAL {
+            return Err(io::Error::other(
+                "io_uring refused a multishot accept: this kernel is too old",
+            ));
+        }
         if result >= 0 {
             // SAFETY: the kernel just created this descriptor for us, and nothing else owns it.
             let stream = unsafe { TcpStream::from_raw_fd(result) };
@@ -174,21 +219,28 @@ impl Server<'_> {
                 receiving: false,
                 in_send: false,
                 closing: false,
+                failed: false,
             });
             self.arm_recv(slot)?;
+        } else if result != -libc::ECONNABORTED && result != -libc::EINTR {
+            // Out of descriptors, most likely: retrying at once would spin until one is
+            // closed. A pause stalls every connection, but only in that state.
+            std::thread::sleep(Duration::from_millis(10));
         }
-        // A multishot accept ends on an error (out of descriptors, say): start another.
+        // A multishot accept ends on an error: start another.
         if !cqueue::more(flags) {
             self.arm_accept()?;
         }
         Ok(())
     }
 
+    /// Arms a receive unless one is in flight, the connection is closing, or its replies
+    /// are backed up past [`MAX_QUEUED_OUTPUT`] (a completed send arms it again).
     fn arm_recv(&mut self, slot: usize) -> io::Result<()> {
         let Some(connection) = self.connections[slot].as_mut() else {
             return Ok(());
         };
-        if connection.receiving || connection.closing {
+        if connection.receiving || connection.closing || connection.unsent() > MAX_QUEUED_OUTPUT {
             return Ok(());
         }
         connection.receiving = true;
@@ -201,11 +253,12 @@ impl Server<'_> {
         self.push(entry)
     }
 
+    /// Sends what is owed, unless a send is in flight or one failed.
     fn start_send(&mut self, slot: usize) -> io::Result<()> {
         let Some(connection) = self.connections[slot].as_mut() else {
             return Ok(());
         };
-        if connection.in_send || connection.closing {
+        if connection.in_send || connection.failed {
             return Ok(());
         }
         if connection.sent >= connection.sending.len() {
@@ -219,7 +272,8 @@ impl Server<'_> {
         connection.in_send = true;
         let fd = types::Fd(connection.stream.as_raw_fd());
         let rest = &connection.sending[connection.sent..];
-        let entry = opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
+        let len = rest.len().min(MAX_SEND) as u32;
+        let entry = opcode::Send::new(fd, rest.as_ptr(), len)
             .build()
             .user_data(user_data(slot, SEND));
         self.push(entry)
@@ -231,26 +285,29 @@ impl Server<'_> {
             return Ok(());
         };
         connection.receiving = false;
+        if connection.closing || connection.failed {
+            // Data that raced a cancel: the connection is on its way out.
+            return self.close_if_idle(slot);
+        }
         if result <= 0 {
-            // 0: the peer closed; below 0: an error, or the cancel from `close_if_idle`.
+            // 0: the peer closed its side; below 0: an error.
             connection.closing = true;
-            return self.close_if_idle(slot);
+            if result < 0 {
+                connection.failed = true;
+            }
+        } else {
+            connection.input.received(result as usize);
+            if connection
+                .input
+                .answer(replies, &mut connection.queued)
+                .is_err()
+            {
+                connection.closing = true;
+            }
         }
-        connection.input.received(result as usize);
-        if connection
-            .input
-            .answer(replies, &mut connection.queued)
-            .is_err()
-        {
-            connection.closing = true;
-            return self.close_if_idle(slot);
-        }
-        let backed_up = connection.queued.len() > MAX_QUEUED_OUTPUT;
         self.start_send(slot)?;
-        if !backed_up {
-            self.arm_recv(slot)?;
-        }
-        Ok(())
+        self.arm_recv(slot)?;
+        self.close_if_idle(slot)
     }
 
     fn sent(&mut self, slot: usize, result: i32) -> io::Result<()> {
@@ -258,28 +315,33 @@ impl Server<'_> {
             return Ok(());
         };
         connection.in_send = false;
-        if result < 0 {
+        if result <= 0 {
+            connection.failed = true;
             connection.closing = true;
+        } else {
+            connection.sent += result as usize;
         }
-        if connection.closing {
-            return self.close_if_idle(slot);
-        }
-        connection.sent += result as usize;
         self.start_send(slot)?;
-        // Receiving stops while replies back up (see `received`); a completed send resumes it.
-        self.arm_recv(slot)
+        // Receiving stops while replies back up (see `arm_recv`); a completed send resumes it.
+        self.arm_recv(slot)?;
+        self.close_if_idle(slot)
     }
 
-    /// Closes a connection marked closing once nothing in flight points into it; a receive
-    /// still waiting for data is cancelled first.
+    /// Closes a connection that is closing once nothing is in flight and nothing more will
+    /// be sent; a receive still waiting for data is cancelled first.
     fn close_if_idle(&mut self, slot: usize) -> io::Result<()> {
         let Some(connection) = self.connections[slot].as_ref() else {
             return Ok(());
         };
-        if connection.in_send {
+        if !connection.closing || connection.in_send {
+            return Ok(());
+        }
+        if connection.unsent() > 0 && !connection.failed {
             return Ok(());
         }
         if connection.receiving {
+            // The slot is not reused before the receive's completion arrives, so the cancel
+            // cannot reach another connection's receive.
             let entry = opcode::AsyncCancel::new(user_data(slot, RECV))
                 .build()
                 .user_data(user_data(slot, CANCEL));
