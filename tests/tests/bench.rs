@@ -941,9 +941,11 @@ fn start_floor(io: &str) -> Result<Floor, String> {
         let _ = BufReader::new(stdout).read_line(&mut first);
         let _ = line_tx.send(first);
     });
-    let first = line_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("sessiond-floor printed nothing within 30 s");
+    let Ok(first) = line_rx.recv_timeout(Duration::from_secs(30)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("sessiond-floor printed nothing within 30 s");
+    };
     match first.trim().strip_prefix("listening on ") {
         Some(addr) => Ok(Floor {
             addr: addr.to_string(),
@@ -1090,28 +1092,69 @@ fn floor_gets(count: usize) -> Vec<u8> {
 
 /// How many descriptors the process `pid` has open.
 fn open_descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
+    let count = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|dir| dir.count())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    assert!(count > 0, "cannot read /proc/{pid}/fd");
+    count
 }
 
 /// The resident memory of the process `pid`, in KiB.
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+    let kib = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    assert!(kib > 0, "cannot read VmRSS of {pid}");
+    kib
 }
 
-/// Connections that end every way a client can end one: reset with replies unread,
-/// half-closed after a request (whose reply must still come), after a bad frame, and in
-/// the middle of a frame. Every one of them must be released: the server's open
-/// descriptors come back to what they were.
+/// Waits until the open descriptors of `pid` stop changing (connections closed by earlier
+/// checks are released), and returns their count.
+fn settled_descriptors(pid: u32) -> usize {
+    let mut last = open_descriptors(pid);
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = open_descriptors(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// Writes `bytes` until done or until a write blocks for `timeout`; the bytes written.
+fn write_until_blocked(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> usize {
+    stream.set_write_timeout(Some(timeout)).unwrap();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match stream.write(&bytes[sent..]) {
+            Ok(n) => sent += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    sent
+}
+
+/// Connections that end every way a client can end one: reset with replies unread (a few,
+/// and so many that the server's sends are stuck in flight and its reading has stopped),
+/// half-closed after one request and after a megabyte of them (every reply must still come),
+/// after a bad frame, and in the middle of a frame. Every one of them must be released: the
+/// server's open descriptors come back to what they were.
 fn check_connections_are_released(floor: &Floor) {
     let pid = floor.child.id();
-    let before = open_descriptors(pid);
+    let before = settled_descriptors(pid);
     let one_get = floor_gets(1);
     let mut streams = Vec::new();
     for i in 0..60 {
@@ -1119,10 +1162,14 @@ fn check_connections_are_released(floor: &Floor) {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        match i % 4 {
+        match i % 6 {
             // Closed with replies unread: the close resets the connection.
             0 => stream.write_all(&floor_gets(10)).unwrap(),
+            // So many unread that the server's send waits for room when the reset comes.
             1 => {
+                write_until_blocked(&mut stream, &floor_gets(80_000), Duration::from_millis(300));
+            }
+            2 => {
                 stream.write_all(&one_get).unwrap();
                 stream.shutdown(std::net::Shutdown::Write).unwrap();
                 let mut reply = Vec::new();
@@ -1136,8 +1183,34 @@ fn check_connections_are_released(floor: &Floor) {
                     "a half-closed connection still gets its reply"
                 );
             }
-            2 => stream.write_all(&[0x42; 16]).unwrap(),
-            _ => stream.write_all(&one_get[..one_get.len() - 3]).unwrap(),
+            3 => stream.write_all(&[0x42; 16]).unwrap(),
+            4 => stream.write_all(&one_get[..one_get.len() - 3]).unwrap(),
+            _ if i == 5 => {
+                // A megabyte of requests, then the close, read to the end on another thread:
+                // more than one turn of reads, and the close must still be seen.
+                let count = 40_000;
+                let mut reader = stream.try_clone().unwrap();
+                let replies = std::thread::spawn(move || {
+                    let mut codec = ClientCodec::new();
+                    let mut input = BytesMut::new();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut frames = 0;
+                    loop {
+                        while codec.decode(&mut input).unwrap().is_some() {
+                            frames += 1;
+                        }
+                        match reader.read(&mut buf) {
+                            Ok(0) => return frames,
+                            Ok(n) => input.extend_from_slice(&buf[..n]),
+                            Err(e) => panic!("reading the replies: {e}"),
+                        }
+                    }
+                });
+                stream.write_all(&floor_gets(count)).unwrap();
+                stream.shutdown(std::net::Shutdown::Write).unwrap();
+                assert_eq!(replies.join().unwrap(), count, "replies before the close");
+            }
+            _ => {}
         }
         streams.push(stream);
     }
@@ -1158,45 +1231,58 @@ fn check_connections_are_released(floor: &Floor) {
     }
 }
 
-/// A client that sends without reading: the server stops reading it once its replies back
-/// up, so the client's writes block and the server's memory stays bounded (each request
-/// here gets a reply 12 times its size).
+/// A client that sends without reading, and one that reads slowly: the server stops
+/// reading each once its replies back up, so the client's writes block and the server's
+/// memory stays bounded (each request here gets a reply 12 times its size).
 fn check_unread_replies_are_bounded(floor: &Floor) {
     let pid = floor.child.id();
     let before = resident_kib(pid);
-    let mut stream = TcpStream::connect(&floor.addr).unwrap();
-    stream
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
     let batch = floor_gets(1000);
+
+    // Never reads.
+    let mut stream = TcpStream::connect(&floor.addr).unwrap();
     let mut sent = 0usize;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        match stream.write(&batch) {
-            Ok(n) => sent += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break
-            }
-            Err(e) => panic!("write: {e}"),
+    let mut blocked = false;
+    for _ in 0..2_000 {
+        let n = write_until_blocked(&mut stream, &batch, Duration::from_secs(2));
+        sent += n;
+        if n < batch.len() {
+            blocked = true;
+            break;
         }
     }
-    let grown_mib = resident_kib(pid).saturating_sub(before) / 1024;
+    assert!(
+        blocked,
+        "{sent} bytes of requests went without the server pushing back"
+    );
     assert!(
         sent >= 256 * 1024,
         "only {sent} bytes of requests went before the writes blocked"
     );
-    assert!(
-        std::time::Instant::now() < deadline,
-        "10 s of requests went without the server pushing back ({sent} bytes)"
-    );
+
+    // Reads 4 KiB every 10 ms while requests keep coming for 3 s.
+    let mut slow = TcpStream::connect(&floor.addr).unwrap();
+    let mut reader = slow.try_clone().unwrap();
+    let reading = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            if reader.read(&mut buf).unwrap_or(0) == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        write_until_blocked(&mut slow, &batch, Duration::from_millis(200));
+    }
+    reading.join().unwrap();
+
+    let grown_mib = resident_kib(pid).saturating_sub(before) / 1024;
     assert!(
         grown_mib < 48,
-        "the server grew by {grown_mib} MiB for one client that does not read"
+        "the server grew by {grown_mib} MiB for two clients that do not keep up"
     );
 }
 

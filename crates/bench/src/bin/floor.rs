@@ -1,5 +1,5 @@
 //! `sessiond-floor`: the floor server of `sessiond_bench::floor`, which answers the load
-//! generator's requests with canned replies, for `scripts/bench-compare cost --floor`.
+//! generator's requests with canned replies, for `scripts/bench-compare cost`.
 //!
 //! It takes sessiond's `--config`, `--listen` and `--data-dir` so that the script can start
 //! it as it starts sessiond (the config and data directory are ignored), and like sessiond

@@ -32,6 +32,12 @@ struct Connection {
     /// Replies not yet written, from `written` on.
     output: Vec<u8>,
     written: usize,
+    /// The peer has closed its side (an event said so): read to the end of the stream, as
+    /// a short read no longer means drained. Kept, since the event is not repeated.
+    peer_closed: bool,
+    /// Nothing more is read (the stream ended, or a frame could not be read); the
+    /// connection ends once the replies already owed are written.
+    closing: bool,
 }
 
 /// Where [`serve_one`] left a connection.
@@ -152,14 +158,18 @@ fn accept_all(
             input: Input::new(),
             output: Vec::new(),
             written: 0,
+            peer_closed: false,
+            closing: false,
         });
     }
 }
 
-/// Writes what is owed, then reads what is there, answers it and writes the replies. With
-/// `peer_closed`, reads go on to the end of the stream.
+/// Writes what is owed, then reads what is there, answers it and writes the replies.
+/// `peer_closed`: this turn's event said the peer closed its side.
 fn serve_one(connection: &mut Connection, replies: &Replies, peer_closed: bool) -> Left {
+    connection.peer_closed |= peer_closed;
     match flush(connection) {
+        Ok(true) if connection.closing => return Left::Done,
         Ok(true) => {}
         Ok(false) => return Left::Waiting,
         Err(_) => return Left::Done,
@@ -168,11 +178,8 @@ fn serve_one(connection: &mut Connection, replies: &Replies, peer_closed: bool) 
         let spare = connection.input.spare();
         let room = spare.len();
         let drained = match connection.stream.read(spare) {
-            Ok(0) => {
-                // The peer is done sending: what it asked before is still answered.
-                let _ = flush(connection);
-                return Left::Done;
-            }
+            // The peer is done sending: what it asked before is still answered.
+            Ok(0) => return close(connection),
             Ok(n) => {
                 connection.input.received(n);
                 if connection
@@ -180,10 +187,9 @@ fn serve_one(connection: &mut Connection, replies: &Replies, peer_closed: bool) 
                     .answer(replies, &mut connection.output)
                     .is_err()
                 {
-                    let _ = flush(connection);
-                    return Left::Done;
+                    return close(connection);
                 }
-                n < room && !peer_closed
+                n < room && !connection.peer_closed
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
@@ -202,6 +208,16 @@ fn serve_one(connection: &mut Connection, replies: &Replies, peer_closed: bool) 
         Ok(true) => Left::MoreToRead,
         Ok(false) => Left::Waiting,
         Err(_) => Left::Done,
+    }
+}
+
+/// Stops reading a connection: it ends now if its replies are all written, else when the
+/// writable event that [`flush`] waits for has let them go.
+fn close(connection: &mut Connection) -> Left {
+    connection.closing = true;
+    match flush(connection) {
+        Ok(false) => Left::Waiting,
+        Ok(true) | Err(_) => Left::Done,
     }
 }
 

@@ -154,8 +154,8 @@ impl Input {
     }
 
     /// Room to receive into: [`READ_CHUNK`] bytes. The buffer grows (up to a frame of
-    /// [`MAX_BODY`], which [`Input::answer`] enforces) only while a request larger than it
-    /// is arriving.
+    /// [`MAX_BODY`], which [`Input::answer`] enforces) when a request larger than it
+    /// arrives, and shrinks back once a receive ends on a frame boundary.
     pub fn spare(&mut self) -> &mut [u8] {
         if self.bytes.len() < self.filled + READ_CHUNK {
             self.bytes.resize(self.filled + READ_CHUNK, 0);

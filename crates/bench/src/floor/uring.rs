@@ -31,9 +31,10 @@ use super::{Input, Replies, MAX_QUEUED_OUTPUT};
 /// Submission queue entries; the completion queue gets four times as many.
 const ENTRIES: u32 = 4096;
 
-/// Completions handled per turn. Each can queue at most two entries (a send and the next
-/// receive), so a turn never queues more than the submission queue holds, and entries are
-/// only ever submitted at the top of the loop.
+/// Completions handled per turn at most. Each can queue at most two entries (a send and the
+/// next receive, or a cancel), so a turn takes no more than half the room left in the
+/// submission queue (less than all of it if a submission left entries behind), and entries
+/// are only ever submitted at the top of the loop.
 const COMPLETIONS_PER_TURN: usize = ENTRIES as usize / 2 - 1;
 
 /// The longest send submitted at once; the rest follows when it completes. Keeps the
@@ -154,11 +155,17 @@ pub fn serve(
             Err(e) => return Err(e),
         }
         completed.clear();
+        let room = {
+            let submission = server.ring.submission();
+            submission.capacity() - submission.len()
+        };
+        // One entry of room is kept for re-arming the accept.
+        let take = COMPLETIONS_PER_TURN.min(room.saturating_sub(1) / 2);
         completed.extend(
             server
                 .ring
                 .completion()
-                .take(COMPLETIONS_PER_TURN)
+                .take(take)
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         for &(data, result, flags) in &completed {
@@ -180,11 +187,13 @@ impl Server<'_> {
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         // SAFETY: the entry's buffer, if any, is a heap allocation owned by a connection in
         // `connections` (a `Vec<u8>` whose storage does not move when the `Connection`
-        // itself moves), and the entry's descriptor is that connection's open socket. The
-        // connection is only dropped by `close_if_idle` once neither a receive nor a send is
-        // in flight, a receive buffer is only resized by `Input::spare` when no receive is in
-        // flight, and a send buffer is only cleared or swapped by `start_send` when no send
-        // is in flight: so the buffer and the descriptor outlive the kernel's use of them.
+        // itself moves), and the entry's descriptor is that connection's open socket, or the
+        // listener, which lives as long as the server. A connection is only dropped by
+        // `close_if_idle` once neither a receive nor a send is in flight (a cancel carries no
+        // buffer). A receive buffer is only touched (`Input::spare`'s resize, `Input::answer`'s
+        // move and shrink) in `arm_recv` and `received`, when no receive is in flight; a send
+        // buffer is only cleared or swapped by `start_send` when no send is in flight. So the
+        // buffer and the descriptor outlive the kernel's use of them.
         unsafe { self.ring.submission().push(&entry) }
             .map_err(|_| io::Error::other("submission queue full"))
     }
@@ -340,8 +349,9 @@ impl Server<'_> {
             return Ok(());
         }
         if connection.receiving {
-            // The slot is not reused before the receive's completion arrives, so the cancel
-            // cannot reach another connection's receive.
+            // The slot is not reused before the receive's completion arrives, and entries are
+            // issued in the order they are queued, so the cancel cannot reach a later
+            // connection's receive in the same slot.
             let entry = opcode::AsyncCancel::new(user_data(slot, RECV))
                 .build()
                 .user_data(user_data(slot, CANCEL));
