@@ -1210,6 +1210,7 @@ fn check_connections_are_released(floor: &Floor) {
                 stream.shutdown(std::net::Shutdown::Write).unwrap();
                 assert_eq!(replies.join().unwrap(), count, "replies before the close");
             }
+            // Opened and closed without a request.
             _ => {}
         }
         streams.push(stream);

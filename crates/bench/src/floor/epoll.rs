@@ -33,7 +33,7 @@ struct Connection {
     output: Vec<u8>,
     written: usize,
     /// The peer has closed its side (an event said so): read to the end of the stream, as
-    /// a short read no longer means drained. Kept, since the event is not repeated.
+    /// a short read no longer means drained.
     peer_closed: bool,
     /// Nothing more is read (the stream ended, or a frame could not be read); the
     /// connection ends once the replies already owed are written.
@@ -64,8 +64,7 @@ pub fn serve(
     let mut connections: Vec<Option<Connection>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut again: Vec<usize> = Vec::new();
-    // Each connection to serve in this turn, and whether its peer has closed its side.
-    let mut turn: Vec<(usize, bool)> = Vec::new();
+    let mut turn: Vec<usize> = Vec::new();
     let mut events = Events::with_capacity(1024);
     ready();
     loop {
@@ -78,29 +77,27 @@ pub fn serve(
             return Err(error);
         }
         turn.clear();
-        turn.extend(again.drain(..).map(|slot| (slot, false)));
+        turn.append(&mut again);
         for event in events.iter() {
             if event.token() == LISTENER {
                 accept_all(&listener, &poll, &mut connections, &mut free);
-            } else {
-                turn.push((event.token().0, event.is_read_closed()));
+                continue;
+            }
+            let slot = event.token().0;
+            if let Some(Some(connection)) = connections.get_mut(slot) {
+                // Kept on the connection: the event saying so is not repeated.
+                connection.peer_closed |= event.is_read_closed();
+                turn.push(slot);
             }
         }
-        // A connection with more to read may have an event too: serve it once, noting a
-        // close from either.
+        // A connection with more to read may have an event too: serve it once.
         turn.sort_unstable();
-        turn.dedup_by(|later, first| {
-            let same = later.0 == first.0;
-            if same {
-                first.1 |= later.1;
-            }
-            same
-        });
-        for &(slot, peer_closed) in &turn {
+        turn.dedup();
+        for &slot in &turn {
             let Some(Some(connection)) = connections.get_mut(slot) else {
                 continue;
             };
-            match serve_one(connection, replies, peer_closed) {
+            match serve_one(connection, replies) {
                 Left::Waiting => {}
                 Left::MoreToRead => again.push(slot),
                 Left::Done => {
@@ -165,9 +162,7 @@ fn accept_all(
 }
 
 /// Writes what is owed, then reads what is there, answers it and writes the replies.
-/// `peer_closed`: this turn's event said the peer closed its side.
-fn serve_one(connection: &mut Connection, replies: &Replies, peer_closed: bool) -> Left {
-    connection.peer_closed |= peer_closed;
+fn serve_one(connection: &mut Connection, replies: &Replies) -> Left {
     match flush(connection) {
         Ok(true) if connection.closing => return Left::Done,
         Ok(true) => {}
