@@ -41,6 +41,7 @@ struct Connection {
 }
 
 /// Where [`serve_one`] left a connection.
+#[derive(Debug, PartialEq, Eq)]
 enum Left {
     /// Drained, or waiting for its writable event.
     Waiting,
@@ -234,4 +235,69 @@ fn flush(connection: &mut Connection) -> io::Result<bool> {
     connection.output.clear();
     connection.written = 0;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::floor::tests::requests;
+    use crate::floor::READ_CHUNK;
+    use bytes::Bytes;
+    use sessiond_proto::command::Del;
+    use sessiond_proto::Request;
+
+    /// A server-side connection whose client has sent `count` DEL requests, and closed its
+    /// side if `close`; with the client's end.
+    fn connection_after(count: usize, close: bool) -> (Connection, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let del = Request::Del(Del {
+            key: Bytes::from_static(b"session:01"),
+            if_version: None,
+        });
+        let all: Vec<(Request, u32)> = (0..count).map(|i| (del.clone(), i as u32)).collect();
+        client.write_all(&requests(&all)).unwrap();
+        if close {
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        // Loopback delivers while the client writes; a moment more for a busy machine.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        server.set_nonblocking(true).unwrap();
+        let connection = Connection {
+            stream: TcpStream::from_std(server),
+            input: Input::new(),
+            output: Vec::new(),
+            written: 0,
+            peer_closed: close,
+            closing: false,
+        };
+        (connection, client)
+    }
+
+    /// Requests filling a few reads and ending part-way through one, so that the last read
+    /// is short.
+    const COUNT: usize = 2 * READ_CHUNK / 26 + 7;
+
+    #[test]
+    fn a_short_read_ends_the_turn_of_an_open_connection() {
+        let replies = Replies::new(10);
+        let (mut connection, _client) = connection_after(COUNT, false);
+        assert_eq!(serve_one(&mut connection, &replies), Left::Waiting);
+        assert!(!connection.closing);
+    }
+
+    /// The close's event is not repeated: a connection whose peer has closed must be read to
+    /// the end of the stream, not left at a short read, and every request before the close
+    /// answered.
+    #[test]
+    fn a_closed_peer_is_read_to_the_end_and_answered() {
+        let replies = Replies::new(10);
+        let (mut connection, mut client) = connection_after(COUNT, true);
+        assert_eq!(serve_one(&mut connection, &replies), Left::Done);
+        drop(connection);
+        let mut answered = Vec::new();
+        client.read_to_end(&mut answered).unwrap();
+        assert_eq!(answered.len(), COUNT * replies.del.len());
+    }
 }

@@ -201,7 +201,8 @@ mod tests {
     use sessiond_proto::{ClientCodec, Request};
     use tokio_util::codec::{Decoder, Encoder};
 
-    fn requests(requests: &[(Request, u32)]) -> Vec<u8> {
+    /// The frames of `requests`, each with its opaque, encoded one after the other.
+    pub(super) fn requests(requests: &[(Request, u32)]) -> Vec<u8> {
         let mut codec = ClientCodec::new();
         let mut bytes = BytesMut::new();
         for (request, opaque) in requests {
